@@ -1,0 +1,2 @@
+// Only includes: the COpenBLAS system library, found through pkg-config (openblas).
+#include <cblas.h>

@@ -1,0 +1,2 @@
+// Only includes: the CPNG system library, found through pkg-config (libpng).
+#include <png.h>

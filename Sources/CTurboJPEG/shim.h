@@ -1,0 +1,2 @@
+// Only includes: the CTurboJPEG system library, found through pkg-config (libturbojpeg).
+#include <turbojpeg.h>

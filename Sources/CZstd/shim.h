@@ -1,0 +1,2 @@
+// Only includes: the CZstd system library, found through pkg-config (libzstd).
+#include <zstd.h>

@@ -1,0 +1,444 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A damaged, truncated or unsupported bundle. One line: the file, the section, what is wrong.
+public struct BundleError: Error, CustomStringConvertible, Sendable, Equatable {
+    public var file: String?
+    public var section: String?
+    public var message: String
+
+    public init(file: String? = nil, section: String? = nil, message: String) {
+        self.file = file
+        self.section = section
+        self.message = message
+    }
+
+    public var description: String {
+        var parts: [String] = []
+        if let file { parts.append(file) }
+        if let section { parts.append("section \(section)") }
+        parts.append(message)
+        return parts.joined(separator: ": ")
+    }
+}
+
+/// A loaded, fully validated bundle. Uncompressed tensor data stays in the mapping: the `FrozenModel`'s
+/// payloads point into it, so keep the `Bundle` alive while the model is used.
+public final class Bundle: @unchecked Sendable {
+    public let path: String?
+    public let model: FrozenModel
+    public let versionMinor: UInt16
+    /// Kind, offset, size and checksum of each section, for `inspect`.
+    public let sections: [SectionInfo]
+    public let fileSize: Int
+
+    private let base: UnsafeRawPointer
+    private let release: @Sendable (UnsafeRawPointer, Int) -> Void
+
+    public struct SectionInfo: Sendable {
+        public var kind: SectionKind
+        public var offset: Int
+        public var size: Int
+        public var checksum: UInt64
+    }
+
+    /// Maps and validates the file at `path`.
+    public convenience init(contentsOf path: String) throws(BundleError) {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw BundleError(file: path, message: "cannot open: \(errnoText())") }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw BundleError(file: path, message: "cannot stat: \(errnoText())") }
+        guard (st.st_mode & S_IFMT) == S_IFREG else { throw BundleError(file: path, message: "not a regular file") }
+        let size = Int(st.st_size)
+        guard size >= BundleLayout.headerSize else {
+            throw BundleError(file: path, message: "file is \(size) bytes, shorter than the \(BundleLayout.headerSize)-byte header")
+        }
+        let mapped = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0)
+        guard let mapped, mapped != MAP_FAILED else { throw BundleError(file: path, message: "cannot map: \(errnoText())") }
+        try self.init(base: UnsafeRawPointer(mapped), size: size, path: path) { p, n in
+            munmap(UnsafeMutableRawPointer(mutating: p), n)
+        }
+    }
+
+    /// Validates a bundle held in memory (copied into 64-byte-aligned storage).
+    public convenience init(bytes: [UInt8], path: String? = nil) throws(BundleError) {
+        let storage = UnsafeMutableRawPointer.allocate(byteCount: max(bytes.count, 1), alignment: BundleLayout.alignment)
+        bytes.withUnsafeBytes { raw in
+            if let src = raw.baseAddress { storage.copyMemory(from: src, byteCount: raw.count) }
+        }
+        try self.init(base: UnsafeRawPointer(storage), size: bytes.count, path: path) { p, _ in
+            UnsafeMutableRawPointer(mutating: p).deallocate()
+        }
+    }
+
+    private init(base: UnsafeRawPointer, size: Int, path: String?,
+                 release: @escaping @Sendable (UnsafeRawPointer, Int) -> Void) throws(BundleError) {
+        self.base = base
+        self.release = release
+        self.path = path
+        self.fileSize = size
+        do {
+            let parsed = try BundleParser(base: base, size: size).parse()
+            self.model = parsed.model
+            self.sections = parsed.sections
+            self.versionMinor = parsed.versionMinor
+        } catch var error {
+            release(base, size)
+            error.file = path
+            throw error
+        }
+    }
+
+    deinit { release(base, fileSize) }
+}
+
+/// Reads and checks every byte of a bundle image before anything is trusted.
+struct BundleParser {
+    let base: UnsafeRawPointer
+    let size: Int
+
+    struct Parsed {
+        var model: FrozenModel
+        var sections: [Bundle.SectionInfo]
+        var versionMinor: UInt16
+    }
+
+    func parse() throws(BundleError) -> Parsed {
+        let whole = UnsafeRawBufferPointer(start: base, count: size)
+        guard size >= BundleLayout.headerSize else {
+            throw BundleError(section: "header", message: "file is \(size) bytes, shorter than the header")
+        }
+        guard Array(whole[0..<8]) == BundleLayout.magic else {
+            throw BundleError(section: "header", message: "not a Kiln bundle (bad magic bytes)")
+        }
+        var h = Cursor(whole, section: "header", start: 8, end: BundleLayout.headerSize)
+        let major = try h.u16()
+        let minor = try h.u16()
+        guard major == BundleLayout.versionMajor else {
+            throw BundleError(section: "header", message: "bundle version \(major).\(minor) is not supported by this reader (version \(BundleLayout.versionMajor).x)")
+        }
+        let headerSize = try h.u32()
+        let sectionCount = Int(try h.u32())
+        let flags = try h.u32()
+        let fileSize = try h.u64()
+        let tableOffset = try h.u64()
+        let checksum = try h.u64()
+        guard headerSize == UInt32(BundleLayout.headerSize) else {
+            throw BundleError(section: "header", message: "header size \(headerSize), expected \(BundleLayout.headerSize)")
+        }
+        guard flags == 0 else { throw BundleError(section: "header", message: "unknown flags 0x\(String(flags, radix: 16))") }
+        guard fileSize == UInt64(size) else {
+            throw BundleError(section: "header", message: "file is \(size) bytes but the header says \(fileSize) (truncated or extended)")
+        }
+        guard (1...BundleLayout.maximumSections).contains(sectionCount) else {
+            throw BundleError(section: "header", message: "section count \(sectionCount) is outside 1...\(BundleLayout.maximumSections)")
+        }
+        guard tableOffset == UInt64(BundleLayout.headerSize) else {
+            throw BundleError(section: "header", message: "section table at offset \(tableOffset), expected \(BundleLayout.headerSize)")
+        }
+        let tableEnd = BundleLayout.headerSize + sectionCount * BundleLayout.sectionEntrySize
+        guard tableEnd <= size else { throw BundleError(section: "header", message: "section table runs past the end of the file") }
+        for i in 48..<BundleLayout.headerSize where whole[i] != 0 {
+            throw BundleError(section: "header", message: "reserved header byte \(i) is not zero")
+        }
+        var hashed = Array(whole[0..<40])
+        hashed.append(contentsOf: whole[BundleLayout.headerSize..<tableEnd])
+        guard XXH64.hash(hashed) == checksum else {
+            throw BundleError(section: "header", message: "checksum mismatch in the header or section table (damaged file)")
+        }
+
+        // Section table: known kinds, in order, each in bounds, aligned, not overlapping.
+        var table = Cursor(whole, section: "section table", start: BundleLayout.headerSize, end: tableEnd)
+        var sections: [Bundle.SectionInfo] = []
+        var previousEnd = tableEnd
+        for index in 0..<sectionCount {
+            let raw = try table.u32()
+            guard let kind = SectionKind(rawValue: raw) else {
+                throw BundleError(section: "section table", message: "entry \(index) has unknown kind 0x\(String(raw, radix: 16))")
+            }
+            let entryFlags = try table.u32()
+            let offset = try table.u64()
+            let length = try table.u64()
+            let sum = try table.u64()
+            let r1 = try table.u64(), r2 = try table.u64()
+            guard entryFlags == 0, r1 == 0, r2 == 0 else {
+                throw BundleError(section: "\(kind)", message: "unknown flags or reserved fields set in the section table")
+            }
+            guard offset <= UInt64(size), length <= UInt64(size) - offset else {
+                throw BundleError(section: "\(kind)", message: "offset \(offset) + size \(length) runs past the end of the file (\(size) bytes)")
+            }
+            let start = Int(offset), count = Int(length)
+            guard start % BundleLayout.alignment == 0, start >= alignUp(previousEnd) else {
+                throw BundleError(section: "\(kind)", message: "offset \(start) is misaligned or overlaps the previous section")
+            }
+            guard index < SectionKind.order.count, SectionKind.order[index] == kind else {
+                throw BundleError(section: "\(kind)", message: "section out of order at position \(index)")
+            }
+            try requireZeroPadding(whole, from: previousEnd, to: start, after: sections.last.map { "\($0.kind)" } ?? "section table")
+            let actual = XXH64.hash(UnsafeRawBufferPointer(rebasing: whole[start..<start + count]))
+            guard actual == sum else {
+                throw BundleError(section: "\(kind)", message: "checksum mismatch (stored \(hex(sum)), computed \(hex(actual))): the section is damaged")
+            }
+            sections.append(.init(kind: kind, offset: start, size: count, checksum: sum))
+            previousEnd = start + count
+        }
+        guard sections.count == SectionKind.order.count else {
+            throw BundleError(section: "section table", message: "\(sections.count) sections, expected \(SectionKind.order.count)")
+        }
+        try requireZeroPadding(whole, from: previousEnd, to: size, after: "\(sections.last!.kind)")
+        guard alignUp(previousEnd) == size else {
+            throw BundleError(section: "\(sections.last!.kind)", message: "\(size - previousEnd) unexpected bytes after the last section")
+        }
+
+        func cursor(_ kind: SectionKind) -> Cursor {
+            let s = sections.first { $0.kind == kind }!
+            return Cursor(whole, section: "\(kind)", start: s.offset, end: s.offset + s.size)
+        }
+        let metadata = try parseMetadata(cursor(.metadata))
+        let dataSection = sections.first { $0.kind == .data }!
+        let tensors = try parseTensors(cursor(.tensors), data: UnsafeRawBufferPointer(rebasing: whole[dataSection.offset..<dataSection.offset + dataSection.size]))
+        let model = try parseGraph(cursor(.graph), metadata: metadata, tensors: tensors)
+        return Parsed(model: model, sections: sections, versionMinor: minor)
+    }
+
+    func requireZeroPadding(_ whole: UnsafeRawBufferPointer, from: Int, to: Int, after: String) throws(BundleError) {
+        guard from <= to else { return }
+        for i in from..<to where whole[i] != 0 {
+            throw BundleError(section: after, message: "padding byte at offset \(i) after the section is not zero (damaged file)")
+        }
+    }
+
+    func parseMetadata(_ cIn: Cursor) throws(BundleError) -> [String: MetadataValue] {
+        var c = cIn
+        let count = try c.count(minimumBytesEach: 5)
+        var out: [String: MetadataValue] = [:]
+        var previous: String?
+        for _ in 0..<count {
+            let key = try c.string()
+            if let previous, previous >= key {
+                throw c.error("keys are not strictly sorted ('\(previous)' then '\(key)')")
+            }
+            previous = key
+            let rawTag = try c.u8()
+            guard let tag = MetadataTag(rawValue: rawTag) else { throw c.error("key '\(key)' has unknown type tag \(rawTag)") }
+            switch tag {
+            case .int: out[key] = .int(Int64(bitPattern: try c.u64()))
+            case .float: out[key] = .float(Double(bitPattern: try c.u64()))
+            case .string: out[key] = .string(try c.string())
+            case .strings:
+                let n = try c.count(minimumBytesEach: 4)
+                var list: [String] = []
+                list.reserveCapacity(n)
+                for _ in 0..<n { list.append(try c.string()) }
+                out[key] = .strings(list)
+            case .floats:
+                let n = try c.count(minimumBytesEach: 8)
+                var list: [Double] = []
+                list.reserveCapacity(n)
+                for _ in 0..<n { list.append(Double(bitPattern: try c.u64())) }
+                out[key] = .floats(list)
+            }
+        }
+        try c.requireEnd()
+        return out
+    }
+
+    func parseTensors(_ cIn: Cursor, data: UnsafeRawBufferPointer) throws(BundleError) -> [TensorRecord] {
+        var c = cIn
+        let count = try c.count(minimumBytesEach: 32)
+        var out: [TensorRecord] = []
+        out.reserveCapacity(count)
+        var previousEnd = 0
+        for index in 0..<count {
+            let name = try c.string()
+            let rawType = try c.u32()
+            guard let type = ElementType(rawValue: rawType) else {
+                throw c.error("tensor '\(name)' has unknown element type \(rawType)")
+            }
+            let rank = Int(try c.u32())
+            guard rank <= BundleLayout.maximumRank else {
+                throw c.error("tensor '\(name)' has \(rank) dims > \(BundleLayout.maximumRank)")
+            }
+            var shape: [Int] = []
+            var elements: UInt64 = 1
+            for _ in 0..<rank {
+                let d = try c.u64()
+                let (product, overflow) = elements.multipliedReportingOverflow(by: d)
+                guard !overflow, d <= UInt64(BundleLayout.maximumElements), product <= UInt64(BundleLayout.maximumElements) else {
+                    throw c.error("tensor '\(name)' shape overflows (dim \(d))")
+                }
+                elements = product
+                shape.append(Int(d))
+            }
+            let offset = try c.u64()
+            let byteCount = try c.u64()
+            guard byteCount == elements * UInt64(type.byteWidth) else {
+                throw c.error("tensor '\(name)' has \(byteCount) bytes, shape \(shape) needs \(elements * UInt64(type.byteWidth))")
+            }
+            guard offset % UInt64(BundleLayout.alignment) == 0 else {
+                throw c.error("tensor '\(name)' data offset \(offset) is not \(BundleLayout.alignment)-byte aligned")
+            }
+            guard offset <= UInt64(data.count), byteCount <= UInt64(data.count) - offset else {
+                throw c.error("tensor '\(name)' data [\(offset), +\(byteCount)) runs past the DATA section (\(data.count) bytes)")
+            }
+            guard Int(offset) >= previousEnd else {
+                throw c.error("tensor '\(name)' (index \(index)) overlaps the previous tensor's data")
+            }
+            previousEnd = Int(offset + byteCount)
+            let bytes = UnsafeRawBufferPointer(rebasing: data[Int(offset)..<Int(offset + byteCount)])
+            out.append(TensorRecord(name: name, elementType: type, shape: shape, payload: .mapped(bytes)))
+        }
+        try c.requireEnd()
+        return out
+    }
+
+    func parseGraph(_ cIn: Cursor, metadata: [String: MetadataValue], tensors: [TensorRecord]) throws(BundleError) -> FrozenModel {
+        var c = cIn
+        let valueCount = try c.count(minimumBytesEach: 4)
+        var names: [String] = []
+        names.reserveCapacity(valueCount)
+        for _ in 0..<valueCount { names.append(try c.string()) }
+
+        func ports(_ what: String) throws(BundleError) -> [PortRecord] {
+            let n = try c.count(minimumBytesEach: 12)
+            var list: [PortRecord] = []
+            for _ in 0..<n {
+                let name = try c.string()
+                let value = Int(try c.u32())
+                guard value < valueCount else { throw c.error("\(what) '\(name)' names value \(value) of \(valueCount)") }
+                let rank = Int(try c.u32())
+                guard rank <= BundleLayout.maximumRank else { throw c.error("\(what) '\(name)' has \(rank) dims > \(BundleLayout.maximumRank)") }
+                var shape: [Int64] = []
+                for _ in 0..<rank {
+                    let d = Int64(bitPattern: try c.u64())
+                    guard d == -1 || (1...Int64(BundleLayout.maximumCount)).contains(d) else {
+                        throw c.error("\(what) '\(name)' has dim \(d)")
+                    }
+                    shape.append(d)
+                }
+                list.append(PortRecord(name: name, value: value, shape: shape))
+            }
+            return list
+        }
+        let inputs = try ports("input")
+        let outputs = try ports("output")
+        guard !inputs.isEmpty else { throw c.error("the graph has no inputs") }
+        guard !outputs.isEmpty else { throw c.error("the graph has no outputs") }
+
+        var defined = [Bool](repeating: false, count: valueCount)
+        for p in inputs {
+            guard !defined[p.value] else { throw c.error("input '\(p.name)' reuses value \(p.value)") }
+            defined[p.value] = true
+        }
+        let opCount = try c.count(minimumBytesEach: 24)
+        var ops: [OpRecord] = []
+        ops.reserveCapacity(opCount)
+        for index in 0..<opCount {
+            let raw = try c.u32()
+            let name = try c.string()
+            guard let opcode = OpCode(rawValue: raw) else {
+                throw c.error("op \(index) '\(name)' has unknown op code \(raw)")
+            }
+            let nIn = try c.count(minimumBytesEach: 4)
+            var opInputs: [Int] = []
+            for _ in 0..<nIn {
+                let v = Int(try c.u32())
+                guard v < valueCount, defined[v] else {
+                    throw c.error("op '\(name)' reads value \(v), which is not written before it")
+                }
+                opInputs.append(v)
+            }
+            let out = Int(try c.u32())
+            guard out < valueCount, !defined[out] else {
+                throw c.error("op '\(name)' writes value \(out), which is out of range or already written")
+            }
+            defined[out] = true
+            let nAttr = try c.count(minimumBytesEach: 8)
+            var attrs: [Int64] = []
+            for _ in 0..<nAttr { attrs.append(Int64(bitPattern: try c.u64())) }
+            let nTensors = try c.count(minimumBytesEach: 4)
+            var ids: [Int] = []
+            for _ in 0..<nTensors {
+                let t = Int(try c.u32())
+                guard t < tensors.count else { throw c.error("op '\(name)' uses tensor \(t) of \(tensors.count)") }
+                ids.append(t)
+            }
+            ops.append(OpRecord(opcode: opcode, name: name, inputs: opInputs, output: out, attributes: attrs, tensors: ids))
+        }
+        for p in outputs where !defined[p.value] {
+            throw c.error("output '\(p.name)' is never written")
+        }
+        try c.requireEnd()
+        return FrozenModel(metadata: metadata, valueNames: names, inputs: inputs, outputs: outputs, ops: ops, tensors: tensors)
+    }
+}
+
+/// A bounds-checked little-endian reader over one section.
+struct Cursor {
+    let bytes: UnsafeRawBufferPointer
+    let section: String
+    var position: Int
+    let end: Int
+
+    init(_ bytes: UnsafeRawBufferPointer, section: String, start: Int, end: Int) {
+        self.bytes = bytes
+        self.section = section
+        self.position = start
+        self.end = end
+    }
+
+    func error(_ message: String) -> BundleError { BundleError(section: section, message: message) }
+
+    mutating func take(_ n: Int) throws(BundleError) -> Int {
+        guard n >= 0, n <= end - position else {
+            throw error("needs \(n) bytes at offset \(position) but the section ends at \(end) (truncated or corrupt)")
+        }
+        defer { position += n }
+        return position
+    }
+
+    mutating func u8() throws(BundleError) -> UInt8 { bytes[try take(1)] }
+    mutating func u16() throws(BundleError) -> UInt16 {
+        UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: try take(2), as: UInt16.self))
+    }
+    mutating func u32() throws(BundleError) -> UInt32 {
+        UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: try take(4), as: UInt32.self))
+    }
+    mutating func u64() throws(BundleError) -> UInt64 {
+        UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: try take(8), as: UInt64.self))
+    }
+
+    /// A count of items, each at least `minimumBytesEach` long, checked against the bytes left.
+    mutating func count(minimumBytesEach: Int) throws(BundleError) -> Int {
+        let at = position
+        let n = Int(try u32())
+        guard n <= BundleLayout.maximumCount, n * minimumBytesEach <= end - position else {
+            throw error("count \(n) at offset \(at) exceeds what the section can hold")
+        }
+        return n
+    }
+
+    mutating func string() throws(BundleError) -> String {
+        let at = position
+        let n = Int(try u32())
+        guard n <= BundleLayout.maximumStringBytes else { throw error("string of \(n) bytes at offset \(at) is too long") }
+        let start = try take(n)
+        guard let s = String(validating: UnsafeRawBufferPointer(rebasing: bytes[start..<start + n]), as: UTF8.self) else {
+            throw error("string at offset \(at) is not valid UTF-8")
+        }
+        return s
+    }
+
+    func requireEnd() throws(BundleError) {
+        guard position == end else { throw error("\(end - position) unexpected bytes at the end of the section") }
+    }
+}
+
+func hex(_ v: UInt64) -> String {
+    let s = String(v, radix: 16)
+    return "0x" + String(repeating: "0", count: max(0, 16 - s.count)) + s
+}

@@ -1,0 +1,237 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Serialises a `FrozenModel` into the `.kiln` bytes.
+///
+/// Deterministic: the same model gives the same bytes (metadata sorted by key, no timestamps, zero padding).
+/// `write(to:)` is atomic: a temporary file in the destination's folder, fsync, then rename.
+public enum BundleWriter {
+    /// The complete file image.
+    public static func serialize(_ model: FrozenModel) throws(BundleError) -> [UInt8] {
+        try validateForWriting(model)
+        var sections: [(SectionKind, [UInt8])] = []
+        sections.append((.metadata, encodeMetadata(model.metadata)))
+        sections.append((.graph, encodeGraph(model)))
+        let (table, data) = encodeTensors(model.tensors)
+        sections.append((.tensors, table))
+        sections.append((.data, data))
+
+        let tableOffset = BundleLayout.headerSize
+        let tableBytes = sections.count * BundleLayout.sectionEntrySize
+        var offset = alignUp(tableOffset + tableBytes)
+        var entries = ByteSink()
+        var placements: [Int] = []
+        for (kind, bytes) in sections {
+            placements.append(offset)
+            entries.u32(kind.rawValue)
+            entries.u32(0)
+            entries.u64(UInt64(offset))
+            entries.u64(UInt64(bytes.count))
+            entries.u64(XXH64.hash(bytes))
+            entries.u64(0)
+            entries.u64(0)
+            offset = alignUp(offset + bytes.count)
+        }
+        let fileSize = offset
+
+        var header = ByteSink()
+        header.bytes(BundleLayout.magic)
+        header.u16(BundleLayout.versionMajor)
+        header.u16(BundleLayout.versionMinor)
+        header.u32(UInt32(BundleLayout.headerSize))
+        header.u32(UInt32(sections.count))
+        header.u32(0)
+        header.u64(UInt64(fileSize))
+        header.u64(UInt64(tableOffset))
+        header.u64(XXH64.hash(header.storage + entries.storage))
+        header.zeros(BundleLayout.headerSize - header.storage.count)
+
+        var file = [UInt8](repeating: 0, count: fileSize)
+        file.replaceSubrange(0..<header.storage.count, with: header.storage)
+        file.replaceSubrange(tableOffset..<tableOffset + entries.storage.count, with: entries.storage)
+        for ((_, bytes), at) in zip(sections, placements) {
+            file.replaceSubrange(at..<at + bytes.count, with: bytes)
+        }
+        return file
+    }
+
+    /// Writes the bundle atomically: the destination holds the old file or the complete new one, never a
+    /// partial one.
+    public static func write(_ model: FrozenModel, to path: String) throws(BundleError) {
+        let bytes = try serialize(model)
+        try writeAtomically(bytes, to: path)
+    }
+
+    /// Writes `bytes` to `path` through a temporary file in the same folder and a rename.
+    public static func writeAtomically(_ bytes: [UInt8], to path: String) throws(BundleError) {
+        let slash = path.lastIndex(of: "/")
+        let folder = slash.map { String(path[..<$0]) } ?? "."
+        let base = slash.map { String(path[path.index(after: $0)...]) } ?? path
+        var template = Array("\(folder.isEmpty ? "/" : folder)/.\(base).tmp-XXXXXX".utf8CString)
+        let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        guard fd >= 0 else {
+            throw BundleError(file: path, message: "cannot create a temporary file in '\(folder)': \(errnoText())")
+        }
+        let tempPath = String(cString: template.withUnsafeBufferPointer { Array($0) })
+        var ok = false
+        defer {
+            if !ok { unlink(tempPath) }
+        }
+        var written = 0
+        let writeFailed: Bool = bytes.withUnsafeBytes { raw -> Bool in
+            while written < raw.count {
+                let n = Glibc.write(fd, raw.baseAddress! + written, raw.count - written)
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    return true
+                }
+                written += n
+            }
+            return false
+        }
+        if writeFailed {
+            let reason = errnoText()
+            close(fd)
+            throw BundleError(file: path, message: "write failed after \(written) bytes: \(reason)")
+        }
+        fchmod(fd, 0o644)
+        if fsync(fd) != 0 {
+            let reason = errnoText()
+            close(fd)
+            throw BundleError(file: path, message: "fsync failed: \(reason)")
+        }
+        close(fd)
+        guard rename(tempPath, path) == 0 else {
+            throw BundleError(file: path, message: "cannot move the finished file into place: \(errnoText())")
+        }
+        ok = true
+    }
+
+    // MARK: - Sections
+
+    static func encodeMetadata(_ metadata: [String: MetadataValue]) -> [UInt8] {
+        var s = ByteSink()
+        s.u32(UInt32(metadata.count))
+        for key in metadata.keys.sorted() {
+            s.string(key)
+            switch metadata[key]! {
+            case .int(let v):
+                s.u8(MetadataTag.int.rawValue); s.u64(UInt64(bitPattern: v))
+            case .float(let v):
+                s.u8(MetadataTag.float.rawValue); s.u64(v.bitPattern)
+            case .string(let v):
+                s.u8(MetadataTag.string.rawValue); s.string(v)
+            case .strings(let v):
+                s.u8(MetadataTag.strings.rawValue); s.u32(UInt32(v.count)); v.forEach { s.string($0) }
+            case .floats(let v):
+                s.u8(MetadataTag.floats.rawValue); s.u32(UInt32(v.count)); v.forEach { s.u64($0.bitPattern) }
+            }
+        }
+        return s.storage
+    }
+
+    static func encodeGraph(_ model: FrozenModel) -> [UInt8] {
+        var s = ByteSink()
+        s.u32(UInt32(model.valueNames.count))
+        model.valueNames.forEach { s.string($0) }
+        for ports in [model.inputs, model.outputs] {
+            s.u32(UInt32(ports.count))
+            for port in ports {
+                s.string(port.name)
+                s.u32(UInt32(port.value))
+                s.u32(UInt32(port.shape.count))
+                port.shape.forEach { s.u64(UInt64(bitPattern: $0)) }
+            }
+        }
+        s.u32(UInt32(model.ops.count))
+        for op in model.ops {
+            s.u32(op.opcode.rawValue)
+            s.string(op.name)
+            s.u32(UInt32(op.inputs.count))
+            op.inputs.forEach { s.u32(UInt32($0)) }
+            s.u32(UInt32(op.output))
+            s.u32(UInt32(op.attributes.count))
+            op.attributes.forEach { s.u64(UInt64(bitPattern: $0)) }
+            s.u32(UInt32(op.tensors.count))
+            op.tensors.forEach { s.u32(UInt32($0)) }
+        }
+        return s.storage
+    }
+
+    static func encodeTensors(_ tensors: [TensorRecord]) -> (table: [UInt8], data: [UInt8]) {
+        var table = ByteSink()
+        var data = ByteSink()
+        table.u32(UInt32(tensors.count))
+        for tensor in tensors {
+            data.zeros(alignUp(data.storage.count) - data.storage.count)
+            table.string(tensor.name)
+            table.u32(tensor.elementType.rawValue)
+            table.u32(UInt32(tensor.shape.count))
+            tensor.shape.forEach { table.u64(UInt64($0)) }
+            table.u64(UInt64(data.storage.count))
+            table.u64(UInt64(tensor.byteCount))
+            tensor.payload.withFloats { floats in
+                #if _endian(little)
+                data.storage.append(contentsOf: UnsafeRawBufferPointer(floats))
+                #else
+                for f in floats { data.u32(f.bitPattern) }
+                #endif
+            }
+        }
+        return (table.storage, data.storage)
+    }
+
+    /// Structural checks the writer can make without the runtime: ids in range, one writer per value,
+    /// operands defined before use, payload sizes matching shapes.
+    static func validateForWriting(_ model: FrozenModel) throws(BundleError) {
+        let values = model.valueNames.count
+        var defined = [Bool](repeating: false, count: values)
+        for port in model.inputs {
+            guard port.value < values else { throw BundleError(message: "input '\(port.name)' names value \(port.value) of \(values)") }
+            defined[port.value] = true
+        }
+        for op in model.ops {
+            for v in op.inputs where v >= values || !defined[v] {
+                throw BundleError(message: "op '\(op.name)' reads value \(v) before it is written")
+            }
+            guard op.output < values, !defined[op.output] else {
+                throw BundleError(message: "op '\(op.name)' writes value \(op.output), which is out of range or already written")
+            }
+            defined[op.output] = true
+            for t in op.tensors where t >= model.tensors.count {
+                throw BundleError(message: "op '\(op.name)' uses tensor \(t) of \(model.tensors.count)")
+            }
+        }
+        for port in model.outputs where port.value >= values || !defined[port.value] {
+            throw BundleError(message: "output '\(port.name)' is never written")
+        }
+        for t in model.tensors {
+            let count = t.payload.withFloats { $0.count }
+            guard count == t.elementCount else {
+                throw BundleError(message: "tensor '\(t.name)' has \(count) values for shape \(t.shape)")
+            }
+        }
+    }
+}
+
+/// A growable little-endian byte buffer.
+struct ByteSink {
+    var storage: [UInt8] = []
+
+    mutating func u8(_ v: UInt8) { storage.append(v) }
+    mutating func u16(_ v: UInt16) { withUnsafeBytes(of: v.littleEndian) { storage.append(contentsOf: $0) } }
+    mutating func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { storage.append(contentsOf: $0) } }
+    mutating func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { storage.append(contentsOf: $0) } }
+    mutating func bytes(_ b: [UInt8]) { storage.append(contentsOf: b) }
+    mutating func zeros(_ n: Int) { if n > 0 { storage.append(contentsOf: repeatElement(0, count: n)) } }
+    mutating func string(_ s: String) {
+        let utf8 = Array(s.utf8)
+        u32(UInt32(utf8.count))
+        storage.append(contentsOf: utf8)
+    }
+}
+
+func errnoText() -> String { String(cString: strerror(errno)) }

@@ -1,0 +1,335 @@
+/// The frozen model that a `.kiln` bundle holds, as plain values.
+///
+/// The writer serialises a `FrozenModel`; the reader gives one back whose tensor payloads point into the
+/// mapped file. Every op here is one the runtime executes: training-time ops (BatchNorm, Dropout) cannot be
+/// expressed, so an unfolded graph cannot be written. Layout conventions: activations are NHWC float32,
+/// convolution kernels are HWIO `[kH, kW, Cin, Cout]`, dense kernels `[in, out]`.
+
+/// Storage type of a tensor's elements.
+public enum ElementType: UInt32, Sendable, CaseIterable {
+    case float32 = 1
+
+    public var byteWidth: Int {
+        switch self {
+        case .float32: return 4
+        }
+    }
+}
+
+/// The ops of bundle version 1. Each op has one output value. Integer attributes are listed per op in
+/// `formats/kiln-bundle.md`; the typed views (`Conv2DAttributes`, …) decode and validate them.
+public enum OpCode: UInt32, Sendable, CaseIterable, CustomStringConvertible {
+    /// y = act(conv(x, W) + b [+ residual]); inputs [x] or [x, residual]; tensors [W (HWIO), b].
+    case conv2d = 1
+    /// y = act(a + b), same shapes.
+    case add = 2
+    /// Max over kH×kW windows; padded cells never win.
+    case maxPool2d = 3
+    /// Mean over kH×kW windows; padded cells are not counted (Keras/TF semantics).
+    case avgPool2d = 4
+    /// [N, H, W, C] → [N, C], mean over H and W.
+    case globalAvgPool = 5
+    /// y = act(x · W + b); x is [N, in]; tensors [W ([in, out]), b].
+    case dense = 6
+    /// Softmax over the last axis.
+    case softmax = 7
+    /// y = max(x, 0).
+    case relu = 8
+    /// Constant padding of H and W; value per channel from tensor 0 when present, else zero.
+    case pad = 9
+    /// [N, ...] → [N, product of the rest] (row-major, NHWC order, as Keras' Flatten).
+    case flatten = 10
+
+    public var description: String {
+        switch self {
+        case .conv2d: return "Conv2D"
+        case .add: return "Add"
+        case .maxPool2d: return "MaxPool2D"
+        case .avgPool2d: return "AvgPool2D"
+        case .globalAvgPool: return "GlobalAvgPool"
+        case .dense: return "Dense"
+        case .softmax: return "Softmax"
+        case .relu: return "ReLU"
+        case .pad: return "Pad"
+        case .flatten: return "Flatten"
+        }
+    }
+}
+
+/// A fused activation applied to an op's result.
+public enum Activation: Int64, Sendable, CaseIterable {
+    case none = 0
+    case relu = 1
+    case softmax = 2
+}
+
+/// How a window op pads its input.
+public enum PaddingMode: Int64, Sendable {
+    /// The four explicit amounts in the attributes.
+    case explicit = 0
+    /// TensorFlow/Keras "same": output = ceil(input / stride), the odd cell at the bottom/right.
+    case same = 1
+}
+
+/// One op of the frozen graph.
+public struct OpRecord: Sendable, Equatable {
+    public var opcode: OpCode
+    /// The layer name the op came from (kept for errors, `inspect` and `--output-name`).
+    public var name: String
+    /// Value ids read by the op.
+    public var inputs: [Int]
+    /// The value id written by the op.
+    public var output: Int
+    /// Integer attributes, meaning per opcode (see the typed views).
+    public var attributes: [Int64]
+    /// Indices into the model's tensor table.
+    public var tensors: [Int]
+
+    public init(opcode: OpCode, name: String, inputs: [Int], output: Int, attributes: [Int64] = [], tensors: [Int] = []) {
+        self.opcode = opcode
+        self.name = name
+        self.inputs = inputs
+        self.output = output
+        self.attributes = attributes
+        self.tensors = tensors
+    }
+}
+
+/// A named model input or output: a value id and, for inputs, the NHWC shape (-1 = any size).
+public struct PortRecord: Sendable, Equatable {
+    public var name: String
+    public var value: Int
+    public var shape: [Int64]
+
+    public init(name: String, value: Int, shape: [Int64]) {
+        self.name = name
+        self.value = value
+        self.shape = shape
+    }
+}
+
+/// A weight tensor: its name, type and shape, and its bytes (little-endian).
+public struct TensorRecord: Sendable {
+    public var name: String
+    public var elementType: ElementType
+    public var shape: [Int]
+    public var payload: TensorPayload
+
+    public init(name: String, elementType: ElementType = .float32, shape: [Int], payload: TensorPayload) {
+        self.name = name
+        self.elementType = elementType
+        self.shape = shape
+        self.payload = payload
+    }
+
+    /// A float32 tensor owning its values.
+    public init(name: String, shape: [Int], floats: [Float]) {
+        self.init(name: name, elementType: .float32, shape: shape, payload: .owned(floats))
+    }
+
+    public var elementCount: Int { shape.reduce(1, *) }
+    public var byteCount: Int { elementCount * elementType.byteWidth }
+}
+
+/// Where a tensor's bytes live: owned by the writer side, or mapped from a bundle file.
+public enum TensorPayload: @unchecked Sendable {
+    case owned([Float])
+    /// Points into a mapping that outlives the model (the `Bundle` that produced it).
+    case mapped(UnsafeRawBufferPointer)
+
+    /// Calls `body` with the float32 values.
+    public func withFloats<R>(_ body: (UnsafeBufferPointer<Float>) throws -> R) rethrows -> R {
+        switch self {
+        case .owned(let values):
+            return try values.withUnsafeBufferPointer(body)
+        case .mapped(let raw):
+            let floats = raw.bindMemory(to: Float.self)
+            return try body(floats)
+        }
+    }
+
+    public var floats: [Float] { withFloats { Array($0) } }
+}
+
+/// A typed metadata value.
+public enum MetadataValue: Sendable, Equatable {
+    case int(Int64)
+    case float(Double)
+    case string(String)
+    case strings([String])
+    case floats([Double])
+}
+
+/// The whole frozen model.
+public struct FrozenModel: Sendable {
+    /// Namespaced keys (`kiln.`, `source.`, `input.`, `labels.`), kept sorted by the writer.
+    public var metadata: [String: MetadataValue]
+    /// Names of all values; value ids index this list.
+    public var valueNames: [String]
+    public var inputs: [PortRecord]
+    public var outputs: [PortRecord]
+    /// In execution order: every op's inputs are model inputs or outputs of earlier ops.
+    public var ops: [OpRecord]
+    public var tensors: [TensorRecord]
+
+    public init(metadata: [String: MetadataValue] = [:], valueNames: [String], inputs: [PortRecord],
+                outputs: [PortRecord], ops: [OpRecord], tensors: [TensorRecord]) {
+        self.metadata = metadata
+        self.valueNames = valueNames
+        self.inputs = inputs
+        self.outputs = outputs
+        self.ops = ops
+        self.tensors = tensors
+    }
+}
+
+// MARK: - Typed attribute views
+
+/// Attributes of `conv2d`: [kH, kW, strideH, strideW, padMode, padTop, padBottom, padLeft, padRight,
+/// activation, dilationH, dilationW].
+public struct Conv2DAttributes: Sendable, Equatable {
+    public var kernelH: Int, kernelW: Int
+    public var strideH: Int, strideW: Int
+    public var padding: WindowPadding
+    public var activation: Activation
+    public var dilationH: Int, dilationW: Int
+
+    public init(kernelH: Int, kernelW: Int, strideH: Int, strideW: Int, padding: WindowPadding,
+                activation: Activation, dilationH: Int = 1, dilationW: Int = 1) {
+        self.kernelH = kernelH; self.kernelW = kernelW
+        self.strideH = strideH; self.strideW = strideW
+        self.padding = padding
+        self.activation = activation
+        self.dilationH = dilationH; self.dilationW = dilationW
+    }
+
+    public var encoded: [Int64] {
+        [Int64(kernelH), Int64(kernelW), Int64(strideH), Int64(strideW)] + padding.encoded
+            + [activation.rawValue, Int64(dilationH), Int64(dilationW)]
+    }
+
+    public init(decoding a: [Int64]) throws(AttributeError) {
+        guard a.count == 12 else { throw AttributeError(message: "Conv2D has \(a.count) attributes, expected 12") }
+        let k = try positive(a, [0, 1, 2, 3, 10, 11], op: "Conv2D")
+        guard let act = Activation(rawValue: a[9]), act != .softmax else {
+            throw AttributeError(message: "Conv2D activation code \(a[9]) is not relu or none")
+        }
+        self.init(kernelH: k[0], kernelW: k[1], strideH: k[2], strideW: k[3],
+                  padding: try WindowPadding(decoding: Array(a[4..<9])), activation: act,
+                  dilationH: k[4], dilationW: k[5])
+    }
+}
+
+/// Attributes of `maxPool2d` and `avgPool2d`: [kH, kW, strideH, strideW, padMode, padTop, padBottom,
+/// padLeft, padRight].
+public struct Pool2DAttributes: Sendable, Equatable {
+    public var kernelH: Int, kernelW: Int
+    public var strideH: Int, strideW: Int
+    public var padding: WindowPadding
+
+    public init(kernelH: Int, kernelW: Int, strideH: Int, strideW: Int, padding: WindowPadding) {
+        self.kernelH = kernelH; self.kernelW = kernelW
+        self.strideH = strideH; self.strideW = strideW
+        self.padding = padding
+    }
+
+    public var encoded: [Int64] {
+        [Int64(kernelH), Int64(kernelW), Int64(strideH), Int64(strideW)] + padding.encoded
+    }
+
+    public init(decoding a: [Int64]) throws(AttributeError) {
+        guard a.count == 9 else { throw AttributeError(message: "pool has \(a.count) attributes, expected 9") }
+        let k = try positive(a, [0, 1, 2, 3], op: "pool")
+        self.init(kernelH: k[0], kernelW: k[1], strideH: k[2], strideW: k[3],
+                  padding: try WindowPadding(decoding: Array(a[4..<9])))
+    }
+}
+
+/// Attributes of `pad`: [padTop, padBottom, padLeft, padRight].
+public struct PadAttributes: Sendable, Equatable {
+    public var top: Int, bottom: Int, left: Int, right: Int
+
+    public init(top: Int, bottom: Int, left: Int, right: Int) {
+        self.top = top; self.bottom = bottom; self.left = left; self.right = right
+    }
+
+    public var encoded: [Int64] { [Int64(top), Int64(bottom), Int64(left), Int64(right)] }
+
+    public init(decoding a: [Int64]) throws(AttributeError) {
+        guard a.count == 4 else { throw AttributeError(message: "Pad has \(a.count) attributes, expected 4") }
+        for v in a where v < 0 || v > Int64(WindowPadding.maximumPad) {
+            throw AttributeError(message: "Pad amount \(v) is outside 0...\(WindowPadding.maximumPad)")
+        }
+        self.init(top: Int(a[0]), bottom: Int(a[1]), left: Int(a[2]), right: Int(a[3]))
+    }
+}
+
+/// Attributes of `add`, `dense`: [activation].
+public func decodeActivation(_ a: [Int64], op: String) throws(AttributeError) -> Activation {
+    guard a.count == 1, let act = Activation(rawValue: a[0]) else {
+        throw AttributeError(message: "\(op) needs one activation attribute, got \(a)")
+    }
+    return act
+}
+
+/// Padding of a window op: explicit amounts, or "same" resolved against the input size.
+public enum WindowPadding: Sendable, Equatable {
+    case explicit(top: Int, bottom: Int, left: Int, right: Int)
+    case same
+
+    public static let maximumPad = 1 << 16
+
+    public static let valid = WindowPadding.explicit(top: 0, bottom: 0, left: 0, right: 0)
+
+    var encoded: [Int64] {
+        switch self {
+        case let .explicit(t, b, l, r): return [PaddingMode.explicit.rawValue, Int64(t), Int64(b), Int64(l), Int64(r)]
+        case .same: return [PaddingMode.same.rawValue, 0, 0, 0, 0]
+        }
+    }
+
+    init(decoding a: [Int64]) throws(AttributeError) {
+        guard a.count == 5, let mode = PaddingMode(rawValue: a[0]) else {
+            throw AttributeError(message: "padding mode \(a.first ?? -1) is unknown")
+        }
+        for v in a[1...] where v < 0 || v > Int64(WindowPadding.maximumPad) {
+            throw AttributeError(message: "padding amount \(v) is outside 0...\(WindowPadding.maximumPad)")
+        }
+        switch mode {
+        case .explicit: self = .explicit(top: Int(a[1]), bottom: Int(a[2]), left: Int(a[3]), right: Int(a[4]))
+        case .same: self = .same
+        }
+    }
+
+    /// The amounts (top, bottom) or (left, right) along one axis for an input of `size`.
+    /// "same" follows TensorFlow: total = max((ceil(size/stride) - 1) * stride + effectiveKernel - size, 0),
+    /// the smaller half first.
+    public func amounts(size: Int, kernel: Int, stride: Int, dilation: Int = 1, vertical: Bool) -> (Int, Int) {
+        switch self {
+        case let .explicit(t, b, l, r):
+            return vertical ? (t, b) : (l, r)
+        case .same:
+            let out = (size + stride - 1) / stride
+            let effective = (kernel - 1) * dilation + 1
+            let total = max((out - 1) * stride + effective - size, 0)
+            return (total / 2, total - total / 2)
+        }
+    }
+}
+
+/// A malformed attribute list.
+public struct AttributeError: Error, CustomStringConvertible, Sendable {
+    public var message: String
+    public var description: String { message }
+}
+
+private func positive(_ a: [Int64], _ indices: [Int], op: String) throws(AttributeError) -> [Int] {
+    var out: [Int] = []
+    for i in indices {
+        guard a[i] >= 1, a[i] <= 1 << 16 else {
+            throw AttributeError(message: "\(op) attribute \(i) is \(a[i]), expected 1...65536")
+        }
+        out.append(Int(a[i]))
+    }
+    return out
+}

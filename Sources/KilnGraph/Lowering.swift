@@ -1,0 +1,85 @@
+import KilnFormat
+
+extension Graph {
+    /// Lowers an optimised graph to the bundle's frozen op set. Fails, naming the layer, on any op the
+    /// runtime does not execute (a BatchNormalization that followed no convolution, for example).
+    public func lower() throws(GraphError) -> FrozenModel {
+        let shapes = try inferShapes()
+        var valueIDs: [String: Int] = [:]
+        var valueNames: [String] = []
+        var inputs: [PortRecord] = []
+        var ops: [OpRecord] = []
+        var tensors: [TensorRecord] = []
+
+        func value(_ name: String) throws(GraphError) -> Int {
+            guard let id = valueIDs[name] else { throw GraphError(layer: name, message: "used before it is computed") }
+            return id
+        }
+        func define(_ name: String) -> Int {
+            let id = valueNames.count
+            valueNames.append(name)
+            valueIDs[name] = id
+            return id
+        }
+        func addTensor(_ name: String, _ t: WeightTensor) -> Int {
+            tensors.append(TensorRecord(name: name, shape: t.shape, floats: t.values))
+            return tensors.count - 1
+        }
+
+        for node in nodes {
+            var ins: [Int] = []
+            for i in node.inputs { ins.append(try value(i)) }
+            func emit(_ code: OpCode, _ attrs: [Int64] = [], _ ts: [Int] = []) {
+                ops.append(OpRecord(opcode: code, name: node.name, inputs: ins, output: define(node.name), attributes: attrs, tensors: ts))
+            }
+            switch node.op {
+            case .input(let shape):
+                let id = define(node.name)
+                inputs.append(PortRecord(name: node.name, value: id, shape: shape.map { Int64($0 ?? -1) }))
+            case .conv2d(let c):
+                let attrs = Conv2DAttributes(kernelH: c.kernel.shape[0], kernelW: c.kernel.shape[1], strideH: c.strideH,
+                                             strideW: c.strideW, padding: c.padding, activation: c.activation,
+                                             dilationH: c.dilationH, dilationW: c.dilationW)
+                let w = addTensor("\(node.name)/kernel", c.kernel)
+                let b = addTensor("\(node.name)/bias", c.bias ?? WeightTensor(shape: [c.outChannels], values: [Float](repeating: 0, count: c.outChannels)))
+                emit(.conv2d, attrs.encoded, [w, b])
+            case .add(let act):
+                emit(.add, [act.rawValue])
+            case .maxPool(let p):
+                emit(.maxPool2d, Pool2DAttributes(kernelH: p.kernelH, kernelW: p.kernelW, strideH: p.strideH, strideW: p.strideW, padding: p.padding).encoded)
+            case .avgPool(let p):
+                emit(.avgPool2d, Pool2DAttributes(kernelH: p.kernelH, kernelW: p.kernelW, strideH: p.strideH, strideW: p.strideW, padding: p.padding).encoded)
+            case .globalAvgPool:
+                emit(.globalAvgPool)
+            case .flatten:
+                emit(.flatten)
+            case .dense(let d):
+                let w = addTensor("\(node.name)/kernel", d.kernel)
+                let out = d.kernel.shape[1]
+                let b = addTensor("\(node.name)/bias", d.bias ?? WeightTensor(shape: [out], values: [Float](repeating: 0, count: out)))
+                if d.activation == .softmax {
+                    // Dense(softmax) = Dense then Softmax: two ops, one value each.
+                    let logits = define(node.name + "/logits")
+                    ops.append(OpRecord(opcode: .dense, name: node.name + "/logits", inputs: ins, output: logits,
+                                        attributes: [Activation.none.rawValue], tensors: [w, b]))
+                    ops.append(OpRecord(opcode: .softmax, name: node.name, inputs: [logits], output: define(node.name)))
+                } else {
+                    emit(.dense, [d.activation.rawValue], [w, b])
+                }
+            case .activation(.softmax):
+                emit(.softmax)
+            case .activation(.relu):
+                emit(.relu)
+            case .zeroPad(let t, let b, let l, let r):
+                emit(.pad, PadAttributes(top: t, bottom: b, left: l, right: r).encoded)
+            case .activation(.none), .dropout, .batchNorm:
+                throw GraphError(layer: node.name, message: "\(node.op.kindName) could not be folded into a preceding convolution; the bundle cannot hold it")
+            }
+        }
+        var outputs: [PortRecord] = []
+        for o in self.outputs {
+            outputs.append(PortRecord(name: o.port, value: try value(o.node), shape: (shapes[o.node] ?? []).map { Int64($0 ?? -1) }))
+        }
+        return FrozenModel(metadata: metadata, valueNames: valueNames, inputs: inputs, outputs: outputs, ops: ops, tensors: tensors)
+    }
+}

@@ -1,0 +1,222 @@
+import KilnFormat
+
+/// The inference passes, in the order `optimizeForInference` runs them. Each pass is a small rewrite that
+/// keeps the graph valid; a graph output is never fused away (its producer keeps a value of its own).
+extension Graph {
+    /// Runs every pass: drop identities, fold batch norm, fold zero padding, fuse residual adds and
+    /// activations, remove dead nodes. Afterwards no BatchNormalization, Dropout or ZeroPadding remains
+    /// unless it could not be folded (lowering then names it).
+    public mutating func optimizeForInference() throws(GraphError) {
+        _ = try inferShapes()
+        dropIdentities()
+        try foldBatchNorms()
+        foldZeroPadding()
+        fuseResidualAdds()
+        fuseActivations()
+        eliminateDeadNodes()
+        _ = try inferShapes()
+    }
+
+    // MARK: - Rewiring
+
+    /// Removes node `absorbed`: whoever read it now reads `into`, and the outputs follow.
+    mutating func absorb(_ absorbed: String, into: String) {
+        nodes.removeAll { $0.name == absorbed }
+        for i in nodes.indices {
+            nodes[i].inputs = nodes[i].inputs.map { $0 == absorbed ? into : $0 }
+        }
+        for i in outputs.indices where outputs[i].node == absorbed {
+            outputs[i].node = into
+        }
+        if let k = index(of: into) { nodes[k].fusedLayers.append(absorbed) }
+    }
+
+    /// True if `name` is read by exactly one node and is not a graph output.
+    func hasSingleInternalConsumer(_ name: String, _ counts: [String: Int]) -> Bool {
+        counts[name] == 1 && !outputs.contains { $0.node == name }
+    }
+
+    // MARK: - Passes
+
+    /// Dropout and linear activations are the identity at inference: their readers read their input.
+    public mutating func dropIdentities() {
+        for node in nodes {
+            let isIdentity: Bool
+            switch node.op {
+            case .dropout, .activation(.none): isIdentity = true
+            default: isIdentity = false
+            }
+            guard isIdentity, let source = node.inputs.first else { continue }
+            nodes.removeAll { $0.name == node.name }
+            for i in nodes.indices { nodes[i].inputs = nodes[i].inputs.map { $0 == node.name ? source : $0 } }
+            for i in outputs.indices where outputs[i].node == node.name { outputs[i].node = source }
+        }
+    }
+
+    /// Folds each BatchNormalization into the convolution that feeds it.
+    ///
+    /// For output channel c, with s[c] = gamma[c] / sqrt(var[c] + eps):
+    ///     BN(conv(x)) = s·(W∗x + b − mean) + beta = (s·W)∗x + (b − mean)·s + beta
+    /// so W'[kh, kw, ci, c] = W[kh, kw, ci, c]·s[c] and b'[c] = (b[c] − mean[c])·s[c] + beta[c]
+    /// (b = 0 without a conv bias; gamma = 1 when `scale` is false, beta = 0 when `center` is false).
+    /// Computed in Float64, stored as Float32; epsilon is each layer's own.
+    public mutating func foldBatchNorms() throws(GraphError) {
+        var changed = true
+        while changed {
+            changed = false
+            let counts = consumerCounts()
+            for bn in nodes {
+                guard case .batchNorm(let spec) = bn.op, let src = bn.inputs.first,
+                      let k = index(of: src), case .conv2d(var conv) = nodes[k].op,
+                      conv.activation == .none, !conv.hasResidual,
+                      hasSingleInternalConsumer(src, counts) else { continue }
+                let cout = conv.outChannels
+                guard spec.mean.count == cout else {
+                    throw GraphError(layer: bn.name, message: "has \(spec.mean.count) channels but '\(src)' produces \(cout)")
+                }
+                var scale = [Double](repeating: 0, count: cout)
+                var bias = [Float](repeating: 0, count: cout)
+                for c in 0..<cout {
+                    let gamma = Double(spec.gamma?[c] ?? 1)
+                    let beta = Double(spec.beta?[c] ?? 0)
+                    let s = gamma / (Double(spec.variance[c]) + spec.epsilon).squareRoot()
+                    scale[c] = s
+                    let b = Double(conv.bias?.values[c] ?? 0)
+                    bias[c] = Float((b - Double(spec.mean[c])) * s + beta)
+                }
+                var w = conv.kernel.values
+                for i in w.indices { w[i] = Float(Double(w[i]) * scale[i % cout]) }
+                conv.kernel.values = w
+                conv.bias = WeightTensor(shape: [cout], values: bias)
+                nodes[k].op = .conv2d(conv)
+                // The folded conv takes over the BN's place: readers of the BN read the conv.
+                absorb(bn.name, into: src)
+                changed = true
+                break
+            }
+        }
+    }
+
+    /// Folds ZeroPadding2D into the explicit padding of the convolution or max-pool that reads it.
+    /// A max-pool only where its input is provably non-negative (then a zero never beats a real cell,
+    /// and every window keeps at least one real cell when the pad is smaller than the window).
+    public mutating func foldZeroPadding() {
+        var changed = true
+        while changed {
+            changed = false
+            let counts = consumerCounts()
+            for (k, node) in nodes.enumerated() {
+                guard node.inputs.count >= 1, let p = index(of: node.inputs[0]),
+                      case let .zeroPad(t, b, l, r) = nodes[p].op,
+                      hasSingleInternalConsumer(nodes[p].name, counts) else { continue }
+                let padName = nodes[p].name
+                let padInput = nodes[p].inputs[0]
+                switch node.op {
+                case .conv2d(var conv):
+                    guard case let .explicit(t0, b0, l0, r0) = conv.padding else { continue }
+                    conv.padding = .explicit(top: t0 + t, bottom: b0 + b, left: l0 + l, right: r0 + r)
+                    nodes[k].op = .conv2d(conv)
+                case .maxPool(var pool):
+                    guard case let .explicit(t0, b0, l0, r0) = pool.padding, isNonNegative(padInput),
+                          t + t0 < pool.kernelH, b + b0 < pool.kernelH, l + l0 < pool.kernelW, r + r0 < pool.kernelW
+                    else { continue }
+                    pool.padding = .explicit(top: t0 + t, bottom: b0 + b, left: l0 + l, right: r0 + r)
+                    nodes[k].op = .maxPool(pool)
+                default:
+                    continue
+                }
+                nodes[k].inputs[0] = padInput
+                nodes.removeAll { $0.name == padName }
+                if let j = index(of: node.name) { nodes[j].fusedLayers.insert(padName, at: 0) }
+                changed = true
+                break
+            }
+        }
+    }
+
+    /// True when the node's output can never be negative: a ReLU, or something with a fused ReLU, or a
+    /// max-pool / zero-pad of such a value.
+    public func isNonNegative(_ name: String) -> Bool {
+        guard let node = node(named: name) else { return false }
+        switch node.op {
+        case .activation(.relu): return true
+        case .activation(.softmax): return true
+        case .conv2d(let c): return c.activation == .relu
+        case .add(let a): return a == .relu
+        case .dense(let d): return d.activation == .relu || d.activation == .softmax
+        case .maxPool, .zeroPad, .dropout, .activation(.none): return node.inputs.first.map(isNonNegative) ?? false
+        default: return false
+        }
+    }
+
+    /// Fuses `add(conv(x), r)` into the convolution as a residual input, when the conv has no activation
+    /// and the add is its only reader. The conv chosen is the operand computed later, so the residual is
+    /// always ready before it runs. The add's activation moves onto the conv.
+    public mutating func fuseResidualAdds() {
+        var changed = true
+        while changed {
+            changed = false
+            let counts = consumerCounts()
+            for add in nodes {
+                guard case .add(let act) = add.op, add.inputs.count == 2 else { continue }
+                let candidates = add.inputs.compactMap { name -> (Int, String)? in
+                    guard let k = index(of: name) else { return nil }
+                    return (k, name)
+                }.sorted { $0.0 > $1.0 }
+                for (k, name) in candidates {
+                    guard case .conv2d(var conv) = nodes[k].op, conv.activation == .none, !conv.hasResidual,
+                          hasSingleInternalConsumer(name, counts),
+                          add.inputs[0] != add.inputs[1] else { continue }
+                    let residual = add.inputs[0] == name ? add.inputs[1] : add.inputs[0]
+                    guard let r = index(of: residual), r < k else { continue }
+                    conv.hasResidual = true
+                    conv.activation = act
+                    nodes[k].op = .conv2d(conv)
+                    nodes[k].inputs.append(residual)
+                    // The add's position is after both operands; the conv now produces the sum.
+                    absorb(add.name, into: name)
+                    changed = true
+                    break
+                }
+                if changed { break }
+            }
+        }
+    }
+
+    /// Fuses a ReLU into the conv, add or dense that feeds it when it is its only reader.
+    public mutating func fuseActivations() {
+        var changed = true
+        while changed {
+            changed = false
+            let counts = consumerCounts()
+            for act in nodes {
+                guard case .activation(.relu) = act.op, let src = act.inputs.first, let k = index(of: src),
+                      hasSingleInternalConsumer(src, counts) else { continue }
+                switch nodes[k].op {
+                case .conv2d(var c) where c.activation == .none:
+                    c.activation = .relu
+                    nodes[k].op = .conv2d(c)
+                case .add(.none):
+                    nodes[k].op = .add(activation: .relu)
+                case .dense(var d) where d.activation == .none:
+                    d.activation = .relu
+                    nodes[k].op = .dense(d)
+                default:
+                    continue
+                }
+                absorb(act.name, into: src)
+                changed = true
+                break
+            }
+        }
+    }
+
+    /// Removes nodes that no output depends on (the ImageNet classifier after a cut, for example).
+    public mutating func eliminateDeadNodes() {
+        var live = Set(outputs.map(\.node))
+        for node in nodes.reversed() where live.contains(node.name) {
+            live.formUnion(node.inputs)
+        }
+        nodes.removeAll { !live.contains($0.name) }
+    }
+}

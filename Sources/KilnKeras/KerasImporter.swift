@@ -1,0 +1,140 @@
+import Foundation
+import KilnFormat
+import KilnGraph
+
+/// The Keras file layouts Kiln reads.
+public enum KerasLayout: String, Sendable {
+    /// `model.save("x.h5")` from Keras 2 (tf.keras): root `model_config`, weight names with `:0`.
+    case keras2H5 = "keras2-h5"
+    /// `model.save("x.h5")` from Keras 3: the same layout, names without `:0`.
+    case keras3H5 = "keras3-h5"
+    /// Keras 3 `.keras` zip: `config.json` + `model.weights.h5`.
+    case kerasZip = "keras-zip"
+    /// Keras 3 `.weights.h5` (`layers/<class>_N/vars/i`), with a config or the built-in ResNet-50.
+    case weightsH5 = "keras3-weights-h5"
+    /// Legacy weights only (`save_weights("x.h5")`, Keras applications files): `layer_names` at the root.
+    case legacyWeightsH5 = "keras-legacy-weights-h5"
+}
+
+/// Reads every Keras layout into a `Graph`, resolving weights by layer name.
+public enum KerasImporter {
+    /// Imports `path`. `configPath` (a `model.to_json()` or `config.json`) supplies the topology for a
+    /// weights-only file; without it a weights-only file is read with the built-in ResNet-50 topology.
+    public static func importModel(path: String, configPath: String? = nil) throws(KerasImportError) -> Graph {
+        let display = (path as NSString).lastPathComponent
+        switch try KerasFileKind.detect(path: path, displayName: path) {
+        case .zip:
+            let archive = try KerasArchive.open(path: path)
+            let config = try parseJSON(archive.configJSON, file: "\(display)::config.json")
+            var metadata: [String: MetadataValue] = [:]
+            if let meta = archive.metadataJSON, let m = try? JSONSerialization.jsonObject(with: meta) as? [String: Any],
+               let v = m["keras_version"] as? String {
+                metadata["source.keras_version"] = .string(v)
+            }
+            let topology = try KerasTopology.parse(config, file: display)
+            do {
+                return try archive.withWeightsFile { (weights: HDF5File) throws -> Graph in
+                    try build(topology, weights: KerasV3Weights(file: weights, layoutName: KerasLayout.kerasZip.rawValue),
+                              file: display, layout: .kerasZip, metadata: metadata)
+                }
+            } catch let e as KerasImportError {
+                throw e
+            } catch {
+                throw KerasImportError(file: display, "\(error)")
+            }
+        case .unknown:
+            throw KerasImportError(file: display, "not a Keras model: neither HDF5 nor a .keras zip archive")
+        case .hdf5:
+            break
+        }
+
+        let file = try HDF5File(path: path, displayName: display)
+        var metadata: [String: MetadataValue] = [:]
+        if let v = try file.stringAttribute("keras_version") { metadata["source.keras_version"] = .string(v) }
+        if let b = try file.stringAttribute("backend") { metadata["source.keras_backend"] = .string(b) }
+
+        if let configText = try file.stringAttribute("model_config") {
+            // A whole model saved in the legacy HDF5 layout.
+            let config = try parseJSON(Data(configText.utf8), file: "\(display): model_config")
+            let topology = try KerasTopology.parse(config, file: display)
+            guard file.isGroup("/model_weights") else {
+                throw KerasImportError(file: display, "has a model_config but no 'model_weights' group (saved without weights?)")
+            }
+            var version = try file.group(at: "/model_weights").stringAttribute("keras_version") ?? ""
+            if version.isEmpty { version = try file.stringAttribute("keras_version") ?? "" }
+            let layout: KerasLayout = version.hasPrefix("2.") || version.hasPrefix("1.") ? .keras2H5 : .keras3H5
+            let weights = try LegacyH5Weights(file: file, rootPath: "/model_weights", layoutName: layout.rawValue)
+            return try build(topology, weights: weights, file: display, layout: layout, metadata: metadata)
+        }
+
+        let layout: KerasLayout
+        let weights: any KerasWeightSource
+        if try file.root.stringArrayAttribute("layer_names") != nil {
+            layout = .legacyWeightsH5
+            weights = try LegacyH5Weights(file: file, rootPath: "/", layoutName: layout.rawValue)
+        } else if file.isGroup("/layers") {
+            layout = .weightsH5
+            weights = KerasV3Weights(file: file, layoutName: layout.rawValue)
+        } else {
+            throw KerasImportError(file: display, "not a Keras model or weights file: no 'model_config' or 'layer_names' attribute and no 'layers' group")
+        }
+        let topology: KerasTopology
+        if let configPath {
+            let configDisplay = (configPath as NSString).lastPathComponent
+            guard let data = FileManager.default.contents(atPath: configPath) else {
+                throw KerasImportError(file: configDisplay, "cannot read the config file")
+            }
+            topology = try KerasTopology.parse(try parseJSON(data, file: configDisplay), file: configDisplay)
+            metadata["source.config"] = .string(configDisplay)
+        } else {
+            let includeTop = try weightsInclude(file: file, layout: layout, layer: "predictions")
+            topology = try KerasTopology.parse(ResNet50Topology.config(includeTop: includeTop), file: display)
+            metadata["source.topology"] = .string(includeTop ? "builtin:resnet50" : "builtin:resnet50-notop-avgpool")
+        }
+        return try build(topology, weights: weights, file: display, layout: layout, metadata: metadata)
+    }
+
+    /// Whether a weights-only file has weights for `layer` (decides the built-in topology's top).
+    static func weightsInclude(file: HDF5File, layout: KerasLayout, layer: String) throws(KerasImportError) -> Bool {
+        switch layout {
+        case .legacyWeightsH5:
+            return (try file.root.stringArrayAttribute("layer_names") ?? []).contains(layer)
+        default:
+            // The built-in ResNet-50 has exactly one Dense layer, the classifier.
+            return file.isGroup("/layers/dense")
+        }
+    }
+
+    static func parseJSON(_ data: Data, file: String) throws(KerasImportError) -> Any {
+        do {
+            return try JSONSerialization.jsonObject(with: data)
+        } catch {
+            throw KerasImportError(file: file, "model config is not valid JSON")
+        }
+    }
+
+    /// Builds the graph: one node per layer, weights resolved by name and checked against the config.
+    static func build(_ topology: KerasTopology, weights: any KerasWeightSource, file: String, layout: KerasLayout,
+                      metadata extra: [String: MetadataValue]) throws(KerasImportError) -> Graph {
+        var nodes: [GraphNode] = []
+        for layer in topology.layers {
+            let vars = try weights.variables(of: layer)
+            let op = try KerasLayerMapping.op(for: layer, variables: vars, file: file)
+            nodes.append(GraphNode(name: layer.nodeName, op: op, inputs: layer.inbound))
+        }
+        var metadata = extra
+        metadata["source.file"] = .string(file)
+        metadata["source.format"] = .string(layout.rawValue)
+        metadata["source.framework"] = .string("keras")
+        metadata["source.model_name"] = .string(topology.modelName)
+        let outputs = topology.outputs.map { GraphOutput(port: $0, node: $0) }
+        let graph = Graph(nodes: nodes, outputs: outputs, metadata: metadata)
+        do {
+            _ = try graph.inferShapes()
+        } catch {
+            let cls = topology.layers.first { $0.nodeName == error.layer }?.className
+            throw KerasImportError(file: file, layer: error.layer, layerClass: cls, error.message)
+        }
+        return graph
+    }
+}

@@ -1,0 +1,161 @@
+import Foundation
+import KilnFormat
+import KilnGraph
+
+/// Maps one Keras layer (class, config, variables) to a graph op, checking what the config says
+/// against the weights the file holds.
+enum KerasLayerMapping {
+    static let supported = ["InputLayer", "ZeroPadding2D", "Conv2D", "BatchNormalization", "Activation", "ReLU", "Add",
+                            "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D", "Flatten", "Dense", "Dropout"]
+
+    static func op(for layer: KerasLayer, variables v: [String: WeightTensor], file: String) throws(KerasImportError) -> GraphOp {
+        let c = layer.config
+        func fail(_ m: String, tensor: String? = nil) -> KerasImportError {
+            KerasImportError(file: file, layer: layer.name, layerClass: layer.className, tensor: tensor, m)
+        }
+        func require(_ role: String) throws(KerasImportError) -> WeightTensor {
+            guard let t = v[role] else { throw fail("weight '\(role)' is missing from the file", tensor: role) }
+            return t
+        }
+        func channelsLast() throws(KerasImportError) {
+            if let f = c["data_format"] as? String, f != "channels_last" {
+                throw fail("data_format '\(f)' is not supported (channels_last only)")
+            }
+        }
+        func pair(_ key: String, default d: (Int, Int)? = nil) throws(KerasImportError) -> (Int, Int) {
+            if let n = c[key] as? Int { return (n, n) }
+            if let l = c[key] as? [Any], l.count == 2, let a = l[0] as? Int, let b = l[1] as? Int { return (a, b) }
+            if let d, c[key] == nil || c[key] is NSNull { return d }
+            throw fail("config '\(key)' is \(String(describing: c[key] ?? "missing")), expected an int or a pair")
+        }
+        func padding() throws(KerasImportError) -> WindowPadding {
+            switch (c["padding"] as? String ?? "valid").lowercased() {
+            case "valid": return .valid
+            case "same": return .same
+            case let other: throw fail("padding '\(other)' is not supported (valid or same)")
+            }
+        }
+        func activation(_ key: String = "activation") throws(KerasImportError) -> Activation {
+            let name: String
+            if let s = c[key] as? String {
+                name = s
+            } else if let d = c[key] as? [String: Any], let s = (d["config"] as? [String: Any])?["name"] as? String ?? d["class_name"] as? String {
+                name = s
+            } else if c[key] == nil {
+                name = "linear"
+            } else {
+                throw fail("activation \(String(describing: c[key])) is not understood")
+            }
+            switch name {
+            case "linear", "None": return .none
+            case "relu": return .relu
+            case "softmax": return .softmax
+            default: throw fail("activation '\(name)' is not supported (relu, softmax, linear)")
+            }
+        }
+
+        switch layer.className {
+        case "InputLayer":
+            let raw = c["batch_shape"] ?? c["batch_input_shape"]
+            guard let dims = raw as? [Any] else { throw fail("input layer has no batch_shape") }
+            let shape: [Int?] = [nil] + dims.dropFirst().map { $0 as? Int }
+            guard shape.count == 4 || shape.count == 2 else { throw fail("input rank \(shape.count) is not supported (NHWC images or [N, features])") }
+            return .input(shape: shape)
+        case "ZeroPadding2D":
+            try channelsLast()
+            if let n = c["padding"] as? Int { return .zeroPad(top: n, bottom: n, left: n, right: n) }
+            if let l = c["padding"] as? [Any], l.count == 2 {
+                if let h = l[0] as? Int, let w = l[1] as? Int { return .zeroPad(top: h, bottom: h, left: w, right: w) }
+                if let h = l[0] as? [Any], let w = l[1] as? [Any], h.count == 2, w.count == 2,
+                   let t = h[0] as? Int, let b = h[1] as? Int, let le = w[0] as? Int, let r = w[1] as? Int {
+                    return .zeroPad(top: t, bottom: b, left: le, right: r)
+                }
+            }
+            throw fail("padding \(String(describing: c["padding"])) is not understood")
+        case "Conv2D":
+            try channelsLast()
+            if let g = c["groups"] as? Int, g != 1 { throw fail("groups=\(g) is not supported") }
+            let kernel = try require("kernel")
+            guard kernel.shape.count == 4 else { throw fail("kernel has shape \(kernel.shape), expected [kH, kW, Cin, Cout]", tensor: "kernel") }
+            let (kh, kw) = try pair("kernel_size", default: (kernel.shape[0], kernel.shape[1]))
+            guard kh == kernel.shape[0], kw == kernel.shape[1] else {
+                throw fail("kernel has shape \(kernel.shape) but kernel_size is (\(kh), \(kw))", tensor: "kernel")
+            }
+            if let filters = c["filters"] as? Int, filters != kernel.shape[3] {
+                throw fail("kernel has shape \(kernel.shape) but filters is \(filters)", tensor: "kernel")
+            }
+            let useBias = c["use_bias"] as? Bool ?? true
+            let bias = useBias ? try require("bias") : nil
+            if let bias, bias.shape != [kernel.shape[3]] {
+                throw fail("bias has shape \(bias.shape), expected [\(kernel.shape[3])]", tensor: "bias")
+            }
+            let (sh, sw) = try pair("strides", default: (1, 1))
+            let (dh, dw) = try pair("dilation_rate", default: (1, 1))
+            guard sh >= 1, sw >= 1, dh >= 1, dw >= 1 else { throw fail("strides and dilation must be positive") }
+            guard (sh == 1 && sw == 1) || (dh == 1 && dw == 1) else { throw fail("strides and dilation > 1 together are not supported") }
+            return .conv2d(ConvSpec(kernel: kernel, bias: bias, strideH: sh, strideW: sw, dilationH: dh, dilationW: dw,
+                                    padding: try padding(), activation: try activation()))
+        case "BatchNormalization":
+            if let axis = c["axis"] as? Int, axis != -1, axis != 3 { throw fail("axis \(axis) is not the channel axis") }
+            if let axes = c["axis"] as? [Any], axes.count != 1 || !((axes[0] as? Int).map { $0 == -1 || $0 == 3 } ?? false) {
+                throw fail("axis \(axes) is not the channel axis")
+            }
+            let epsilon = (c["epsilon"] as? Double) ?? (c["epsilon"] as? Int).map(Double.init) ?? 1e-3
+            let scale = c["scale"] as? Bool ?? true
+            let center = c["center"] as? Bool ?? true
+            let mean = try require("moving_mean"), variance = try require("moving_variance")
+            let gamma = scale ? try require("gamma") : nil
+            let beta = center ? try require("beta") : nil
+            let channels = mean.values.count
+            for (role, t) in [("moving_variance", variance), ("gamma", gamma), ("beta", beta)] {
+                if let t, t.values.count != channels {
+                    throw fail("\(role) has \(t.values.count) values but moving_mean has \(channels)", tensor: role)
+                }
+            }
+            if variance.values.contains(where: { $0 < 0 }) { throw fail("moving_variance has negative values", tensor: "moving_variance") }
+            return .batchNorm(BatchNormSpec(epsilon: epsilon, gamma: gamma?.values, beta: beta?.values, mean: mean.values, variance: variance.values))
+        case "Activation":
+            return .activation(try activation())
+        case "ReLU":
+            let maxValue = c["max_value"] as? Double
+            let slope = (c["negative_slope"] as? Double) ?? 0
+            let threshold = (c["threshold"] as? Double) ?? 0
+            guard maxValue == nil, slope == 0, threshold == 0 else {
+                throw fail("ReLU with max_value/negative_slope/threshold is not supported")
+            }
+            return .activation(.relu)
+        case "Add":
+            guard layer.inbound.count == 2 else { throw fail("Add of \(layer.inbound.count) inputs is not supported (2 only)") }
+            return .add(activation: .none)
+        case "MaxPooling2D", "AveragePooling2D":
+            try channelsLast()
+            let (ph, pw) = try pair("pool_size", default: (2, 2))
+            let (sh, sw) = try pair("strides", default: (ph, pw))
+            let spec = PoolSpec(kernelH: ph, kernelW: pw, strideH: sh, strideW: sw, padding: try padding())
+            return layer.className == "MaxPooling2D" ? .maxPool(spec) : .avgPool(spec)
+        case "GlobalAveragePooling2D":
+            try channelsLast()
+            if c["keepdims"] as? Bool ?? false { throw fail("keepdims=True is not supported") }
+            return .globalAvgPool
+        case "Flatten":
+            try channelsLast()
+            return .flatten
+        case "Dense":
+            let kernel = try require("kernel")
+            guard kernel.shape.count == 2 else { throw fail("kernel has shape \(kernel.shape), expected [in, out]", tensor: "kernel") }
+            if let units = c["units"] as? Int, units != kernel.shape[1] {
+                throw fail("kernel has shape \(kernel.shape) but units is \(units)", tensor: "kernel")
+            }
+            let useBias = c["use_bias"] as? Bool ?? true
+            let bias = useBias ? try require("bias") : nil
+            if let bias, bias.shape != [kernel.shape[1]] {
+                throw fail("bias has shape \(bias.shape), expected [\(kernel.shape[1])]", tensor: "bias")
+            }
+            return .dense(DenseSpec(kernel: kernel, bias: bias, activation: try activation()))
+        case "Dropout", "SpatialDropout2D", "GaussianDropout", "GaussianNoise":
+            return .dropout
+        default:
+            throw fail("layer class '\(layer.className)' is not supported (supported: \(supported.joined(separator: ", ")))")
+        }
+    }
+}

@@ -1,0 +1,331 @@
+import COpenBLAS
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The kernels the runtime calls: same contracts as `ReferenceKernels`, built for speed.
+///
+/// All tensors are NHWC float32, contiguous, row-major. No kernel allocates: the only scratch memory is the
+/// workspace the caller passes to `conv2d`. Kernels keep no state, so any number of calls may run at once
+/// on different threads as long as their outputs and workspaces are distinct (the only shared state is
+/// OpenBLAS's own thread pool, sized by `setKernelThreads`). Unless a kernel says otherwise, the output must
+/// not overlap any input.
+public enum FastKernels {
+    /// The im2col scratch `convWorkspaceFloats(for:)` aims for: 2 Mi floats (8 MiB).
+    public static let convWorkspaceBudgetFloats = 2 * 1024 * 1024
+    /// Fewer im2col rows than this per GEMM call wastes OpenBLAS's blocking, so the budget yields to it.
+    static let minimumChunkPixels = 64
+
+    /// Floats of workspace `conv2d` should be given for `geometry`: zero for a pointwise convolution, else
+    /// whole im2col rows (`kernelH * kernelW * inC` floats each) up to about `convWorkspaceBudgetFloats`,
+    /// never fewer than min(64, output pixels) rows.
+    public static func convWorkspaceFloats(for geometry: ConvGeometry) -> Int {
+        if geometry.isPointwise { return 0 }
+        let k = geometry.reductionSize
+        let pixels = min(geometry.outputPixels, max(minimumChunkPixels, convWorkspaceBudgetFloats / k))
+        return pixels * k
+    }
+
+    /// `output = relu?(conv(input, weights) + bias + residual)`, as `ReferenceKernels.conv2d`.
+    ///
+    /// - input: `[batch, inH, inW, inC]`
+    /// - weights: packed by `packConvWeightsHWIO`/`packConvWeightsOIHW` for this kernel size and channel counts
+    /// - bias: `[outC]`, or nil
+    /// - residual: `[batch, outH, outW, outC]`, or nil; may be exactly `output` (the GEMM then accumulates onto
+    ///   it), but must not otherwise overlap it
+    /// - output: `[batch, outH, outW, outC]`
+    /// - workspace: scratch for im2col; unused (may be empty) for a pointwise convolution, else at least one
+    ///   im2col row (`kernelH * kernelW * inC` floats). `convWorkspaceFloats(for:)` gives a good size; a
+    ///   larger workspace means fewer, larger GEMM calls.
+    ///
+    /// A pointwise convolution (1×1, stride 1, unpadded) is one sgemm `[pixels, inC] × [inC, outC]` straight
+    /// on the NHWC input. Anything else is im2col over as many output pixels as the workspace holds, then an
+    /// sgemm per chunk. Bias, residual and relu are applied in one pass over each chunk while it is in cache.
+    public static func conv2d(input: UnsafePointer<Float>, weights: PackedConvWeights,
+                              bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>?,
+                              output: UnsafeMutablePointer<Float>, geometry g: ConvGeometry, relu: Bool,
+                              workspace: UnsafeMutableBufferPointer<Float>) {
+        precondition(weights.matches(g), "packed weights [\(weights.kernelH), \(weights.kernelW), \(weights.inC), "
+            + "\(weights.outC)] do not fit \(g)")
+        let pixels = g.outputPixels, k = g.reductionSize, n = g.outC
+        // A residual that is the output itself is accumulated by the GEMM (beta = 1), not re-added.
+        let accumulate = residual.map { $0 == UnsafePointer(output) } ?? false
+        let residualToAdd = accumulate ? nil : residual
+        let beta: Float = accumulate ? 1 : 0
+
+        if g.isPointwise {
+            sgemm(m: pixels, n: n, k: k, a: input, b: weights.values, c: output, beta: beta)
+            applyEpilogue(output, rows: pixels, channels: n, bias: bias, residual: residualToAdd, relu: relu)
+            return
+        }
+
+        guard let scratch = workspace.baseAddress, workspace.count >= k else {
+            preconditionFailure("conv2d needs a workspace of at least \(k) floats (one im2col row), got "
+                + "\(workspace.count), for \(g)")
+        }
+        let chunk = min(pixels, workspace.count / k)
+        var first = 0
+        while first < pixels {
+            let count = min(chunk, pixels - first)
+            im2col(input: input, geometry: g, firstPixel: first, pixelCount: count, into: scratch)
+            let out = output + first * n
+            sgemm(m: count, n: n, k: k, a: scratch, b: weights.values, c: out, beta: beta)
+            applyEpilogue(out, rows: count, channels: n, bias: bias, residual: residualToAdd.map { $0 + first * n },
+                          relu: relu)
+            first += count
+        }
+    }
+
+    /// `output = relu?(input · weights + bias)`: input `[batch, inFeatures]`, weights `[inFeatures, outFeatures]`
+    /// row-major (used as stored, no packing), bias `[outFeatures]` or nil, output `[batch, outFeatures]`.
+    public static func dense(input: UnsafePointer<Float>, weights: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
+                             output: UnsafeMutablePointer<Float>,
+                             batch: Int, inFeatures: Int, outFeatures: Int, relu: Bool) {
+        precondition(batch > 0 && inFeatures > 0 && outFeatures > 0
+                        && batch <= Int32.max && inFeatures <= Int32.max && outFeatures <= Int32.max,
+                     "dense sizes batch \(batch), in \(inFeatures), out \(outFeatures) are out of range")
+        if batch == 1 {
+            // y = Wᵀ x, with W row-major [in, out].
+            cblas_sgemv(CblasRowMajor, CblasTrans, Int32(inFeatures), Int32(outFeatures), 1,
+                        weights, Int32(outFeatures), input, 1, 0, output, 1)
+        } else {
+            sgemm(m: batch, n: outFeatures, k: inFeatures, a: input, b: weights, c: output, beta: 0)
+        }
+        applyEpilogue(output, rows: batch, channels: outFeatures, bias: bias, residual: nil, relu: relu)
+    }
+
+    /// Max over each window, as `ReferenceKernels.maxPool2d`: padded cells never win.
+    public static func maxPool2d(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>,
+                                 geometry g: PoolGeometry) {
+        let c = g.channels
+        for b in 0..<g.batch {
+            let image = input + b * g.inH * g.inW * c
+            for oy in 0..<g.outH {
+                let y0 = oy * g.strideH - g.padTop
+                let rowsInside = max(y0, 0)..<min(y0 + g.kernelH, g.inH)
+                for ox in 0..<g.outW {
+                    let x0 = ox * g.strideW - g.padLeft
+                    let columnsInside = max(x0, 0)..<min(x0 + g.kernelW, g.inW)
+                    let out = output + ((b * g.outH + oy) * g.outW + ox) * c
+                    // Geometry guarantees at least one real cell; start from the first and fold in the rest.
+                    out.update(from: image + (rowsInside.lowerBound * g.inW + columnsInside.lowerBound) * c, count: c)
+                    for iy in rowsInside {
+                        for ix in columnsInside {
+                            let cell = image + (iy * g.inW + ix) * c
+                            for j in 0..<c {
+                                let v = cell[j]
+                                out[j] = v > out[j] ? v : out[j]
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Mean over each window, as `ReferenceKernels.avgPool2d`: padded cells are not counted.
+    public static func avgPool2d(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>,
+                                 geometry g: PoolGeometry) {
+        let c = g.channels
+        for b in 0..<g.batch {
+            let image = input + b * g.inH * g.inW * c
+            for oy in 0..<g.outH {
+                let y0 = oy * g.strideH - g.padTop
+                let rowsInside = max(y0, 0)..<min(y0 + g.kernelH, g.inH)
+                for ox in 0..<g.outW {
+                    let x0 = ox * g.strideW - g.padLeft
+                    let columnsInside = max(x0, 0)..<min(x0 + g.kernelW, g.inW)
+                    let out = output + ((b * g.outH + oy) * g.outW + ox) * c
+                    out.update(repeating: 0, count: c)
+                    for iy in rowsInside {
+                        for ix in columnsInside {
+                            let cell = image + (iy * g.inW + ix) * c
+                            for j in 0..<c { out[j] += cell[j] }
+                        }
+                    }
+                    let scale = 1 / Float(rowsInside.count * columnsInside.count)
+                    for j in 0..<c { out[j] *= scale }
+                }
+            }
+        }
+    }
+
+    /// Mean over H and W: `[batch, height, width, channels]` → `[batch, channels]`.
+    public static func globalAvgPool(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>,
+                                     batch: Int, height: Int, width: Int, channels: Int) {
+        let cells = height * width
+        let scale = 1 / Float(cells)
+        for b in 0..<batch {
+            let out = output + b * channels
+            out.update(repeating: 0, count: channels)
+            let image = input + b * cells * channels
+            for p in 0..<cells {
+                let cell = image + p * channels
+                for j in 0..<channels { out[j] += cell[j] }
+            }
+            for j in 0..<channels { out[j] *= scale }
+        }
+    }
+
+    /// Softmax of each row of `[rows, columns]`, numerically stable (the row maximum is subtracted first).
+    /// `output` may be exactly `input`.
+    public static func softmax(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>,
+                               rows: Int, columns: Int) {
+        for r in 0..<rows {
+            let x = input + r * columns
+            let y = output + r * columns
+            var largest = -Float.infinity
+            for j in 0..<columns { largest = x[j] > largest ? x[j] : largest }
+            var total: Float = 0
+            for j in 0..<columns {
+                let e = expf(x[j] - largest)
+                y[j] = e
+                total += e
+            }
+            let scale = 1 / total
+            for j in 0..<columns { y[j] *= scale }
+        }
+    }
+
+    /// `output[i] = relu?(a[i] + b[i])` for `i < count`. `output` may be exactly `a` or `b`.
+    public static func add(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>,
+                           count: Int, relu: Bool) {
+        if relu {
+            for i in 0..<count { output[i] = reluValue(a[i] + b[i]) }
+        } else {
+            for i in 0..<count { output[i] = a[i] + b[i] }
+        }
+    }
+
+    /// `output[i] = max(input[i], 0)` for `i < count`. `output` may be exactly `input`.
+    public static func relu(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, count: Int) {
+        for i in 0..<count { output[i] = reluValue(input[i]) }
+    }
+
+    /// Constant padding of H and W, as `ReferenceKernels.pad`: padded cells of channel c hold
+    /// `channelValues[c]`, or zero when `channelValues` is nil.
+    public static func pad(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>,
+                           geometry g: PadGeometry, channelValues: UnsafePointer<Float>?) {
+        let c = g.channels
+        let outRow = g.outW * c
+        for b in 0..<g.batch {
+            let image = input + b * g.inH * g.inW * c
+            let out = output + b * g.outH * outRow
+            fillPixels(out, pixels: g.padTop * g.outW, channels: c, values: channelValues)
+            for y in 0..<g.inH {
+                let row = out + (g.padTop + y) * outRow
+                fillPixels(row, pixels: g.padLeft, channels: c, values: channelValues)
+                (row + g.padLeft * c).update(from: image + y * g.inW * c, count: g.inW * c)
+                fillPixels(row + (g.padLeft + g.inW) * c, pixels: g.padRight, channels: c, values: channelValues)
+            }
+            fillPixels(out + (g.padTop + g.inH) * outRow, pixels: g.padBottom * g.outW, channels: c,
+                       values: channelValues)
+        }
+    }
+}
+
+// MARK: - Pieces
+
+extension FastKernels {
+    /// Row-major `C[m, n] = A[m, k] · B[k, n] + beta · C`, all densely packed (lda = k, ldb = ldc = n).
+    @inline(__always)
+    static func sgemm(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, b: UnsafePointer<Float>,
+                      c: UnsafeMutablePointer<Float>, beta: Float) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m), Int32(n), Int32(k),
+                    1, a, Int32(k), b, Int32(n), beta, c, Int32(n))
+    }
+
+    /// Writes im2col rows for output pixels `firstPixel ..< firstPixel + pixelCount` (counted over the whole
+    /// batch, row-major) into `rows`: row r is `[kernelH, kernelW, inC]` flattened, the input cells output pixel
+    /// `firstPixel + r` reads, zeros where they fall in the padding.
+    static func im2col(input: UnsafePointer<Float>, geometry g: ConvGeometry, firstPixel: Int, pixelCount: Int,
+                       into rows: UnsafeMutablePointer<Float>) {
+        let k = g.reductionSize
+        let cin = g.inC
+        let tapRow = g.kernelW * cin
+        let imagePixels = g.outH * g.outW
+        var b = firstPixel / imagePixels
+        var oy = (firstPixel % imagePixels) / g.outW
+        var ox = firstPixel % g.outW
+        for r in 0..<pixelCount {
+            let image = input + b * g.inH * g.inW * cin
+            let x0 = ox * g.strideW - g.padLeft
+            // With dilation 1 and no column in the padding, one kernel row is one contiguous run of the input.
+            let contiguous = g.dilationW == 1 && x0 >= 0 && x0 + g.kernelW <= g.inW
+            for ky in 0..<g.kernelH {
+                let dst = rows + r * k + ky * tapRow
+                let iy = oy * g.strideH - g.padTop + ky * g.dilationH
+                if iy < 0 || iy >= g.inH {
+                    dst.update(repeating: 0, count: tapRow)
+                    continue
+                }
+                let inputRow = image + iy * g.inW * cin
+                if contiguous {
+                    dst.update(from: inputRow + x0 * cin, count: tapRow)
+                } else {
+                    for kx in 0..<g.kernelW {
+                        let ix = x0 + kx * g.dilationW
+                        if ix < 0 || ix >= g.inW {
+                            (dst + kx * cin).update(repeating: 0, count: cin)
+                        } else {
+                            (dst + kx * cin).update(from: inputRow + ix * cin, count: cin)
+                        }
+                    }
+                }
+            }
+            ox += 1
+            if ox == g.outW {
+                ox = 0
+                oy += 1
+                if oy == g.outH { oy = 0; b += 1 }
+            }
+        }
+    }
+
+    /// In place over `[rows, channels]`: adds `bias[channel]` and `residual[row, channel]` when given, then relu.
+    static func applyEpilogue(_ out: UnsafeMutablePointer<Float>, rows: Int, channels: Int,
+                              bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>?, relu: Bool) {
+        if bias == nil && residual == nil && !relu { return }
+        for r in 0..<rows {
+            let o = out + r * channels
+            if let bias, let residual {
+                let res = residual + r * channels
+                for j in 0..<channels { o[j] += bias[j] + res[j] }
+            } else if let bias {
+                for j in 0..<channels { o[j] += bias[j] }
+            } else if let residual {
+                let res = residual + r * channels
+                for j in 0..<channels { o[j] += res[j] }
+            }
+            if relu {
+                for j in 0..<channels { o[j] = reluValue(o[j]) }
+            }
+        }
+    }
+
+    /// Fills `pixels` consecutive NHWC cells with `values[0..<channels]`, or zeros when `values` is nil.
+    static func fillPixels(_ dst: UnsafeMutablePointer<Float>, pixels: Int, channels: Int,
+                           values: UnsafePointer<Float>?) {
+        guard pixels > 0 else { return }
+        guard let values else {
+            dst.update(repeating: 0, count: pixels * channels)
+            return
+        }
+        for p in 0..<pixels { (dst + p * channels).update(from: values, count: channels) }
+    }
+}
+
+/// Sets how many threads OpenBLAS uses for each GEMM (process-wide). Call before running, not during.
+public func setKernelThreads(_ count: Int) {
+    precondition(count >= 1 && count <= 4096, "kernel thread count \(count) is out of range")
+    openblas_set_num_threads(Int32(count))
+}
+
+/// The number of threads OpenBLAS uses for each GEMM.
+public func kernelThreads() -> Int {
+    Int(openblas_get_num_threads())
+}

@@ -1,0 +1,195 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Naive loops, one per op: the oracle the fast kernels are tested against.
+///
+/// Written to be obviously correct, not fast: every output element is computed from its definition, sums
+/// are accumulated in `Double`, and nothing is shared between elements. All tensors are NHWC float32,
+/// contiguous, row-major. Unless a kernel says otherwise, the output must not overlap any input.
+public enum ReferenceKernels {
+    /// `output = relu?(conv(input, weights) + bias + residual)`.
+    ///
+    /// - input: `[batch, inH, inW, inC]`
+    /// - weightsHWIO: `[kernelH, kernelW, inC, outC]`
+    /// - bias: `[outC]`, or nil for none
+    /// - residual: `[batch, outH, outW, outC]`, or nil for none; may be exactly `output` (each element is read
+    ///   before it is written), but must not otherwise overlap it
+    /// - output: `[batch, outH, outW, outC]`
+    ///
+    /// Padded cells are zero.
+    public static func conv2d(input: UnsafePointer<Float>, weightsHWIO: UnsafePointer<Float>,
+                              bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>?,
+                              output: UnsafeMutablePointer<Float>, geometry g: ConvGeometry, relu: Bool) {
+        for n in 0..<g.batch {
+            for oy in 0..<g.outH {
+                for ox in 0..<g.outW {
+                    for co in 0..<g.outC {
+                        var sum = 0.0
+                        for ky in 0..<g.kernelH {
+                            let iy = oy * g.strideH - g.padTop + ky * g.dilationH
+                            if iy < 0 || iy >= g.inH { continue }
+                            for kx in 0..<g.kernelW {
+                                let ix = ox * g.strideW - g.padLeft + kx * g.dilationW
+                                if ix < 0 || ix >= g.inW { continue }
+                                for ci in 0..<g.inC {
+                                    let x = input[((n * g.inH + iy) * g.inW + ix) * g.inC + ci]
+                                    let w = weightsHWIO[((ky * g.kernelW + kx) * g.inC + ci) * g.outC + co]
+                                    sum += Double(x) * Double(w)
+                                }
+                            }
+                        }
+                        let o = ((n * g.outH + oy) * g.outW + ox) * g.outC + co
+                        if let bias { sum += Double(bias[co]) }
+                        if let residual { sum += Double(residual[o]) }
+                        let value = Float(sum)
+                        output[o] = relu ? reluValue(value) : value
+                    }
+                }
+            }
+        }
+    }
+
+    /// Max over each window: `[batch, inH, inW, channels]` → `[batch, outH, outW, channels]`.
+    /// Padded cells never win (as if they held -infinity).
+    public static func maxPool2d(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>,
+                                 geometry g: PoolGeometry) {
+        for n in 0..<g.batch {
+            for oy in 0..<g.outH {
+                for ox in 0..<g.outW {
+                    for c in 0..<g.channels {
+                        var best = -Float.infinity
+                        for ky in 0..<g.kernelH {
+                            let iy = oy * g.strideH - g.padTop + ky
+                            if iy < 0 || iy >= g.inH { continue }
+                            for kx in 0..<g.kernelW {
+                                let ix = ox * g.strideW - g.padLeft + kx
+                                if ix < 0 || ix >= g.inW { continue }
+                                let v = input[((n * g.inH + iy) * g.inW + ix) * g.channels + c]
+                                if v > best { best = v }
+                            }
+                        }
+                        output[((n * g.outH + oy) * g.outW + ox) * g.channels + c] = best
+                    }
+                }
+            }
+        }
+    }
+
+    /// Mean over each window: `[batch, inH, inW, channels]` → `[batch, outH, outW, channels]`.
+    /// Padded cells are not counted: the sum is divided by the number of real cells in the window
+    /// (TensorFlow/Keras semantics; ONNX `count_include_pad = 0`).
+    public static func avgPool2d(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>,
+                                 geometry g: PoolGeometry) {
+        for n in 0..<g.batch {
+            for oy in 0..<g.outH {
+                for ox in 0..<g.outW {
+                    for c in 0..<g.channels {
+                        var sum = 0.0
+                        var cells = 0
+                        for ky in 0..<g.kernelH {
+                            let iy = oy * g.strideH - g.padTop + ky
+                            if iy < 0 || iy >= g.inH { continue }
+                            for kx in 0..<g.kernelW {
+                                let ix = ox * g.strideW - g.padLeft + kx
+                                if ix < 0 || ix >= g.inW { continue }
+                                sum += Double(input[((n * g.inH + iy) * g.inW + ix) * g.channels + c])
+                                cells += 1
+                            }
+                        }
+                        output[((n * g.outH + oy) * g.outW + ox) * g.channels + c] = Float(sum / Double(cells))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Mean over H and W: `[batch, height, width, channels]` → `[batch, channels]`.
+    public static func globalAvgPool(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>,
+                                     batch: Int, height: Int, width: Int, channels: Int) {
+        for n in 0..<batch {
+            for c in 0..<channels {
+                var sum = 0.0
+                for y in 0..<height {
+                    for x in 0..<width {
+                        sum += Double(input[((n * height + y) * width + x) * channels + c])
+                    }
+                }
+                output[n * channels + c] = Float(sum / Double(height * width))
+            }
+        }
+    }
+
+    /// `output = relu?(input · weights + bias)`: input `[batch, inFeatures]`, weights `[inFeatures, outFeatures]`,
+    /// bias `[outFeatures]` or nil, output `[batch, outFeatures]`.
+    public static func dense(input: UnsafePointer<Float>, weights: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
+                             output: UnsafeMutablePointer<Float>,
+                             batch: Int, inFeatures: Int, outFeatures: Int, relu: Bool) {
+        for n in 0..<batch {
+            for o in 0..<outFeatures {
+                var sum = 0.0
+                for i in 0..<inFeatures {
+                    sum += Double(input[n * inFeatures + i]) * Double(weights[i * outFeatures + o])
+                }
+                if let bias { sum += Double(bias[o]) }
+                let value = Float(sum)
+                output[n * outFeatures + o] = relu ? reluValue(value) : value
+            }
+        }
+    }
+
+    /// Softmax of each row of `[rows, columns]`: `exp(x - max) / Σ exp(x - max)`. `output` may be exactly `input`.
+    public static func softmax(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>,
+                               rows: Int, columns: Int) {
+        for r in 0..<rows {
+            let row = r * columns
+            var largest = -Double.infinity
+            for j in 0..<columns { largest = Swift.max(largest, Double(input[row + j])) }
+            var total = 0.0
+            for j in 0..<columns { total += exp(Double(input[row + j]) - largest) }
+            for j in 0..<columns { output[row + j] = Float(exp(Double(input[row + j]) - largest) / total) }
+        }
+    }
+
+    /// `output[i] = relu?(a[i] + b[i])` for `i < count`. `output` may be exactly `a` or `b`.
+    public static func add(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>,
+                           count: Int, relu: Bool) {
+        for i in 0..<count {
+            let value = a[i] + b[i]
+            output[i] = relu ? reluValue(value) : value
+        }
+    }
+
+    /// `output[i] = max(input[i], 0)` for `i < count`. `output` may be exactly `input`.
+    public static func relu(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, count: Int) {
+        for i in 0..<count { output[i] = reluValue(input[i]) }
+    }
+
+    /// Constant padding of H and W: `[batch, inH, inW, channels]` → `[batch, outH, outW, channels]`.
+    /// A padded cell of channel c holds `channelValues[c]`, or zero when `channelValues` is nil.
+    public static func pad(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>,
+                           geometry g: PadGeometry, channelValues: UnsafePointer<Float>?) {
+        for n in 0..<g.batch {
+            for oy in 0..<g.outH {
+                for ox in 0..<g.outW {
+                    for c in 0..<g.channels {
+                        let iy = oy - g.padTop
+                        let ix = ox - g.padLeft
+                        let inside = iy >= 0 && iy < g.inH && ix >= 0 && ix < g.inW
+                        output[((n * g.outH + oy) * g.outW + ox) * g.channels + c] = inside
+                            ? input[((n * g.inH + iy) * g.inW + ix) * g.channels + c]
+                            : (channelValues?[c] ?? 0)
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `max(x, 0)`, written so that it vectorises; NaN becomes 0.
+@inline(__always)
+func reluValue(_ x: Float) -> Float { x > 0 ? x : 0 }

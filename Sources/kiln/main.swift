@@ -1,0 +1,170 @@
+import ArgumentParser
+import Foundation
+import KilnFormat
+import KilnGraph
+import KilnKeras
+import KilnKernels
+import KilnRuntime
+
+/// The Kiln toolchain: convert models into `.kiln` bundles and look inside them.
+struct Kiln: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "kiln",
+        abstract: "Turn a trained image classifier into one frozen .kiln file.",
+        discussion: "Exit status: 0 success, 1 bad input (the message names the file, layer and tensor), 64 usage error.",
+        version: KilnVersion.string,
+        subcommands: [Convert.self, Inspect.self])
+}
+
+enum KilnVersion {
+    static let string = "0.1.0"
+}
+
+struct Convert: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Convert a Keras model (.h5, .keras, .weights.h5, applications weights) into a .kiln bundle.",
+        discussion: """
+            Batch norms are folded into their convolutions, dropout removed, zero padding folded, ReLUs and
+            residual adds fused. The bundle is written atomically: OUT holds the old file or the new one.
+            A weights-only file without --config is read with the built-in Keras ResNet-50 topology
+            (without the classifier it ends at avg_pool, as ResNet50(include_top=False, pooling="avg")).
+            """)
+
+    @Argument(help: "The source model file.")
+    var source: String
+
+    @Option(name: .shortAndLong, help: "The bundle to write.")
+    var output: String
+
+    @Option(name: .long, help: "Model config JSON (model.to_json() or config.json) for a weights-only file.")
+    var config: String?
+
+    @Option(name: .customLong("extra-output"), help: "Also expose this layer's output (repeatable), e.g. avg_pool.")
+    var extraOutputs: [String] = []
+
+    func run() throws {
+        var graph = try KerasImporter.importModel(path: source, configPath: config)
+        for name in extraOutputs {
+            try graph.addOutput(node: name)
+        }
+        try graph.optimizeForInference()
+        var frozen = try graph.lower()
+        frozen.metadata["kiln.converter_version"] = .string(KilnVersion.string)
+        frozen.metadata["input.layout"] = .string("NHWC")
+        frozen.metadata["input.preprocessing"] = .string("none: the input is what the source model's first layer takes")
+        try BundleWriter.write(frozen, to: output)
+        let params = frozen.tensors.reduce(0) { $0 + $1.elementCount }
+        let size = (try? FileManager.default.attributesOfItem(atPath: output)[.size] as? Int) ?? 0
+        print("wrote \(output): \(frozen.ops.count) ops, \(params) parameters, \(size) bytes")
+    }
+}
+
+struct Inspect: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show a bundle's layers, shapes, parameters, FLOPs, inputs, outputs, metadata and sections.")
+
+    @Argument(help: "The .kiln bundle.")
+    var bundle: String
+
+    @Option(name: .long, help: "Input shape for shapes and FLOPs, e.g. 1,224,224,3 (default: the declared shape, 224 for free sizes).")
+    var inputShape: String?
+
+    @Flag(name: .long, help: "Print JSON instead of a table.")
+    var json = false
+
+    func run() throws {
+        let model = try Model(contentsOf: bundle)
+        let frozen = model.frozen
+        let port = frozen.inputs[0]
+        var shape: [Int]
+        if let inputShape {
+            let parts = inputShape.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+            guard parts.allSatisfy({ $0 != nil }) else { throw ValidationError("--input-shape '\(inputShape)' is not a list of integers") }
+            shape = parts.compactMap { $0 }
+        } else {
+            shape = port.shape.enumerated().map { i, d in d > 0 ? Int(d) : (i == 0 ? 1 : (i == 3 ? 3 : 224)) }
+        }
+        let summary = try ModelSummary(model: model, inputShape: shape)
+        if json {
+            try printJSON(model: model, summary: summary)
+            return
+        }
+        print("Bundle \(bundle): version \(BundleLayout.versionMajor).\(model.bundle.versionMinor), \(model.bundle.fileSize) bytes")
+        print("Input:  \(port.name) \(describeShape(port.shape))   (shapes below for \(shape))")
+        for o in frozen.outputs { print("Output: \(o.name) \(describeShape(o.shape))") }
+        print("")
+        let header = ["Layer", "Op", "Output shape", "Params", "MFLOPs", "Detail"]
+        var table: [[String]] = [header]
+        for r in summary.rows {
+            table.append([r.name, r.op, "\(r.outputShape)", "\(r.parameters)", String(format: "%.1f", Double(r.flops) / 1e6), r.detail])
+        }
+        let widths = (0..<header.count).map { c in table.map { $0[c].count }.max() ?? 0 }
+        for (i, row) in table.enumerated() {
+            print(row.enumerated().map { c, cell in cell.padding(toLength: widths[c], withPad: " ", startingAt: 0) }.joined(separator: "  "))
+            if i == 0 { print(widths.map { String(repeating: "-", count: $0) }.joined(separator: "  ")) }
+        }
+        print("")
+        let opCounts = Dictionary(grouping: frozen.ops, by: { "\($0.opcode)" }).mapValues(\.count)
+        print("Ops: \(frozen.ops.count) (" + opCounts.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ") + ")")
+        print("Total parameters: \(summary.totalParameters)")
+        print(String(format: "FLOPs: %.3f G for input %@", Double(summary.totalFlops) / 1e9, "\(shape)"))
+        print("")
+        print("Metadata:")
+        for key in frozen.metadata.keys.sorted() {
+            print("  \(key) = \(describe(frozen.metadata[key]!))")
+        }
+        print("")
+        print("Sections:")
+        for s in model.bundle.sections {
+            print("  \(s.kind)  offset \(s.offset)  size \(s.size)  xxh64 \(String(s.checksum, radix: 16))")
+        }
+    }
+
+    func printJSON(model: Model, summary: ModelSummary) throws {
+        let frozen = model.frozen
+        var metadata: [String: Any] = [:]
+        for (k, v) in frozen.metadata {
+            switch v {
+            case .int(let x): metadata[k] = x
+            case .float(let x): metadata[k] = x
+            case .string(let x): metadata[k] = x
+            case .strings(let x): metadata[k] = x
+            case .floats(let x): metadata[k] = x
+            }
+        }
+        let object: [String: Any] = [
+            "file": bundle,
+            "version": "\(BundleLayout.versionMajor).\(model.bundle.versionMinor)",
+            "size": model.bundle.fileSize,
+            "inputs": frozen.inputs.map { ["name": $0.name, "shape": $0.shape] },
+            "outputs": frozen.outputs.map { ["name": $0.name, "shape": $0.shape] },
+            "input_shape_for_counts": summary.inputShape,
+            "layers": summary.rows.map { ["name": $0.name, "op": $0.op, "output_shape": $0.outputShape,
+                                          "parameters": $0.parameters, "flops": $0.flops, "detail": $0.detail] },
+            "ops": Dictionary(grouping: frozen.ops, by: { "\($0.opcode)" }).mapValues(\.count),
+            "total_parameters": summary.totalParameters,
+            "total_flops": summary.totalFlops,
+            "metadata": metadata,
+            "sections": model.bundle.sections.map { ["kind": "\($0.kind)", "offset": $0.offset, "size": $0.size,
+                                                     "xxh64": String($0.checksum, radix: 16)] },
+        ]
+        let data = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
+        print(String(decoding: data, as: UTF8.self))
+    }
+
+    func describeShape(_ s: [Int64]) -> String {
+        "[" + s.map { $0 < 0 ? "?" : String($0) }.joined(separator: ", ") + "]"
+    }
+
+    func describe(_ v: MetadataValue) -> String {
+        switch v {
+        case .int(let x): return "\(x)"
+        case .float(let x): return "\(x)"
+        case .string(let x): return "\"\(x)\""
+        case .strings(let x): return x.count > 6 ? "[\(x.prefix(5).joined(separator: ", ")), … (\(x.count))]" : "\(x)"
+        case .floats(let x): return "\(x)"
+        }
+    }
+}
+
+Kiln.main()

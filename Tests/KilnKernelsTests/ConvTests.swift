@@ -1,0 +1,273 @@
+import Testing
+@testable import KilnKernels
+
+/// One fast-vs-reference convolution check: packs with the real packer, runs both kernels on the same seeded
+/// inputs, and compares relative to max|reference|.
+struct ConvTester: Sendable, CustomTestStringConvertible {
+    enum Residual: Sendable { case none, separate, inPlace }
+    enum Workspace: Sendable { case recommended, rows(Int) }
+
+    var batch = 1, inH = 5, inW = 5, inC = 3, outC = 4
+    var kernelH = 3, kernelW = 3
+    var strideH = 1, strideW = 1
+    var dilationH = 1, dilationW = 1
+    var padTop = 0, padBottom = 0, padLeft = 0, padRight = 0
+    var bias = false
+    var residual = Residual.none
+    var relu = false
+    var workspace = Workspace.recommended
+    var seed: UInt64 = 1
+
+    static let relativeTolerance: Float = 1e-5
+
+    /// A copy with `change` applied, for building sweeps.
+    func with(_ change: (inout ConvTester) -> Void) -> ConvTester {
+        var copy = self
+        change(&copy)
+        return copy
+    }
+
+    /// The same geometry with bias, a separate residual and relu all on.
+    var fused: ConvTester { with { $0.bias = true; $0.residual = .separate; $0.relu = true; $0.seed += 100 } }
+
+    var testDescription: String {
+        var s = "b\(batch) \(inH)×\(inW)×\(inC)→\(outC) k\(kernelH)×\(kernelW) s\(strideH),\(strideW)"
+        if dilationH != 1 || dilationW != 1 { s += " d\(dilationH),\(dilationW)" }
+        if padTop + padBottom + padLeft + padRight > 0 { s += " pad \(padTop),\(padBottom),\(padLeft),\(padRight)" }
+        if bias { s += " +bias" }
+        switch residual {
+        case .none: break
+        case .separate: s += " +residual"
+        case .inPlace: s += " +residual(in place)"
+        }
+        if relu { s += " relu" }
+        if case .rows(let r) = workspace { s += " ws \(r) rows" }
+        return s
+    }
+
+    func test(sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let g = try ConvGeometry(batch: batch, inH: inH, inW: inW, inC: inC, outC: outC,
+                                 kernelH: kernelH, kernelW: kernelW, strideH: strideH, strideW: strideW,
+                                 dilationH: dilationH, dilationW: dilationW,
+                                 padTop: padTop, padBottom: padBottom, padLeft: padLeft, padRight: padRight)
+        var rng = SplitMix64(seed: seed)
+        let input = Buffer.random(count: g.inputCount, using: &rng)
+        let weights = Buffer.random(count: g.weightCount, using: &rng)
+        let biasValues = bias ? Buffer.random(count: outC, using: &rng) : nil
+        let residualValues = residual == .none ? nil : Buffer.random(count: g.outputCount, using: &rng)
+
+        let expected = Buffer(count: g.outputCount)
+        ReferenceKernels.conv2d(input: input.readOnly, weightsHWIO: weights.readOnly, bias: biasValues?.readOnly,
+                                residual: residualValues?.readOnly, output: expected.pointer, geometry: g, relu: relu)
+
+        let packed = packConvWeightsHWIO(weights.readOnly, kernelH: kernelH, kernelW: kernelW, inC: inC, outC: outC)
+        let workspaceFloats: Int
+        switch workspace {
+        case .recommended: workspaceFloats = FastKernels.convWorkspaceFloats(for: g)
+        case .rows(let r): workspaceFloats = r * g.reductionSize
+        }
+        let scratch = Buffer(count: workspaceFloats)
+        let actual = Buffer(count: g.outputCount)
+        var residualPointer = residualValues?.readOnly
+        if residual == .inPlace, let residualValues {
+            actual.copy(from: residualValues)
+            residualPointer = actual.readOnly
+        }
+        FastKernels.conv2d(input: input.readOnly, weights: packed, bias: biasValues?.readOnly,
+                           residual: residualPointer, output: actual.pointer, geometry: g, relu: relu,
+                           workspace: scratch.bufferPointer)
+        expectClose(actual, expected, shape: [batch, g.outH, g.outW, outC],
+                    relativeTolerance: Self.relativeTolerance, "\(testDescription)", sourceLocation: sourceLocation)
+    }
+
+    /// The sweep: awkward sizes (1, primes, powers of two ± 1), kernels 1/2/3/7 and non-square, strides 1/2,
+    /// dilation 1/2, symmetric and asymmetric pads, batch 1 and 3; each geometry plain and fully fused.
+    static let sweep: [ConvTester] = {
+        let base = ConvTester()
+        let geometries: [ConvTester] = [
+            // Pointwise (one straight sgemm).
+            base.with { $0.inH = 1; $0.inW = 1; $0.inC = 1; $0.outC = 1; $0.kernelH = 1; $0.kernelW = 1 },
+            base.with { $0.batch = 3; $0.inH = 5; $0.inW = 7; $0.inC = 17; $0.outC = 16; $0.kernelH = 1; $0.kernelW = 1 },
+            base.with { $0.inH = 8; $0.inW = 8; $0.inC = 64; $0.outC = 65; $0.kernelH = 1; $0.kernelW = 1 },
+            base.with { $0.inH = 3; $0.inW = 2; $0.inC = 63; $0.outC = 1; $0.kernelH = 1; $0.kernelW = 1 },
+            // 1×1 that is not pointwise: ResNet's stride-2 projection; a padded 1×1.
+            base.with { $0.inH = 7; $0.inW = 7; $0.inC = 16; $0.outC = 32; $0.kernelH = 1; $0.kernelW = 1
+                        $0.strideH = 2; $0.strideW = 2 },
+            base.with { $0.batch = 3; $0.inH = 4; $0.inW = 5; $0.inC = 5; $0.outC = 3; $0.kernelH = 1; $0.kernelW = 1
+                        $0.padTop = 1; $0.padBottom = 1; $0.padLeft = 1; $0.padRight = 1 },
+            // 3×3.
+            base.with { $0.inH = 1; $0.inW = 1; $0.inC = 1; $0.outC = 1
+                        $0.padTop = 1; $0.padBottom = 1; $0.padLeft = 1; $0.padRight = 1 },
+            base.with { $0.batch = 3; $0.inH = 7; $0.inW = 7; $0.inC = 3; $0.outC = 5
+                        $0.padTop = 1; $0.padBottom = 1; $0.padLeft = 1; $0.padRight = 1 },
+            base.with { $0.inH = 8; $0.inW = 8; $0.inC = 16; $0.outC = 16; $0.strideH = 2; $0.strideW = 2
+                        $0.padTop = 0; $0.padBottom = 1; $0.padLeft = 0; $0.padRight = 1 },
+            base.with { $0.inH = 9; $0.inW = 9; $0.inC = 17; $0.outC = 13 },
+            base.with { $0.batch = 3; $0.inH = 11; $0.inW = 13; $0.inC = 5; $0.outC = 7; $0.strideH = 2; $0.strideW = 2
+                        $0.padTop = 1; $0.padBottom = 0; $0.padLeft = 0; $0.padRight = 1 },
+            base.with { $0.inH = 9; $0.inW = 9; $0.inC = 4; $0.outC = 3; $0.dilationH = 2; $0.dilationW = 2
+                        $0.padTop = 2; $0.padBottom = 2; $0.padLeft = 2; $0.padRight = 2 },
+            base.with { $0.batch = 3; $0.inH = 10; $0.inW = 6; $0.inC = 2; $0.outC = 9; $0.strideH = 2; $0.strideW = 1
+                        $0.dilationH = 1; $0.dilationW = 2; $0.padTop = 2; $0.padBottom = 1; $0.padLeft = 0; $0.padRight = 3 },
+            // 2×2 stride 2, no padding.
+            base.with { $0.inH = 6; $0.inW = 5; $0.inC = 7; $0.outC = 8; $0.kernelH = 2; $0.kernelW = 2
+                        $0.strideH = 2; $0.strideW = 2 },
+            // 7×7: a ResNet-like stem (TF "same" on an even input), a kernel larger than the input, dilated.
+            base.with { $0.inH = 16; $0.inW = 16; $0.inC = 3; $0.outC = 8; $0.kernelH = 7; $0.kernelW = 7
+                        $0.strideH = 2; $0.strideW = 2; $0.padTop = 2; $0.padBottom = 3; $0.padLeft = 2; $0.padRight = 3 },
+            base.with { $0.batch = 3; $0.inH = 5; $0.inW = 5; $0.inC = 2; $0.outC = 3; $0.kernelH = 7; $0.kernelW = 7
+                        $0.padTop = 3; $0.padBottom = 3; $0.padLeft = 3; $0.padRight = 3 },
+            base.with { $0.inH = 13; $0.inW = 13; $0.inC = 3; $0.outC = 4; $0.kernelH = 7; $0.kernelW = 7
+                        $0.dilationH = 2; $0.dilationW = 2; $0.padTop = 6; $0.padBottom = 6; $0.padLeft = 6; $0.padRight = 6 },
+            // Non-square kernels (Inception-style 1×7 and 7×1).
+            base.with { $0.inH = 6; $0.inW = 11; $0.inC = 5; $0.outC = 6; $0.kernelH = 1; $0.kernelW = 7
+                        $0.padLeft = 3; $0.padRight = 3 },
+            base.with { $0.batch = 3; $0.inH = 11; $0.inW = 3; $0.inC = 5; $0.outC = 6; $0.kernelH = 7; $0.kernelW = 1
+                        $0.padTop = 3; $0.padBottom = 3 },
+        ]
+        var cases: [ConvTester] = []
+        for (i, g) in geometries.enumerated() {
+            let seeded = g.with { $0.seed = UInt64(i + 1) }
+            cases.append(seeded)
+            cases.append(seeded.fused)
+        }
+        return cases
+    }()
+
+    /// Fusion and workspace variants on a few geometries: each epilogue combination, a residual accumulated in
+    /// place, and workspaces of one row and of 7 rows (chunks that end mid-row and mid-image).
+    static let variants: [ConvTester] = {
+        let padded = ConvTester().with {
+            $0.batch = 3; $0.inH = 7; $0.inW = 6; $0.inC = 5; $0.outC = 17
+            $0.padTop = 1; $0.padBottom = 1; $0.padLeft = 1; $0.padRight = 1
+        }
+        let pointwise = ConvTester().with {
+            $0.batch = 3; $0.inH = 4; $0.inW = 3; $0.inC = 9; $0.outC = 10; $0.kernelH = 1; $0.kernelW = 1
+        }
+        var cases: [ConvTester] = []
+        for g in [padded, pointwise] {
+            cases.append(g.with { $0.bias = true })
+            cases.append(g.with { $0.relu = true })
+            cases.append(g.with { $0.residual = .separate })
+            cases.append(g.with { $0.bias = true; $0.relu = true })
+            cases.append(g.with { $0.residual = .inPlace })
+            cases.append(g.with { $0.residual = .inPlace; $0.bias = true; $0.relu = true })
+        }
+        for rows in [1, 7] {
+            cases.append(padded.with { $0.workspace = .rows(rows) })
+            cases.append(padded.fused.with { $0.workspace = .rows(rows) })
+            cases.append(padded.with { $0.residual = .inPlace; $0.bias = true; $0.relu = true; $0.workspace = .rows(rows) })
+        }
+        // A mid-sized layer (28×28×64 → 64, 3×3), big enough for OpenBLAS's real blocking, in uneven chunks.
+        let mid = ConvTester().with {
+            $0.inH = 28; $0.inW = 28; $0.inC = 64; $0.outC = 64
+            $0.padTop = 1; $0.padBottom = 1; $0.padLeft = 1; $0.padRight = 1
+        }
+        cases.append(mid.fused)
+        cases.append(mid.with { $0.workspace = .rows(100) })
+        return cases
+    }()
+}
+
+@Suite("conv2d: fast against reference")
+struct ConvFastTests {
+    @Test(arguments: ConvTester.sweep)
+    func sweep(_ tester: ConvTester) throws {
+        try tester.test()
+    }
+
+    @Test(arguments: ConvTester.variants)
+    func fusionAndWorkspace(_ tester: ConvTester) throws {
+        try tester.test()
+    }
+
+    @Test("OIHW and HWIO packers agree, and so do convolutions with either")
+    func packersAgree() throws {
+        let g = try ConvGeometry(batch: 2, inH: 5, inW: 4, inC: 3, outC: 7, kernelH: 3, kernelW: 2,
+                                 padTop: 1, padBottom: 1, padLeft: 0, padRight: 1)
+        var rng = SplitMix64(seed: 42)
+        let hwio = Buffer.random(count: g.weightCount, using: &rng)
+        // OIHW[o][i][y][x] = HWIO[y][x][i][o]
+        let oihw = Buffer(count: g.weightCount)
+        for y in 0..<g.kernelH {
+            for x in 0..<g.kernelW {
+                for i in 0..<g.inC {
+                    for o in 0..<g.outC {
+                        oihw.pointer[((o * g.inC + i) * g.kernelH + y) * g.kernelW + x] =
+                            hwio.pointer[((y * g.kernelW + x) * g.inC + i) * g.outC + o]
+                    }
+                }
+            }
+        }
+        let a = packConvWeightsHWIO(hwio.readOnly, kernelH: 3, kernelW: 2, inC: 3, outC: 7)
+        let b = packConvWeightsOIHW(oihw.readOnly, kernelH: 3, kernelW: 2, inC: 3, outC: 7)
+        #expect(a.count == g.weightCount && b.count == g.weightCount)
+        #expect(Array(UnsafeBufferPointer(start: a.values, count: a.count))
+                == Array(UnsafeBufferPointer(start: b.values, count: b.count)))
+        #expect(Int(bitPattern: a.values) % 64 == 0)
+
+        let input = Buffer.random(count: g.inputCount, using: &rng)
+        let expected = Buffer(count: g.outputCount)
+        ReferenceKernels.conv2d(input: input.readOnly, weightsHWIO: hwio.readOnly, bias: nil, residual: nil,
+                                output: expected.pointer, geometry: g, relu: false)
+        let scratch = Buffer(count: FastKernels.convWorkspaceFloats(for: g))
+        let actual = Buffer(count: g.outputCount)
+        FastKernels.conv2d(input: input.readOnly, weights: b, bias: nil, residual: nil, output: actual.pointer,
+                           geometry: g, relu: false, workspace: scratch.bufferPointer)
+        expectClose(actual, expected, shape: [2, g.outH, g.outW, 7], relativeTolerance: 1e-5, "OIHW-packed conv")
+    }
+
+    @Test("workspace sizing: none for pointwise, whole im2col rows within the budget otherwise")
+    func workspaceSizing() throws {
+        let pointwise = try ConvGeometry(batch: 1, inH: 56, inW: 56, inC: 64, outC: 256, kernelH: 1, kernelW: 1)
+        #expect(FastKernels.convWorkspaceFloats(for: pointwise) == 0)
+
+        // ResNet-50 stage 1 3×3: all 3136 rows of 576 fit in the 8 MiB budget.
+        let stage1 = try ConvGeometry(batch: 1, inH: 56, inW: 56, inC: 64, outC: 64, kernelH: 3, kernelW: 3,
+                                      padTop: 1, padBottom: 1, padLeft: 1, padRight: 1)
+        #expect(FastKernels.convWorkspaceFloats(for: stage1) == 3136 * 576)
+
+        // A deep 3×3 (K = 18432): the budget holds 113 rows.
+        let deep = try ConvGeometry(batch: 8, inH: 7, inW: 7, inC: 2048, outC: 512, kernelH: 3, kernelW: 3,
+                                    padTop: 1, padBottom: 1, padLeft: 1, padRight: 1)
+        #expect(FastKernels.convWorkspaceFloats(for: deep) == 113 * 18432)
+
+        // A huge K still gets 64 rows (or all of them, when fewer).
+        let huge = try ConvGeometry(batch: 1, inH: 9, inW: 9, inC: 8192, outC: 1, kernelH: 7, kernelW: 7)
+        #expect(FastKernels.convWorkspaceFloats(for: huge) == 9 * 7 * 7 * 8192)
+    }
+
+    @Test("concurrent calls with shared packed weights and distinct outputs give the reference result")
+    func concurrentCalls() async throws {
+        let g = try ConvGeometry(batch: 2, inH: 12, inW: 12, inC: 16, outC: 24, kernelH: 3, kernelW: 3,
+                                 strideH: 1, strideW: 1, padTop: 1, padBottom: 1, padLeft: 1, padRight: 1)
+        var rng = SplitMix64(seed: 7)
+        let weights = Buffer.random(count: g.weightCount, using: &rng)
+        let bias = Buffer.random(count: g.outC, using: &rng)
+        let packed = packConvWeightsHWIO(weights.readOnly, kernelH: 3, kernelW: 3, inC: 16, outC: 24)
+        let inputs = (0..<8).map { _ in Buffer.random(count: g.inputCount, using: &rng) }
+        let expected = inputs.map { input in
+            let out = Buffer(count: g.outputCount)
+            ReferenceKernels.conv2d(input: input.readOnly, weightsHWIO: weights.readOnly, bias: bias.readOnly,
+                                    residual: nil, output: out.pointer, geometry: g, relu: true)
+            return out
+        }
+        let outputs = (0..<8).map { _ in Buffer(count: g.outputCount) }
+        await withTaskGroup(of: Void.self) { group in
+            for i in 0..<8 {
+                let input = inputs[i], output = outputs[i]
+                group.addTask {
+                    let scratch = Buffer(count: 9 * 16 * 5)  // 5 rows: many chunks, many GEMM calls
+                    for _ in 0..<20 {
+                        FastKernels.conv2d(input: input.readOnly, weights: packed, bias: bias.readOnly, residual: nil,
+                                           output: output.pointer, geometry: g, relu: true,
+                                           workspace: scratch.bufferPointer)
+                    }
+                }
+            }
+        }
+        for i in 0..<8 {
+            expectClose(outputs[i], expected[i], shape: [2, 12, 12, 24], relativeTolerance: 1e-5, "task \(i)")
+        }
+    }
+}
