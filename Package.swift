@@ -41,8 +41,9 @@ let package = Package(
         ]),
 
         // MARK: Conversion side
-        // The conversion IR (training-time ops allowed), shape inference and the folding passes.
-        .target(name: "KilnGraph", dependencies: ["KilnFormat"]),
+        // The conversion IR (training-time ops allowed), shape inference, the folding passes, and a reference
+        // interpreter of the unfolded graph (the oracle of `verify` and of the pass tests).
+        .target(name: "KilnGraph", dependencies: ["KilnFormat", "KilnKernels"]),
         // Keras HDF5 importer: legacy .h5 (Keras 2 and 3), .keras, .weights.h5, applications weight files.
         .target(name: "KilnKeras", dependencies: [
             "CHDF5", "KilnGraph",
@@ -58,8 +59,8 @@ let package = Package(
         .testTarget(name: "SystemLibraryTests", dependencies: ["CHDF5", "COpenBLAS", "CZstd", "CProtobufC"]),
         .testTarget(name: "KilnFormatTests", dependencies: ["KilnFormat"]),
         .testTarget(name: "KilnKernelsTests", dependencies: ["KilnKernels"]),
-        .testTarget(name: "KilnGraphTests", dependencies: ["KilnGraph", "KilnFormat", "KilnRuntime"]),
+        .testTarget(name: "KilnGraphTests", dependencies: ["KilnGraph", "KilnFormat", "KilnRuntime", "KilnKernels"]),
         .testTarget(name: "KilnKerasTests", dependencies: ["KilnKeras", "KilnGraph", "KilnFormat", "KilnRuntime"]),
-        .testTarget(name: "EndToEndTests", dependencies: ["KilnFormat"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["KilnFormat", "KilnRuntime"]),
     ]
 )

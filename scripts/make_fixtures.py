@@ -373,13 +373,18 @@ def save_k2(model, path):
     model.save(path, save_format="h5")
 
 
-def vlen_split_copy(src, dst, weight_name_layers, chunks=3):
-    """Copies a legacy .h5 and rewrites string attributes the other ways Keras writes them: the
-    `model_weights` attribute `layer_names` as variable-length UTF-8 strings split into
-    `layer_names0..{chunks-1}` (as Keras' save_attributes_to_hdf5_group splits attributes over 64 KB),
-    `weight_names` of the given layers and the root `model_config` as variable-length strings."""
+def vlen_split_copy(src, dst, chunks=3):
+    """Copies a legacy .h5 and rewrites its string attributes in the other forms readers meet.
+
+    Keras writes an unsplit string-list attribute from a Python list (h5py makes variable-length ASCII
+    strings), but an attribute over 64 KB is split with np.array_split into `name0`, `name1`, ... and each
+    chunk is a numpy bytes array: FIXED-length, null-padded strings. Here `model_weights/layer_names`
+    becomes `layer_names0..2`, chunks 0 and 2 fixed-length (as Keras writes them), chunk 1 variable-length
+    UTF-8; `weight_names` of conv1_conv and predictions become fixed-length, that of conv2_block1_0_bn
+    variable-length UTF-8; the root `model_config` variable-length UTF-8 (too large for a fixed-length
+    attribute in a default-format file)."""
     shutil.copyfile(src, dst)
-    vlen = h5py.string_dtype("utf-8")
+    utf8 = h5py.string_dtype("utf-8")
 
     def as_str(values):
         return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
@@ -388,16 +393,43 @@ def vlen_split_copy(src, dst, weight_name_layers, chunks=3):
         g = f["model_weights"]
         names = as_str(g.attrs["layer_names"])
         del g.attrs["layer_names"]
-        for i, part in enumerate(np.array_split(np.array(names, dtype=object), chunks)):
-            g.attrs.create(f"layer_names{i}", list(part), dtype=vlen)
-        for layer in weight_name_layers:
+        parts = np.array_split(np.asarray([n.encode("utf-8") for n in names]), chunks)
+        for i, part in enumerate(parts):
+            if i % 2 == 0:
+                g.attrs[f"layer_names{i}"] = part  # |S<n>: fixed-length
+            else:
+                g.attrs.create(f"layer_names{i}", [p.decode("utf-8") for p in part], dtype=utf8)
+        for layer, fixed in (("conv1_conv", True), ("conv2_block1_0_bn", False), ("predictions", True)):
             wn = as_str(g[layer].attrs["weight_names"])
             del g[layer].attrs["weight_names"]
-            g[layer].attrs.create("weight_names", wn, dtype=vlen)
+            if fixed:
+                g[layer].attrs["weight_names"] = np.asarray([w.encode("utf-8") for w in wn])
+            else:
+                g[layer].attrs.create("weight_names", wn, dtype=utf8)
         cfg = f.attrs["model_config"]
         cfg = cfg.decode("utf-8") if isinstance(cfg, bytes) else str(cfg)
         del f.attrs["model_config"]
-        f.attrs.create("model_config", cfg, dtype=vlen)
+        f.attrs.create("model_config", cfg, dtype=utf8)
+
+
+def save_keras_zip(model, path, date="2026-01-01@00:00:00"):
+    """model.save("x.keras"), then the zip rewritten with a fixed `date_saved` in metadata.json and fixed
+    entry times (same entries, order and compression), so that reruns give identical bytes."""
+    import zipfile
+
+    model.save(path)
+    with zipfile.ZipFile(path) as z:
+        entries = [(info, z.read(info.filename)) for info in z.infolist()]
+    with zipfile.ZipFile(path, "w") as z:
+        for info, data in entries:
+            if info.filename == "metadata.json":
+                meta = json.loads(data)
+                meta["date_saved"] = date
+                data = json.dumps(meta).encode("utf-8")
+            fixed = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
+            fixed.compress_type = info.compress_type
+            fixed.external_attr = info.external_attr
+            z.writestr(fixed, data)
 
 
 def file_listing(root):
@@ -442,8 +474,8 @@ def main_full(out):
     log("writing Keras 3 files")
     save_k3(top3, fx.path("resnet50_k3.h5"))
     save_k3(notop3, fx.path("resnet50_notop_k3.h5"))
-    top3.save(fx.path("resnet50.keras"))
-    notop3.save(fx.path("resnet50_notop.keras"))
+    save_keras_zip(top3, fx.path("resnet50.keras"))
+    save_keras_zip(notop3, fx.path("resnet50_notop.keras"))
     top3.save_weights(fx.path("resnet50.weights.h5"))
     with open(fx.path("resnet50_config.json"), "w") as fh:
         fh.write(top3.to_json())
@@ -523,7 +555,7 @@ def write_nested(fx, keras, tf_keras, make_backbone, trained_backbone, classes, 
         top = check_softmax_health(f"{k3_name} on {name}", y)
         log(f"  {k3_name} on {name}: top1 {np.argmax(y, 1).tolist()}, max prob {np.round(top, 3).tolist()}")
     save_k3(nested3, fx.path(k3_name))
-    nested3.save(fx.path(zip_name))
+    save_keras_zip(nested3, fx.path(zip_name))
 
     bb2 = make_backbone(tf_keras)
     copy_weights(bb3, bb2)

@@ -73,7 +73,8 @@ public struct KerasArchive: Sendable {
             throw KerasImportError(file: path, "zip entry '\(entry.path)' is not a file")
         }
         guard entry.uncompressedSize <= maxJSONBytes else {
-            throw KerasImportError(file: path, "zip entry '\(entry.path)' is \(entry.uncompressedSize) bytes, more than the limit \(maxJSONBytes)")
+            throw KerasImportError(file: path, "zip entry '\(entry.path)' is \(entry.uncompressedSize) bytes, "
+                + "more than the limit \(maxJSONBytes)")
         }
         var data = Data()
         do {
@@ -88,7 +89,8 @@ public struct KerasArchive: Sendable {
     private static func makePrivateDirectory(for path: String) throws(KerasImportError) -> String {
         var template = Array((FileManager.default.temporaryDirectory.path + "/kiln-keras-XXXXXX").utf8CString)
         guard let created = template.withUnsafeMutableBufferPointer({ $0.baseAddress.flatMap { mkdtemp($0) } }) else {
-            throw KerasImportError(file: path, "cannot create a temporary directory: \(String(cString: strerror(errno)))")
+            let reason = String(cString: strerror(errno))
+            throw KerasImportError(file: path, "cannot create a temporary directory: \(reason)")
         }
         return String(cString: created)
     }

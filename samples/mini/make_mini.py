@@ -103,7 +103,7 @@ def generate(out):
 
     top3.save(fx.path("mini_k3.h5"))
     notop3.save(fx.path("mini_notop_k3.h5"))
-    top3.save(fx.path("mini.keras"))
+    mf.save_keras_zip(top3, fx.path("mini.keras"))
     top3.save_weights(fx.path("mini.weights.h5"))
     with open(fx.path("mini_config.json"), "w") as fh:
         fh.write(top3.to_json())
@@ -114,8 +114,7 @@ def generate(out):
     mf.save_k2(top2, fx.path("mini_k2.h5"))
     top2.save_weights(fx.path("mini_applications.h5"))
     notop2.save_weights(fx.path("mini_applications_notop.h5"))
-    mf.vlen_split_copy(fx.path("mini_k2.h5"), fx.path("mini_k2_vlen_split.h5"),
-                       ["conv1_conv", "conv2_block1_0_bn", "predictions"])
+    mf.vlen_split_copy(fx.path("mini_k2.h5"), fx.path("mini_k2_vlen_split.h5"))
 
     log("loading back and recording expected outputs")
     load3 = lambda p: keras.models.load_model(fx.path(p), compile=False)  # noqa: E731
@@ -144,8 +143,9 @@ def generate(out):
     mf.check_close("Keras 3 load_weights(mini_applications_notop.h5)", mf.predict(m, x64),
                    ref_notop["input_64.npy"][0])
     fx.add_case("mini_k2_vlen_split.h5", "keras2-h5", mf.runner(keras, load3("mini_k2_vlen_split.h5")),
-                inputs, ref_top, notes="mini_k2.h5 with layer_names split into layer_names0..2 and some "
-                "weight_names and model_config as variable-length strings; loaded with Keras 3")
+                inputs, ref_top, notes="mini_k2.h5 with layer_names split into layer_names0..2 (0 and 2 "
+                "fixed-length, 1 variable-length UTF-8), weight_names of conv1_conv and predictions fixed-length, "
+                "of conv2_block1_0_bn and model_config variable-length UTF-8; loaded with Keras 3")
     mf.check_close("tf_keras load of mini_k2_vlen_split.h5",
                    mf.predict(load2("mini_k2_vlen_split.h5"), x64), ref_top["input_64.npy"][0])
     mf.check_close("Keras 3 load of mini_k2.h5", mf.predict(load3("mini_k2.h5"), x64), ref_top["input_64.npy"][0])

@@ -20,7 +20,7 @@ extension HDF5Group {
         try HDF5Library.withLock { () throws(KerasImportError) -> String? in
             if let strings = try readStrings(name) {
                 guard strings.count <= 1 else {
-                    throw KerasImportError(file: fileName, "attribute '\(name)' of '\(path)' holds \(strings.count) strings, expected one")
+                    throw attributeError(name, "holds \(strings.count) strings, expected one")
                 }
                 return strings.first ?? ""
             }
@@ -43,6 +43,7 @@ extension HDF5Group {
         try HDF5Library.withLock { () throws(KerasImportError) -> [Double]? in
             guard let attribute = try openAttribute(name) else { return nil }
             let type = HDF5Handle(H5Aget_type(attribute.id)) { H5Tclose($0) }
+            guard type.id >= 0 else { throw attributeError(name, "has an unreadable type" + HDF5Library.errorSuffix()) }
             let typeClass = H5Tget_class(type.id)
             guard typeClass == H5T_INTEGER || typeClass == H5T_FLOAT else {
                 throw attributeError(name, "is \(HDF5ElementClass(type: type.id)), not a number")
@@ -50,7 +51,9 @@ extension HDF5Group {
             let count = try elementCount(of: attribute, name)
             var values = [Double](repeating: 0, count: count)
             if count > 0 {
-                let status = values.withUnsafeMutableBytes { H5Aread(attribute.id, HDF5Library.nativeDouble, $0.baseAddress) }
+                let status = values.withUnsafeMutableBytes {
+                    H5Aread(attribute.id, HDF5Library.nativeDouble, $0.baseAddress)
+                }
                 guard status >= 0 else { throw attributeError(name, "cannot be read" + HDF5Library.errorSuffix()) }
             }
             return values
@@ -102,6 +105,7 @@ extension HDF5Group {
     private func readStrings(_ name: String) throws(KerasImportError) -> [String]? {
         guard let attribute = try openAttribute(name) else { return nil }
         let fileType = HDF5Handle(H5Aget_type(attribute.id)) { H5Tclose($0) }
+        guard fileType.id >= 0 else { throw attributeError(name, "has an unreadable type" + HDF5Library.errorSuffix()) }
         let count = try elementCount(of: attribute, name)
         // An empty list is written by h5py as an empty float64 array (Keras' `weight_names` of a layer
         // without weights): no strings, whatever the type.
@@ -123,13 +127,15 @@ extension HDF5Group {
             guard status >= 0 else { throw attributeError(name, "cannot be read" + HDF5Library.errorSuffix()) }
             for pointer in pointers {
                 guard let pointer else { bytes.append([]); continue }
-                bytes.append(Array(UnsafeBufferPointer(start: pointer, count: strlen(pointer))).map { UInt8(bitPattern: $0) })
+                let text = UnsafeRawBufferPointer(start: pointer, count: strlen(pointer))
+                bytes.append(Array(text))
             }
         } else {
             // Fixed length: `size` bytes per string, padded as the type says.
             let size = H5Tget_size(fileType.id)
             guard size > 0, size <= Self.maxAttributeBytes / count else {
-                throw attributeError(name, "has \(count) strings of \(size) bytes, more than the limit \(Self.maxAttributeBytes) bytes")
+                throw attributeError(name, "has \(count) strings of \(size) bytes, "
+                    + "more than the limit \(Self.maxAttributeBytes) bytes")
             }
             let memoryType = HDF5Handle(H5Tcopy(fileType.id)) { H5Tclose($0) }
             var buffer = [UInt8](repeating: 0, count: count * size)

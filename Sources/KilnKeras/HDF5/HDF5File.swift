@@ -113,7 +113,8 @@ public final class HDF5Group {
         }
         let (handle, kind) = opened
         guard kind == .group else {
-            throw KerasImportError(file: file.displayName, "'\(absolutePath)' is a \(kind == .dataset ? "dataset" : "named type"), not a group")
+            let what = kind == .dataset ? "dataset" : "named type"
+            throw KerasImportError(file: file.displayName, "'\(absolutePath)' is a \(what), not a group")
         }
         self.handle = handle
     }

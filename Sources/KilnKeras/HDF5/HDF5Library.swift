@@ -65,13 +65,14 @@ final class HDF5Handle {
     let id: hid_t
     private let close: (hid_t) -> herr_t
 
-    /// Takes ownership of `id` (which must be valid, ≥ 0).
+    /// Takes ownership of `id`; a failed call's negative id is kept (callers check it) but never closed.
     init(_ id: hid_t, close: @escaping (hid_t) -> herr_t) {
         self.id = id
         self.close = close
     }
 
     deinit {
+        guard id >= 0 else { return }
         let (id, close) = (self.id, self.close)
         HDF5Library.withLock { _ = close(id) }
     }

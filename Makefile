@@ -1,0 +1,35 @@
+# Kiln: the README's two commands are `make demo` and `make test`.
+SHELL := /bin/bash
+KILN_CACHE ?= $(HOME)/.cache/kiln
+export KILN_CACHE
+
+.PHONY: setup build release demo fixtures test unit-test clean
+
+setup:
+	@scripts/setup
+
+build: setup
+	swift build
+
+release: setup
+	swift build -c release
+
+# Converts the committed sample model and classifies the sample inputs with the lean runtime.
+demo: release
+	@scripts/demo
+
+# Real Keras files (full ResNet-50 in every layout) written by the pinned Python environment, cached.
+fixtures: setup
+	@scripts/fixtures
+
+# Unit tests on committed samples, plus the end-to-end parity tests on the full ResNet-50 fixtures
+# through the release binaries. Nothing is skipped: missing fixtures fail the end-to-end suite.
+test: release fixtures
+	KILN_FIXTURES="$(KILN_CACHE)/fixtures" KILN_BIN="$$(swift build -c release --show-bin-path)" KILN_REQUIRE_FIXTURES=1 \
+		swift test
+
+unit-test: setup
+	swift test --skip EndToEnd
+
+clean:
+	rm -rf .build

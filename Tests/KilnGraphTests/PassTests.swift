@@ -1,0 +1,193 @@
+import Testing
+import KilnFormat
+import KilnKernels
+@testable import KilnGraph
+@testable import KilnRuntime
+
+/// A seeded generator (SplitMix64) so the random graphs are the same on every run.
+struct SeededRandom {
+    var state: UInt64
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    mutating func uniform(_ lo: Float, _ hi: Float) -> Float {
+        lo + (hi - lo) * Float(next() >> 40) / Float(1 << 24)
+    }
+    mutating func tensor(_ shape: [Int], _ lo: Float = -1, _ hi: Float = 1) -> WeightTensor {
+        WeightTensor(shape: shape, values: (0..<shape.reduce(1, *)).map { _ in uniform(lo, hi) })
+    }
+    mutating func bn(_ c: Int, epsilon: Double, scale: Bool = true, center: Bool = true) -> GraphOp {
+        .batchNorm(BatchNormSpec(epsilon: epsilon, gamma: scale ? (0..<c).map { _ in uniform(0.5, 1.5) } : nil,
+                                 beta: center ? (0..<c).map { _ in uniform(-0.3, 0.3) } : nil,
+                                 mean: (0..<c).map { _ in uniform(-0.2, 0.2) }, variance: (0..<c).map { _ in uniform(0.3, 2) }))
+    }
+}
+
+/// Runs the optimised graph through the whole lean path: lower, serialise, load, execute.
+func runThroughBundle(_ graph: Graph, input: [Float], shape: [Int], kernels: KernelChoice) throws -> [Tensor] {
+    var g = graph
+    try g.optimizeForInference()
+    let bytes = try BundleWriter.serialize(try g.lower())
+    let model = try Model(bundle: try Bundle(bytes: bytes))
+    return try model.run(Tensor(shape: shape, values: input), kernels: kernels)
+}
+
+func relativeMaxError(_ a: [Float], _ b: [Float]) -> Float {
+    precondition(a.count == b.count)
+    let scale = max(a.map(abs).max() ?? 0, 1e-30)
+    return zip(a, b).map { abs($0 - $1) }.max().map { $0 / scale } ?? 0
+}
+
+@Suite struct BatchNormFoldTests {
+    /// Worked by hand: W = 2, b = 1, gamma = 3, beta = 0.5, mean = 1, var = 3, eps = 1:
+    /// s = 3 / sqrt(3 + 1) = 1.5, W' = 2 · 1.5 = 3, b' = (1 − 1) · 1.5 + 0.5 = 0.5.
+    @Test func foldsByTheFormula() throws {
+        var g = Graph(nodes: [
+            GraphNode(name: "in", op: .input(shape: [nil, 1, 1, 1]), inputs: []),
+            GraphNode(name: "conv", op: .conv2d(ConvSpec(kernel: WeightTensor(shape: [1, 1, 1, 1], values: [2]),
+                                                         bias: WeightTensor(shape: [1], values: [1]), strideH: 1, strideW: 1, padding: .valid)),
+                      inputs: ["in"]),
+            GraphNode(name: "bn", op: .batchNorm(BatchNormSpec(epsilon: 1, gamma: [3], beta: [0.5], mean: [1], variance: [3])), inputs: ["conv"]),
+        ], outputs: [GraphOutput(port: "bn", node: "bn")])
+        try g.optimizeForInference()
+        #expect(g.nodes.count == 2)
+        guard case .conv2d(let c) = g.nodes[1].op else { Issue.record("no conv"); return }
+        #expect(c.kernel.values == [3])
+        #expect(c.bias?.values == [0.5])
+        #expect(g.nodes[1].fusedLayers == ["bn"])
+        #expect(g.outputs == [GraphOutput(port: "bn", node: "conv")])
+    }
+
+    /// Without a conv bias, with center/scale off, and per-layer epsilon.
+    @Test(arguments: [(true, true, 1.001e-5), (false, true, 1e-3), (true, false, 1e-5), (false, false, 0.1)])
+    func foldMatchesUnfolded(scale: Bool, center: Bool, epsilon: Double) throws {
+        var r = SeededRandom(state: 7)
+        let g = Graph(nodes: [
+            GraphNode(name: "in", op: .input(shape: [nil, 6, 5, 3]), inputs: []),
+            GraphNode(name: "conv", op: .conv2d(ConvSpec(kernel: r.tensor([3, 3, 3, 4]), bias: scale ? nil : r.tensor([4]),
+                                                         strideH: 1, strideW: 1, padding: .same)), inputs: ["in"]),
+            GraphNode(name: "bn", op: r.bn(4, epsilon: epsilon, scale: scale, center: center), inputs: ["conv"]),
+        ], outputs: [GraphOutput(port: "bn", node: "bn")])
+        let x = (0..<(2 * 6 * 5 * 3)).map { _ in r.uniform(-2, 2) }
+        let want = try g.evaluateReference(input: x, shape: [2, 6, 5, 3])["bn"]!.values
+        for kernels in [KernelChoice.reference, .fast] {
+            let got = try runThroughBundle(g, input: x, shape: [2, 6, 5, 3], kernels: kernels)[0].values
+            #expect(relativeMaxError(want, got) < 1e-5)
+        }
+    }
+}
+
+@Suite struct WholeGraphPassTests {
+    /// Every op and pass at once: padded strided stem, BN variants, pad+maxpool fold, projection and
+    /// identity residuals, average pools, dropout, dense layers.
+    func resnetLikeGraph() -> Graph {
+        var r = SeededRandom(state: 42)
+        let nodes: [GraphNode] = [
+            GraphNode(name: "in", op: .input(shape: [nil, nil, nil, 3]), inputs: []),
+            GraphNode(name: "pad0", op: .zeroPad(top: 1, bottom: 2, left: 0, right: 1), inputs: ["in"]),
+            GraphNode(name: "conv0", op: .conv2d(ConvSpec(kernel: r.tensor([3, 3, 3, 8]), bias: nil, strideH: 2, strideW: 2, padding: .valid)), inputs: ["pad0"]),
+            GraphNode(name: "bn0", op: r.bn(8, epsilon: 1e-3, center: false), inputs: ["conv0"]),
+            GraphNode(name: "relu0", op: .activation(.relu), inputs: ["bn0"]),
+            GraphNode(name: "pad1", op: .zeroPad(top: 1, bottom: 1, left: 1, right: 1), inputs: ["relu0"]),
+            GraphNode(name: "pool1", op: .maxPool(PoolSpec(kernelH: 3, kernelW: 3, strideH: 2, strideW: 2, padding: .valid)), inputs: ["pad1"]),
+            GraphNode(name: "a_conv", op: .conv2d(ConvSpec(kernel: r.tensor([3, 3, 8, 8]), bias: r.tensor([8]), strideH: 1, strideW: 1, padding: .same)), inputs: ["pool1"]),
+            GraphNode(name: "a_bn", op: r.bn(8, epsilon: 1.001e-5, scale: false), inputs: ["a_conv"]),
+            GraphNode(name: "short", op: .conv2d(ConvSpec(kernel: r.tensor([1, 1, 8, 8]), bias: r.tensor([8]), strideH: 1, strideW: 1, padding: .valid)), inputs: ["pool1"]),
+            GraphNode(name: "short_bn", op: r.bn(8, epsilon: 1.001e-5), inputs: ["short"]),
+            GraphNode(name: "add", op: .add(activation: .none), inputs: ["short_bn", "a_bn"]),
+            GraphNode(name: "out", op: .activation(.relu), inputs: ["add"]),
+            GraphNode(name: "b_conv", op: .conv2d(ConvSpec(kernel: r.tensor([1, 1, 8, 8]), bias: r.tensor([8]), strideH: 1, strideW: 1, padding: .valid)), inputs: ["out"]),
+            GraphNode(name: "b_bn", op: r.bn(8, epsilon: 1e-3), inputs: ["b_conv"]),
+            GraphNode(name: "b_add", op: .add(activation: .none), inputs: ["out", "b_bn"]),
+            GraphNode(name: "b_out", op: .activation(.relu), inputs: ["b_add"]),
+            GraphNode(name: "avg", op: .avgPool(PoolSpec(kernelH: 2, kernelW: 2, strideH: 2, strideW: 2, padding: .same)), inputs: ["b_out"]),
+            GraphNode(name: "gap", op: .globalAvgPool, inputs: ["avg"]),
+            GraphNode(name: "drop", op: .dropout, inputs: ["gap"]),
+            GraphNode(name: "hidden", op: .dense(DenseSpec(kernel: r.tensor([8, 6]), bias: r.tensor([6]), activation: .relu)), inputs: ["drop"]),
+            GraphNode(name: "linear", op: .activation(.none), inputs: ["hidden"]),
+            GraphNode(name: "predictions", op: .dense(DenseSpec(kernel: r.tensor([6, 5]), bias: r.tensor([5]), activation: .softmax)), inputs: ["linear"]),
+        ]
+        return Graph(nodes: nodes, outputs: [GraphOutput(port: "predictions", node: "predictions"), GraphOutput(port: "gap", node: "gap")])
+    }
+
+    @Test(arguments: [[1, 17, 15, 3], [3, 12, 20, 3]])
+    func optimisedBundleMatchesUnfoldedGraph(shape: [Int]) throws {
+        let g = resnetLikeGraph()
+        var r = SeededRandom(state: UInt64(shape[1]))
+        let x = (0..<shape.reduce(1, *)).map { _ in r.uniform(-3, 3) }
+        let want = try g.evaluateReference(input: x, shape: shape)
+        for kernels in [KernelChoice.reference, .fast] {
+            let got = try runThroughBundle(g, input: x, shape: shape, kernels: kernels)
+            #expect(got[0].shape == want["predictions"]!.shape)
+            #expect(relativeMaxError(want["predictions"]!.values, got[0].values) < 1e-5)
+            #expect(relativeMaxError(want["gap"]!.values, got[1].values) < 1e-5)
+        }
+    }
+
+    @Test func passesLeaveOnlyInferenceOps() throws {
+        var g = resnetLikeGraph()
+        try g.optimizeForInference()
+        let kinds = g.nodes.map(\.op.kindName)
+        #expect(!kinds.contains("BatchNormalization"))
+        #expect(!kinds.contains("Dropout"))
+        #expect(!kinds.contains("ZeroPadding2D"))
+        #expect(!kinds.contains("ReLU"))
+        #expect(!kinds.contains("Add"))
+        // The add fuses into the operand computed later ('short' comes after 'a_conv' here), whose
+        // residual is then ready; the identity block's conv adds the block input 'out'.
+        guard let s = g.node(named: "short"), case .conv2d(let sc0) = s.op else { Issue.record("short missing"); return }
+        #expect(sc0.hasResidual && sc0.activation == .relu)
+        #expect(s.inputs == ["pool1", "a_conv"])
+        guard let b = g.node(named: "b_conv"), case .conv2d(let bc) = b.op else { Issue.record("b_conv missing"); return }
+        #expect(bc.hasResidual && bc.activation == .relu)
+        #expect(b.inputs == ["short", "short"] || b.inputs == ["short", "short"].map { $0 })
+        guard let stem = g.node(named: "conv0"), case .conv2d(let sc) = stem.op else { Issue.record("conv0 missing"); return }
+        #expect(sc.padding == .explicit(top: 1, bottom: 2, left: 0, right: 1))
+        #expect(stem.fusedLayers == ["pad0", "bn0", "relu0"])
+        guard let pool = g.node(named: "pool1"), case .maxPool(let p) = pool.op else { Issue.record("pool1 missing"); return }
+        #expect(p.padding == .explicit(top: 1, bottom: 1, left: 1, right: 1))
+    }
+
+    /// Zero padding before a max-pool of values that may be negative must not be folded.
+    @Test func maxPoolPadIsKeptForSignedInput() throws {
+        let g = Graph(nodes: [
+            GraphNode(name: "in", op: .input(shape: [nil, 5, 5, 2]), inputs: []),
+            GraphNode(name: "pad", op: .zeroPad(top: 1, bottom: 1, left: 1, right: 1), inputs: ["in"]),
+            GraphNode(name: "pool", op: .maxPool(PoolSpec(kernelH: 3, kernelW: 3, strideH: 2, strideW: 2, padding: .valid)), inputs: ["pad"]),
+        ], outputs: [GraphOutput(port: "pool", node: "pool")])
+        var o = g
+        try o.optimizeForInference()
+        #expect(o.nodes.map(\.name) == ["in", "pad", "pool"])
+        let x = (0..<50).map { -Float($0) - 1 }  // all negative: padded zeros win at the borders
+        let want = try g.evaluateReference(input: x, shape: [1, 5, 5, 2])["pool"]!.values
+        let got = try runThroughBundle(g, input: x, shape: [1, 5, 5, 2], kernels: .fast)[0].values
+        #expect(want == got)
+        #expect(got.contains(0))
+    }
+
+    @Test func deadNodesAreRemoved() throws {
+        var g = resnetLikeGraph()
+        g.outputs = [GraphOutput(port: "gap", node: "gap")]
+        try g.optimizeForInference()
+        #expect(g.node(named: "predictions") == nil)
+        #expect(g.node(named: "hidden") == nil)
+    }
+
+    @Test func unfoldableBatchNormIsNamedAtLowering() throws {
+        var r = SeededRandom(state: 1)
+        var g = Graph(nodes: [
+            GraphNode(name: "in", op: .input(shape: [nil, 4, 4, 2]), inputs: []),
+            GraphNode(name: "lonely_bn", op: r.bn(2, epsilon: 1e-3), inputs: ["in"]),
+        ], outputs: [GraphOutput(port: "lonely_bn", node: "lonely_bn")])
+        try g.optimizeForInference()
+        #expect {
+            _ = try g.lower()
+        } throws: { error in
+            "\(error)".contains("layer 'lonely_bn'") && "\(error)".contains("BatchNormalization")
+        }
+    }
+}
