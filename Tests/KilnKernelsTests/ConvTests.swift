@@ -222,15 +222,20 @@ struct ConvFastTests {
         let pointwise = try ConvGeometry(batch: 1, inH: 56, inW: 56, inC: 64, outC: 256, kernelH: 1, kernelW: 1)
         #expect(FastKernels.convWorkspaceFloats(for: pointwise) == 0)
 
-        // ResNet-50 stage 1 3×3: all 3136 rows of 576 fit in the 8 MiB budget.
+        // ResNet-50 stage 1 3×3 (K = 576): the 512 Ki-float budget holds 910 of its 3136 rows.
         let stage1 = try ConvGeometry(batch: 1, inH: 56, inW: 56, inC: 64, outC: 64, kernelH: 3, kernelW: 3,
                                       padTop: 1, padBottom: 1, padLeft: 1, padRight: 1)
-        #expect(FastKernels.convWorkspaceFloats(for: stage1) == 3136 * 576)
+        #expect(FastKernels.convWorkspaceFloats(for: stage1) == 910 * 576)
 
-        // A deep 3×3 (K = 18432): the budget holds 113 rows.
+        // A small layer gets all of its rows: 7×7 output, K = 4608 (the budget would hold 113).
+        let small = try ConvGeometry(batch: 1, inH: 7, inW: 7, inC: 512, outC: 512, kernelH: 3, kernelW: 3,
+                                     padTop: 1, padBottom: 1, padLeft: 1, padRight: 1)
+        #expect(FastKernels.convWorkspaceFloats(for: small) == 49 * 4608)
+
+        // A deep 3×3 (K = 18432): the budget holds only 28 rows, so the 64-row floor wins.
         let deep = try ConvGeometry(batch: 8, inH: 7, inW: 7, inC: 2048, outC: 512, kernelH: 3, kernelW: 3,
                                     padTop: 1, padBottom: 1, padLeft: 1, padRight: 1)
-        #expect(FastKernels.convWorkspaceFloats(for: deep) == 113 * 18432)
+        #expect(FastKernels.convWorkspaceFloats(for: deep) == 64 * 18432)
 
         // A huge K still gets 64 rows (or all of them, when fewer).
         let huge = try ConvGeometry(batch: 1, inH: 9, inW: 9, inC: 8192, outC: 1, kernelH: 7, kernelW: 7)
