@@ -60,7 +60,10 @@ let package = Package(
         .testTarget(name: "KilnFormatTests", dependencies: ["KilnFormat"]),
         .testTarget(name: "KilnKernelsTests", dependencies: ["KilnKernels"]),
         .testTarget(name: "KilnGraphTests", dependencies: ["KilnGraph", "KilnFormat", "KilnRuntime", "KilnKernels"]),
-        .testTarget(name: "KilnKerasTests", dependencies: ["KilnKeras", "KilnGraph", "KilnFormat", "KilnRuntime"]),
+        .testTarget(name: "KilnKerasTests", dependencies: [
+            "KilnKeras", "KilnGraph", "KilnFormat", "KilnRuntime", "CHDF5",
+            .product(name: "ZIPFoundation", package: "ZIPFoundation"),
+        ]),
         .testTarget(name: "EndToEndTests", dependencies: ["KilnFormat", "KilnRuntime"]),
     ]
 )

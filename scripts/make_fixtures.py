@@ -175,34 +175,64 @@ def init_weights(model, rng):
         layer.set_weights(values)
 
 
+def _inbound_layer_names(node_config):
+    """Names of the layers whose outputs feed a layer, from its serialized `inbound_nodes` (Keras 3:
+    `{"args": [<tensor or list of tensors>], ...}` with tensors `{"config": {"keras_history": [name, node,
+    index]}}`)."""
+    names = []
+
+    def walk(obj):
+        if isinstance(obj, dict):
+            if "keras_history" in obj:
+                names.append(obj["keras_history"][0])
+                return
+            for v in obj.values():
+                walk(v)
+        elif isinstance(obj, (list, tuple)):
+            for v in obj:
+                walk(v)
+
+    walk(node_config)
+    return names
+
+
 def calibrate_bn(keras, model, x, rng):
-    """For each BatchNormalization (topological order): measure its input on the calibration batch `x`,
-    then moving_mean = mean + N(0, 0.2 std), moving_variance = var * U(0.5, 2), gamma U(0.5, 1.5),
-    beta N(0, 0.2). Upstream layers are already calibrated when a layer is measured."""
-    count = 0
-    for layer in model.layers:
-        if type(layer).__name__ != "BatchNormalization":
+    """One forward pass over the calibration batch `x`, layer by layer in topological order (a Keras 3
+    functional model); just before each BatchNormalization runs, its statistics are set from its actual
+    input: moving_mean = mean + N(0, 0.2 std), moving_variance = var * U(0.5, 2), gamma U(0.5, 1.5),
+    beta N(0, 0.2). Returns the number of BatchNormalization layers."""
+    config = model.get_config()
+    values, count = {}, 0
+    for lc in config["layers"]:
+        name = lc["name"]
+        layer = model.get_layer(name)
+        if lc["class_name"] == "InputLayer":
+            values[name] = keras.ops.convert_to_tensor(x)
             continue
-        probe = keras.Model(model.inputs, layer.input)
-        a = np.asarray(probe(x, training=False), np.float64)
-        a = a.reshape(-1, a.shape[-1])
-        mean, var = a.mean(axis=0), a.var(axis=0)
-        c = mean.shape[0]
-        stats = {
-            "gamma": rng.uniform(0.5, 1.5, c),
-            "beta": rng.normal(0.0, 0.2, c),
-            "moving_mean": mean + rng.normal(0.0, 1.0, c) * 0.2 * np.sqrt(var),
-            "moving_variance": np.maximum(var * rng.uniform(0.5, 2.0, c), 1e-4),
-        }
-        layer.set_weights([q(stats[short_name(v)]) for v in layer.weights])
-        count += 1
+        inbound = _inbound_layer_names(lc["inbound_nodes"])
+        args = values[inbound[0]] if len(inbound) == 1 else [values[n] for n in inbound]
+        if lc["class_name"] == "BatchNormalization":
+            a = np.asarray(args, np.float64)
+            a = a.reshape(-1, a.shape[-1])
+            mean, var = a.mean(axis=0), a.var(axis=0)
+            c = mean.shape[0]
+            stats = {
+                "gamma": rng.uniform(0.5, 1.5, c),
+                "beta": rng.normal(0.0, 0.2, c),
+                "moving_mean": mean + rng.normal(0.0, 1.0, c) * 0.2 * np.sqrt(var),
+                "moving_variance": np.maximum(var * rng.uniform(0.5, 2.0, c), 1e-4),
+            }
+            layer.set_weights([q(stats[short_name(v)]) for v in layer.weights])
+            count += 1
+        values[name] = layer(args, training=False)
     return count
 
 
 def calibrate_head(dense, features, rng, spread=1.5):
-    """Sets a softmax Dense so that its logits vary across inputs with standard deviation `spread` and
-    are centred on the calibration batch (a moderate softmax, top-1 that depends on the input)."""
-    f = np.asarray(features, np.float64)
+    """Sets a softmax Dense so that its logits vary across the given inputs with standard deviation
+    `spread`, centred on their mean (a moderate softmax, a top-1 that depends on the input). `features`:
+    a list of [batch, channels] arrays (the calibration batch and the fixture inputs)."""
+    f = np.concatenate([np.asarray(a, np.float64) for a in features], axis=0)
     units = int(dense.weights[0].shape[-1])
     w = rng.normal(0.0, 1.0, (f.shape[1], units))
     z = (f - f.mean(axis=0)) @ w
@@ -339,9 +369,8 @@ class Fixtures:
                            "expected": None, "features": None, "top1": None, "error": error})
 
     def write_manifest(self):
-        with open(self.path("manifest.json"), "w") as fh:
-            json.dump(self.cases, fh, indent=1)
-            fh.write("\n")
+        with open(self.path("manifest.json"), "w") as fh:  # a JSON list, one case per line
+            fh.write("[\n" + ",\n".join(json.dumps(c) for c in self.cases) + "\n]\n")
 
 
 def reference_outputs(K, model, inputs, with_features=True):
@@ -461,8 +490,8 @@ def main_full(out):
     rng = np.random.default_rng(50)
     init_weights(top3, rng)
     n = calibrate_bn(keras, top3, xcal, rng)
-    calibrate_head(top3.get_layer("predictions"), predict(features_model(keras, top3), xcal), rng)
-    copy_weights(top3, notop3)
+    copy_weights(top3, notop3)  # the backbone; notop3 also takes the 160x192 input
+    calibrate_head(top3.get_layer("predictions"), [predict(notop3, a) for a in (xcal, x224, x160)], rng)
     log(f"calibrated {n} BatchNormalization layers")
 
     ref_top = reference_outputs(keras, top3, top_inputs)
@@ -547,7 +576,7 @@ def write_nested(fx, keras, tf_keras, make_backbone, trained_backbone, classes, 
     bb3 = make_backbone(keras)
     copy_weights(trained_backbone, bb3)
     nested3 = keras.Sequential([bb3, keras.layers.Dropout(0.3), keras.layers.Dense(classes, activation="softmax")])
-    calibrate_head(nested3.layers[-1], predict(bb3, xcal), rng)
+    calibrate_head(nested3.layers[-1], [predict(bb3, a) for a in [xcal, *inputs.values()]], rng)
     frozen = freeze_prefix(bb3, 0.6)
     log(f"  froze {frozen} of {len(bb3.layers)} backbone layers")
     ref = reference_outputs(keras, nested3, inputs)

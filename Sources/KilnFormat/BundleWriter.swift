@@ -75,7 +75,7 @@ public enum BundleWriter {
         guard fd >= 0 else {
             throw BundleError(file: path, message: "cannot create a temporary file in '\(folder)': \(errnoText())")
         }
-        let tempPath = String(cString: template.withUnsafeBufferPointer { Array($0) })
+        let tempPath = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         var ok = false
         defer {
             if !ok { unlink(tempPath) }
