@@ -311,6 +311,9 @@ def check_softmax_health(what, probs):
     k = p.shape[1]
     if np.any(top > 0.995) or np.any(top < 1.5 / k):
         raise AssertionError(f"{what}: degenerate softmax, max probabilities {top}")
+    logp = np.sort(np.log(p), axis=1)
+    if np.any(logp[:, -1] - logp[:, -2] < 0.01):  # a top-1 that float32 noise could flip
+        raise AssertionError(f"{what}: top-1 and top-2 logits closer than 0.01")
     return top
 
 

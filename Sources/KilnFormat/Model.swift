@@ -39,6 +39,8 @@ public enum OpCode: UInt32, Sendable, CaseIterable, CustomStringConvertible {
     case pad = 9
     /// [N, ...] → [N, product of the rest] (row-major, NHWC order, as Keras' Flatten).
     case flatten = 10
+    /// Permutes the axes: output axis i is input axis perm[i] (attributes: perm).
+    case transpose = 11
 
     public var description: String {
         switch self {
@@ -52,6 +54,7 @@ public enum OpCode: UInt32, Sendable, CaseIterable, CustomStringConvertible {
         case .relu: return "ReLU"
         case .pad: return "Pad"
         case .flatten: return "Flatten"
+        case .transpose: return "Transpose"
         }
     }
 }
@@ -262,6 +265,14 @@ public struct PadAttributes: Sendable, Equatable {
         }
         self.init(top: Int(a[0]), bottom: Int(a[1]), left: Int(a[2]), right: Int(a[3]))
     }
+}
+
+/// Attributes of `transpose`: the permutation, a rearrangement of 0..<rank (rank ≤ 8).
+public func decodePermutation(_ a: [Int64]) throws(AttributeError) -> [Int] {
+    guard !a.isEmpty, a.count <= BundleLayout.maximumRank, Set(a) == Set((0..<Int64(a.count))) else {
+        throw AttributeError(message: "Transpose permutation \(a) is not a permutation of 0..<\(a.count)")
+    }
+    return a.map { Int($0) }
 }
 
 /// Attributes of `add`, `dense`: [activation].

@@ -39,6 +39,8 @@ public enum GraphOp: Sendable {
     case dense(DenseSpec)
     /// Identity at inference.
     case dropout
+    /// Output axis i is input axis perm[i] (layout changes from NCHW sources).
+    case transpose(perm: [Int])
 
     /// The Keras-like class name, for errors and summaries.
     public var kindName: String {
@@ -60,6 +62,7 @@ public enum GraphOp: Sendable {
         case .flatten: return "Flatten"
         case .dense: return "Dense"
         case .dropout: return "Dropout"
+        case .transpose: return "Transpose"
         }
     }
 }

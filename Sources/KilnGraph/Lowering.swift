@@ -53,6 +53,8 @@ extension Graph {
                 emit(.globalAvgPool)
             case .flatten:
                 emit(.flatten)
+            case .transpose(let perm):
+                emit(.transpose, perm.map(Int64.init))
             case .dense(let d):
                 let w = addTensor("\(node.name)/kernel", d.kernel)
                 let out = d.kernel.shape[1]

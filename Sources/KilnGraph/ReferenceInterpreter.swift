@@ -110,6 +110,9 @@ extension Graph {
                 }
             }
             return ([s[0], s[3]], out)
+        case .transpose(let perm):
+            let s = ins[0].shape
+            return (perm.map { s[$0] }, transposed(ins[0].values, shape: s, perm: perm))
         case .flatten:
             let s = ins[0].shape
             return ([s[0], s.dropFirst().reduce(1, *)], ins[0].values)
@@ -129,6 +132,24 @@ extension Graph {
             if d.activation == .softmax { out = Self.activate(out, .softmax, columns: outF) }
             return ([n, outF], out)
         }
+    }
+
+    /// Plain index arithmetic: for each output index, the input index it comes from.
+    func transposed(_ v: [Float], shape: [Int], perm: [Int]) -> [Float] {
+        let rank = shape.count
+        var inStrides = [Int](repeating: 1, count: rank)
+        for i in stride(from: rank - 2, through: 0, by: -1) { inStrides[i] = inStrides[i + 1] * shape[i + 1] }
+        let outShape = perm.map { shape[$0] }
+        var out = [Float](repeating: 0, count: v.count)
+        var index = [Int](repeating: 0, count: rank)
+        for o in 0..<v.count {
+            var rem = o
+            for i in stride(from: rank - 1, through: 0, by: -1) { index[i] = rem % outShape[i]; rem /= outShape[i] }
+            var src = 0
+            for i in 0..<rank { src += index[i] * inStrides[perm[i]] }
+            out[o] = v[src]
+        }
+        return out
     }
 
     static func activate(_ v: [Float], _ a: Activation, columns: Int) -> [Float] {

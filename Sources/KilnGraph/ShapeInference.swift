@@ -94,6 +94,12 @@ extension Graph {
             let rest = inputs[0].dropFirst()
             if rest.contains(where: { $0 == nil }) { return [first, nil] }
             return [first, rest.reduce(1) { $0 * ($1 ?? 1) }]
+        case .transpose(let perm):
+            try expectArity(1)
+            guard perm.count == inputs[0].count, Set(perm) == Set(0..<perm.count) else {
+                throw fail("permutation \(perm) does not fit a rank-\(inputs[0].count) input")
+            }
+            return perm.map { inputs[0][$0] }
         case .dense(let spec):
             try expectArity(1)
             guard inputs[0].count == 2 else {

@@ -119,6 +119,8 @@ extension Model {
                 FastKernels.relu(input: ins[0], output: o, count: count)
             case .flatten:
                 o.update(from: ins[0], count: count)
+            case .transpose(let perm):
+                transpose(ins[0], shape: inShapes[0], perm: perm, into: o)
             case let .pad(p, values):
                 let s = inShapes[0]
                 let g: PadGeometry
@@ -150,5 +152,30 @@ extension Model {
             results.append(Tensor(shape: shape, values: Array(b.prefix(shape.reduce(1, *)))))
         }
         return results
+    }
+}
+
+/// Permutes axes: output axis i is input axis perm[i]. Walks the output in order with a carried index.
+func transpose(_ input: UnsafePointer<Float>, shape: [Int], perm: [Int], into output: UnsafeMutablePointer<Float>) {
+    let rank = shape.count
+    var inStrides = [Int](repeating: 1, count: rank)
+    for i in stride(from: rank - 2, through: 0, by: -1) { inStrides[i] = inStrides[i + 1] * shape[i + 1] }
+    let outShape = perm.map { shape[$0] }
+    let step = perm.map { inStrides[$0] }
+    let count = shape.reduce(1, *)
+    guard count > 0 else { return }
+    var index = [Int](repeating: 0, count: rank)
+    var src = 0
+    for o in 0..<count {
+        output[o] = input[src]
+        var axis = rank - 1
+        while axis >= 0 {
+            index[axis] += 1
+            src += step[axis]
+            if index[axis] < outShape[axis] { break }
+            src -= step[axis] * outShape[axis]
+            index[axis] = 0
+            axis -= 1
+        }
     }
 }

@@ -58,6 +58,7 @@ public final class Model: @unchecked Sendable {
             case softmax
             case relu
             case flatten
+            case transpose([Int])
             case pad(PadAttributes, values: TensorPayload?)
         }
     }
@@ -130,6 +131,10 @@ public final class Model: @unchecked Sendable {
             guard op.attributes.isEmpty else { throw fail("\(op.opcode) takes no attributes, has \(op.attributes.count)") }
             let kinds: [OpCode: Step.Kind] = [.globalAvgPool: .globalAvgPool, .softmax: .softmax, .relu: .relu, .flatten: .flatten]
             return Step(record: op, kind: kinds[op.opcode] ?? .relu)
+        case .transpose:
+            try arity(1...1, tensors: 0...0)
+            let perm = try decode { () throws(AttributeError) in try decodePermutation(op.attributes) }
+            return Step(record: op, kind: .transpose(perm))
         case .pad:
             try arity(1...1, tensors: 0...1)
             let attrs = try decode { () throws(AttributeError) in try PadAttributes(decoding: op.attributes) }
@@ -192,6 +197,9 @@ public final class Model: @unchecked Sendable {
         case .softmax, .relu:
             guard !ins[0].isEmpty else { throw fail("needs a tensor of rank ≥ 1") }
             return ins[0]
+        case .transpose(let perm):
+            guard perm.count == ins[0].count else { throw fail("permutation \(perm) does not fit shape \(ins[0])") }
+            return perm.map { ins[0][$0] }
         case .flatten:
             guard let n = ins[0].first else { throw fail("needs a batch dimension") }
             return [n, ins[0].dropFirst().reduce(1, *)]

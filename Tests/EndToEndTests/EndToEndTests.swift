@@ -106,6 +106,7 @@ struct ResNet50ParityTests {
         #expect(got.shape == want.shape)
         let err = relativeMaxError(want.values, got.values)
         #expect(err <= 1e-4, "\(c): output relative error \(err)")
+        print("parity \(c): output max|Δ|/max|ref| = \(err)")
         if let top1 = c.top1 { #expect(argmaxRows(got) == top1) }
         if let features = c.features {
             let f = try E2E.run("kiln-run", [bundle, "--input", "\(E2E.fixtures)/\(input)", "--output", "\(dir)/f.npy", "--output-name", "avg_pool"])
@@ -115,6 +116,7 @@ struct ResNet50ParityTests {
             #expect(gotF.shape == wantF.shape)
             let ferr = relativeMaxError(wantF.values, gotF.values)
             #expect(ferr <= 1e-4, "\(c): avg_pool relative error \(ferr)")
+            print("parity \(c): avg_pool max|Δ|/max|ref| = \(ferr)")
         }
     }
 }

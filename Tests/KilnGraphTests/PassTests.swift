@@ -169,6 +169,28 @@ func relativeMaxError(_ a: [Float], _ b: [Float]) -> Float {
         #expect(got.contains(0))
     }
 
+    /// An NCHW input transposed to NHWC and back before a flatten (as NCHW sources do).
+    @Test func transposesMatchTheInterpreter() throws {
+        var r = SeededRandom(state: 3)
+        let g = Graph(nodes: [
+            GraphNode(name: "in", op: .input(shape: [nil, 3, 5, 4]), inputs: []),
+            GraphNode(name: "to_nhwc", op: .transpose(perm: [0, 2, 3, 1]), inputs: ["in"]),
+            GraphNode(name: "conv", op: .conv2d(ConvSpec(kernel: r.tensor([3, 3, 3, 2]), bias: r.tensor([2]), strideH: 1, strideW: 1, padding: .same)), inputs: ["to_nhwc"]),
+            GraphNode(name: "to_nchw", op: .transpose(perm: [0, 3, 1, 2]), inputs: ["conv"]),
+            GraphNode(name: "flat", op: .flatten, inputs: ["to_nchw"]),
+        ], outputs: [GraphOutput(port: "flat", node: "flat")])
+        let x = (0..<(2 * 3 * 5 * 4)).map { _ in r.uniform(-1, 1) }
+        let want = try g.evaluateReference(input: x, shape: [2, 3, 5, 4])["flat"]!
+        #expect(want.shape == [2, 40])
+        // Hand check of the interpreter's transpose: element (n=0, c=1, h=0, w=0) of the input is
+        // element (0, 0, 0, 1) of the NHWC tensor.
+        let nhwc = g.transposed(x, shape: [2, 3, 5, 4], perm: [0, 2, 3, 1])
+        #expect(nhwc[1] == x[20])
+        let got = try runThroughBundle(g, input: x, shape: [2, 3, 5, 4], kernels: .fast)[0]
+        #expect(got.shape == [2, 40])
+        #expect(relativeMaxError(want.values, got.values) < 1e-6)
+    }
+
     @Test func deadNodesAreRemoved() throws {
         var g = resnetLikeGraph()
         g.outputs = [GraphOutput(port: "gap", node: "gap")]
