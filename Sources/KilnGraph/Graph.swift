@@ -20,6 +20,12 @@ public enum GraphOp: Sendable {
     case input(shape: [Int?])
     /// Zero padding of H and W (Keras ZeroPadding2D).
     case zeroPad(top: Int, bottom: Int, left: Int, right: Int)
+    /// Padding of H and W with one value per channel (what zero padding becomes once preprocessing is
+    /// folded into the convolution after it).
+    case constantPad(top: Int, bottom: Int, left: Int, right: Int, values: [Float])
+    /// Preprocessing as an op: y[..., c] = x[..., perm[c]] · scale[c] + shift[c]. Folded into the first
+    /// convolution by `foldInputAffine`; a bundle cannot hold it.
+    case channelAffine(ChannelAffine)
     /// y = act(conv(x, kernel) + bias [+ residual]).
     case conv2d(ConvSpec)
     /// y = gamma · (x − mean) / sqrt(variance + epsilon) + beta, per channel.
@@ -47,6 +53,8 @@ public enum GraphOp: Sendable {
         switch self {
         case .input: return "InputLayer"
         case .zeroPad: return "ZeroPadding2D"
+        case .constantPad: return "Pad"
+        case .channelAffine: return "Preprocessing"
         case .conv2d: return "Conv2D"
         case .batchNorm: return "BatchNormalization"
         case .activation(let a):

@@ -74,7 +74,10 @@ extension Graph {
                 emit(.relu)
             case .zeroPad(let t, let b, let l, let r):
                 emit(.pad, PadAttributes(top: t, bottom: b, left: l, right: r).encoded)
-            case .activation(.none), .dropout, .batchNorm:
+            case let .constantPad(t, b, l, r, values):
+                let v = addTensor("\(node.name)/values", WeightTensor(shape: [values.count], values: values))
+                emit(.pad, PadAttributes(top: t, bottom: b, left: l, right: r).encoded, [v])
+            case .activation(.none), .dropout, .batchNorm, .channelAffine:
                 throw GraphError(layer: node.name, message: "\(node.op.kindName) could not be folded into a preceding convolution; the bundle cannot hold it")
             }
         }

@@ -9,6 +9,7 @@ extension Graph {
     public mutating func optimizeForInference() throws(GraphError) {
         _ = try inferShapes()
         dropIdentities()
+        try foldInputAffine()
         try foldBatchNorms()
         foldZeroPadding()
         fuseResidualAdds()
@@ -145,6 +146,8 @@ extension Graph {
         case .add(let a): return a == .relu
         case .dense(let d): return d.activation == .relu || d.activation == .softmax
         case .maxPool, .zeroPad, .dropout, .activation(.none): return node.inputs.first.map(isNonNegative) ?? false
+        case .constantPad(_, _, _, _, let values):
+            return values.allSatisfy { $0 >= 0 } && (node.inputs.first.map(isNonNegative) ?? false)
         default: return false
         }
     }

@@ -24,6 +24,30 @@ extension Graph {
         switch node.op {
         case .input:
             return input
+        case let .constantPad(t, b, l, r, padValues):
+            let s = ins[0].shape
+            let g: PadGeometry
+            do { g = try PadGeometry(batch: s[0], inH: s[1], inW: s[2], channels: s[3], padTop: t, padBottom: b, padLeft: l, padRight: r) }
+            catch { throw geometryError(error) }
+            var out = [Float](repeating: 0, count: g.outputCount)
+            ins[0].values.withUnsafeBufferPointer { x in
+                padValues.withUnsafeBufferPointer { v in
+                    out.withUnsafeMutableBufferPointer { o in
+                        ReferenceKernels.pad(input: x.baseAddress!, output: o.baseAddress!, geometry: g, channelValues: v.baseAddress)
+                    }
+                }
+            }
+            return ([s[0], g.outH, g.outW, s[3]], out)
+        case .channelAffine(let a):
+            // In Float32, as the frameworks' own preprocessing computes it.
+            let c = a.perm.count
+            var out = ins[0].values
+            for i in stride(from: 0, to: out.count, by: c) {
+                for k in 0..<c {
+                    out[i + k] = ins[0].values[i + a.perm[k]] * Float(a.scale[k]) + Float(a.shift[k])
+                }
+            }
+            return (ins[0].shape, out)
         case let .zeroPad(t, b, l, r):
             let s = ins[0].shape
             let g: PadGeometry

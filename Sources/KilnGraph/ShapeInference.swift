@@ -48,6 +48,17 @@ extension Graph {
             try expectArity(1)
             let (n, h, w, c) = try image(inputs[0])
             return [n, h.map { $0 + t + b }, w.map { $0 + l + r }, c]
+        case let .constantPad(t, b, l, r, values):
+            try expectArity(1)
+            let (n, h, w, c) = try image(inputs[0])
+            if let c, c != values.count { throw fail("\(values.count) pad values for \(c) channels") }
+            return [n, h.map { $0 + t + b }, w.map { $0 + l + r }, c]
+        case .channelAffine(let a):
+            try expectArity(1)
+            if let c = inputs[0].last ?? nil, c != a.perm.count {
+                throw fail("preprocessing for \(a.perm.count) channels on an input of \(c) channels")
+            }
+            return inputs[0]
         case .conv2d(let spec):
             try expectArity(spec.hasResidual ? 2 : 1)
             let (n, h, w, c) = try image(inputs[0])

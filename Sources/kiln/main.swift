@@ -13,7 +13,7 @@ struct Kiln: ParsableCommand {
         abstract: "Turn a trained image classifier into one frozen .kiln file.",
         discussion: "Exit status: 0 success, 1 bad input (the message names the file, layer and tensor), 64 usage error.",
         version: KilnVersion.string,
-        subcommands: [Convert.self, Inspect.self, Compare.self])
+        subcommands: [Convert.self, Fuse.self, Inspect.self, Verify.self, Compare.self])
 }
 
 enum KilnVersion {
@@ -43,7 +43,7 @@ struct Convert: ParsableCommand {
     var extraOutputs: [String] = []
 
     func run() throws {
-        var graph = try KerasImporter.importModel(path: source, configPath: config)
+        var graph = try importSource(path: source, config: config)
         for name in extraOutputs {
             try graph.addOutput(node: name)
         }

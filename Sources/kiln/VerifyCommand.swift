@@ -1,0 +1,116 @@
+import ArgumentParser
+import Foundation
+import KilnFormat
+import KilnGraph
+import KilnRuntime
+
+struct Verify: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Check a bundle against its source: the unfused source graph on the reference kernels vs the bundle on the runtime.",
+        discussion: """
+            Runs the source (and head) as written — batch norms, padding and preprocessing unfolded — with the naive
+            reference kernels, and the bundle with the fast runtime, on the same inputs (--input and seeded random
+            ones), and prints the largest difference of each output relative to the reference's largest value.
+            Exit status 1 when any exceeds --tolerance or a top-1 class differs.
+            """)
+
+    @Argument(help: "The bundle to check.")
+    var bundle: String
+
+    @Option(name: .long, help: "The source model the bundle was made from.")
+    var against: String
+
+    @Argument(help: "The head, when the bundle was fused.")
+    var head: String?
+
+    @Option(name: .long, help: "The cut layer used by `kiln fuse` (default: the global average pool).")
+    var cut: String?
+
+    @Option(name: .long, help: "Model config JSON for a weights-only source.")
+    var config: String?
+
+    @Option(name: .long, help: "An input tensor (.npy, NHWC) to check besides the random ones.")
+    var input: String?
+
+    @Option(name: .long, help: "How many seeded random inputs (batch 1 each).")
+    var samples: Int = 2
+
+    @Option(name: .long, help: "Size of the random inputs, HxW (default: the bundle's input.height/width, else 64x64).")
+    var inputSize: String?
+
+    @Option(name: .long, help: "Largest allowed max|Δ| / max|reference|.")
+    var tolerance: Double = 1e-4
+
+    func run() throws {
+        let model = try Model(contentsOf: bundle)
+        let frozen = model.frozen
+        var graph = try loadGraph(path: against, config: config)
+        if let head {
+            let headGraph = try loadGraph(path: head, config: nil)
+            graph = try graph.attachingHead(headGraph, cut: try cut ?? graph.defaultCut(),
+                                            backboneName: (against as NSString).lastPathComponent, headName: (head as NSString).lastPathComponent)
+        }
+        let sourceFolded: Bool = { if case .string(let p)? = graph.metadata["input.preprocessing"], p != "none" { return true }; return false }()
+        var preprocessing = Preprocessing.none
+        if !sourceFolded, case .string(let p)? = frozen.metadata["input.preprocessing"], let known = Preprocessing(rawValue: p) {
+            preprocessing = known
+        }
+        try graph.prependPreprocessing(preprocessing)
+        // The source's outputs, matched to the bundle's by port name (or position).
+        for port in frozen.outputs where !graph.outputs.contains(where: { $0.port == port.name }) {
+            if graph.node(named: port.name) != nil { try graph.addOutput(node: port.name) }
+        }
+
+        var size = (64, 64)
+        if case .int(let h)? = frozen.metadata["input.height"], case .int(let w)? = frozen.metadata["input.width"] { size = (Int(h), Int(w)) }
+        if let inputSize {
+            guard let s = parseSize(inputSize) else { throw ValidationError("--input-size '\(inputSize)' is not HxW") }
+            size = s
+        }
+        let declared = frozen.inputs[0].shape
+        let channels = declared.count == 4 && declared[3] > 0 ? Int(declared[3]) : 3
+        let h = declared.count == 4 && declared[1] > 0 ? Int(declared[1]) : size.0
+        let w = declared.count == 4 && declared[2] > 0 ? Int(declared[2]) : size.1
+        let raw = preprocessing != .none || sourceFolded
+        var inputs: [(String, Tensor)] = []
+        if let input { inputs.append((input, try NPY.read(path: input))) }
+        var state: UInt64 = 0x4B49_4C4E
+        for i in 0..<samples {
+            let count = h * w * channels
+            let values = (0..<count).map { _ -> Float in
+                state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+                let u = Float(state >> 40) / Float(1 << 24)
+                return raw ? (u * 255).rounded() : u * 256 - 128
+            }
+            inputs.append(("random \(i + 1) [1, \(h), \(w), \(channels)]", Tensor(shape: [1, h, w, channels], values: values)))
+        }
+
+        var worst = 0.0
+        var allAgree = true
+        for (label, x) in inputs {
+            let reference = try graph.evaluateReference(input: x.values, shape: x.shape)
+            let got = try model.run(x)
+            for (i, port) in frozen.outputs.enumerated() {
+                guard let want = reference[port.name] ?? (i < graph.outputs.count ? reference[graph.outputs[i].port] : nil) else { continue }
+                let scale = Double(want.values.map(abs).max() ?? 0)
+                let diff = Double(zip(want.values, got[i].values).map { abs($0 - $1) }.max() ?? .infinity)
+                let rel = scale > 0 ? diff / scale : diff
+                worst = max(worst, rel)
+                var agreement = ""
+                if want.shape.count == 2, let c = want.shape.last, c > 1 {
+                    let rows = want.shape[0]
+                    func argmax(_ v: [Float], _ r: Int) -> Int {
+                        let row = v[r * c..<(r + 1) * c]
+                        return row.indices.max { row[$0] < row[$1] } ?? 0
+                    }
+                    let same = (0..<rows).filter { argmax(want.values, $0) == argmax(got[i].values, $0) }.count
+                    allAgree = allAgree && same == rows
+                    agreement = ", top-1 \(same)/\(rows)"
+                }
+                print(String(format: "%@ · %@: max|Δ| = %.3g, max|Δ|/max|ref| = %.3g%@", label, port.name, diff, rel, agreement))
+            }
+        }
+        print(String(format: "largest relative difference %.3g (tolerance %.1g)", worst, tolerance))
+        if worst > tolerance || !allAgree { throw ExitCode(1) }
+    }
+}
