@@ -7,6 +7,19 @@ Normally run through `scripts/fixtures`, which caches the result in $KILN_CACHE/
 
     python scripts/make_fixtures.py --out DIR
 
+Files (all with the same seeded weights; `notop` = include_top=False, pooling='avg', input (None, None, 3)):
+  resnet50_k3.h5, resnet50_notop_k3.h5          Keras 3 model.save("x.h5") (legacy HDF5)
+  resnet50_k2.h5, resnet50_notop_k2.h5          tf_keras (Keras 2) model.save("x.h5")
+  resnet50.keras, resnet50_notop.keras          Keras 3 zip
+  resnet50.weights.h5 + resnet50_config.json    Keras 3 save_weights + to_json
+  resnet50_notop.weights.h5                     Keras 3 save_weights, no config (builtin topology)
+  resnet50_weights_tf_dim_ordering_tf_kernels[_notop].h5   tf_keras save_weights (applications layout)
+  nested_k3.h5, nested_k2.h5, nested.keras      Sequential([notop, Dropout(0.3), Dense(25, softmax)]),
+                                                the backbone's first 60% of layers frozen
+  input_224.npy [2,224,224,3], input_160x192.npy [1,160,192,3]   preprocess_input'ed images
+  expected/<model>.<input>.npy, expected/<model>.<input>.avg_pool.npy, manifest.json
+The top models have Keras' fixed 224x224 input and only take input_224; the others take both inputs.
+
 Every model is a randomly initialised (seeded) ResNet-50 whose BatchNormalization statistics are set
 from the real activation statistics of a calibration batch and then perturbed, so that activations stay
 well scaled and the softmax outputs are neither uniform nor one-hot. Each file written is loaded back
@@ -44,6 +57,7 @@ def frameworks():
     import tensorflow as tf
 
     tf.config.experimental.enable_op_determinism()
+    tf.get_logger().setLevel("ERROR")
     import absl.logging
 
     absl.logging.set_verbosity(absl.logging.ERROR)
@@ -242,7 +256,7 @@ def calibrate_head(dense, features, rng, spread=1.5):
 
 
 def copy_weights(src, dst):
-    """Copies weights layer by layer (matched by name; unnamed-compatible positions for Sequential)."""
+    """Copies weights layer by layer, matching layers by name (recursing into nested models)."""
     src_layers = {l.name: l for l in src.layers}
     for layer in dst.layers:
         if not layer.weights:
@@ -254,16 +268,6 @@ def copy_weights(src, dst):
             copy_weights(s, layer)
         else:
             layer.set_weights(s.get_weights())
-
-
-def copy_weights_by_position(src, dst):
-    pairs = [(s, d) for s, d in zip(src.layers, dst.layers)]
-    assert len(src.layers) == len(dst.layers)
-    for s, d in pairs:
-        if hasattr(d, "layers"):
-            copy_weights(s, d)
-        elif d.weights:
-            d.set_weights(s.get_weights())
 
 
 def features_model(K, model):
@@ -444,9 +448,23 @@ def vlen_split_copy(src, dst, chunks=3):
         f.attrs.create("model_config", cfg, dtype=utf8)
 
 
+def _renumber_shared_object_ids(obj, ids):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if k == "shared_object_id" and isinstance(v, int):
+                obj[k] = ids.setdefault(v, len(ids) + 1)
+            else:
+                _renumber_shared_object_ids(v, ids)
+    elif isinstance(obj, list):
+        for v in obj:
+            _renumber_shared_object_ids(v, ids)
+
+
 def save_keras_zip(model, path, date="2026-01-01@00:00:00"):
-    """model.save("x.keras"), then the zip rewritten with a fixed `date_saved` in metadata.json and fixed
-    entry times (same entries, order and compression), so that reruns give identical bytes."""
+    """model.save("x.keras"), then the zip rewritten so that reruns give identical bytes: a fixed
+    `date_saved` in metadata.json, fixed entry times (same entries, order and compression), and the
+    `shared_object_id`s of config.json (Python id() values, e.g. of the DTypePolicy every layer shares)
+    renumbered 1, 2, ... in order of first appearance, which keeps the sharing."""
     import zipfile
 
     model.save(path)
@@ -458,6 +476,10 @@ def save_keras_zip(model, path, date="2026-01-01@00:00:00"):
                 meta = json.loads(data)
                 meta["date_saved"] = date
                 data = json.dumps(meta).encode("utf-8")
+            elif info.filename == "config.json":
+                config = json.loads(data)
+                _renumber_shared_object_ids(config, {})
+                data = json.dumps(config).encode("utf-8")
             fixed = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
             fixed.compress_type = info.compress_type
             fixed.external_attr = info.external_attr

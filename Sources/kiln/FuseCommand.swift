@@ -11,10 +11,18 @@ func loadGraph(path: String, config: String?) throws -> Graph {
         let head = handle.readData(ofLength: 8)
         try? handle.close()
         if [UInt8](head) == BundleLayout.magic {
-            return try Graph(frozen: Bundle(contentsOf: path).model)
+            // The model's tensors point into the mapping: keep the bundle alive while they are copied.
+            let bundle = try Bundle(contentsOf: path)
+            return try withExtendedLifetime(bundle) { try Graph(frozen: bundle.model) }
         }
     }
     return try importSource(path: path, config: config)
+}
+
+/// A failure that is not a usage error: printed as one line, exit status 1.
+struct CLIError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
 }
 
 /// Image resizing recorded in a bundle for `kiln-run` on image files.
@@ -103,7 +111,7 @@ struct Fuse: ParsableCommand {
             note("preprocessing: none (the bundle takes what \(backboneName)'s first layer takes); set --preprocess to fold it")
         }
         if alreadyFolded, chosen != .none {
-            throw ValidationError("\(backboneName) already has its preprocessing folded in; use --preprocess none")
+            throw CLIError("\(backboneName) already has its preprocessing folded in; use --preprocess none")
         }
         try graph.prependPreprocessing(chosen)
 
@@ -123,7 +131,7 @@ struct Fuse: ParsableCommand {
             note("input size: 224x224 (the input takes any size; set --input-size)")
         }
         if inputShape.count == 4, let h = inputShape[1], let w = inputShape[2], (h, w) != size {
-            throw ValidationError("--input-size \(size.0)x\(size.1) but \(backboneName) takes \(h)x\(w)")
+            throw CLIError("--input-size \(size.0)x\(size.1) but \(backboneName) takes \(h)x\(w)")
         }
         let resizeMethod = resize ?? (chosen == .torch ? .torchvision : .kerasNearest)
 
@@ -139,13 +147,13 @@ struct Fuse: ParsableCommand {
                 names = ImageNetClasses.all.map(\.name)
             } else {
                 guard let text = try? String(contentsOfFile: labels, encoding: .utf8) else {
-                    throw ValidationError("cannot read the labels file '\(labels)'")
+                    throw CLIError("\(labels): cannot read the labels file")
                 }
                 names = text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
             }
             let columns = frozen.outputs.first.flatMap { $0.shape.last }.map(Int.init) ?? -1
             guard names.count == columns else {
-                throw ValidationError("\((labels as NSString).lastPathComponent) has \(names.count) class names but the head \(headName) has \(columns) outputs")
+                throw CLIError("\((labels as NSString).lastPathComponent) has \(names.count) class names but the head \(headName) has \(columns) outputs")
             }
             frozen.metadata["labels.names"] = .strings(names)
         }

@@ -185,7 +185,7 @@ struct Compare: ParsableCommand {
         let a = try NPY.read(path: reference)
         let b = try NPY.read(path: candidate)
         guard a.shape == b.shape else {
-            throw ValidationError("shapes differ: \(a.shape) vs \(b.shape)")
+            throw CLIError("shapes differ: \(a.shape) vs \(b.shape)")
         }
         let scale = Double(a.values.map(abs).max() ?? 0)
         let maxDiff = Double(zip(a.values, b.values).map { abs($0 - $1) }.max() ?? 0)

@@ -15,6 +15,7 @@ import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.dont_write_bytecode = True  # no __pycache__ in scripts/
 sys.path.insert(0, os.path.join(HERE, "..", "..", "scripts"))
 
 import h5py  # noqa: E402
@@ -195,32 +196,32 @@ def main():
     args = ap.parse_args()
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".mini-", dir=out)
+    # Generate outside the repository (so a half-written run never shows up in the work tree), then
+    # replace file by file: whatever this run wrote, and whatever the previous manifest named that this
+    # run no longer writes. Nothing else in `out` (e.g. other scripts' outputs in expected/) is touched.
+    tmp = tempfile.mkdtemp(prefix="kiln-mini-")
     try:
         generate(tmp)
-        # Replace the previous generated files: everything the old manifest names, expected/, and
-        # whatever this run wrote (nothing else in `out` is touched).
-        stale = set(os.listdir(tmp))
+        stale = set()
         old_manifest = os.path.join(out, "manifest.json")
         if os.path.exists(old_manifest):
             with open(old_manifest) as fh:
                 for case in json.load(fh):
-                    stale.update(v for k, v in case.items() if k in ("model", "config", "input") and v)
-        for name in sorted(stale - KEEP):
-            p = os.path.join(out, name)
-            if os.path.isdir(p):
-                shutil.rmtree(p)
-            elif os.path.exists(p):
-                os.remove(p)
-        for name in os.listdir(tmp):
-            os.rename(os.path.join(tmp, name), os.path.join(out, name))
+                    stale.update(case.get(k) for k in ("model", "config", "input", "expected", "features"))
+        new = {rel for rel, _ in mf.file_listing(tmp)}
+        for rel in sorted(stale - new - {None} - KEEP):
+            if os.path.isfile(os.path.join(out, rel)):
+                os.remove(os.path.join(out, rel))
+        for rel in sorted(new):
+            os.makedirs(os.path.dirname(os.path.join(out, rel)), exist_ok=True)
+            shutil.move(os.path.join(tmp, rel), os.path.join(out, rel))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     total = 0
-    for rel, size in mf.file_listing(out):
-        if rel not in KEEP:
-            total += size
-            log(f"  {size:>9,d}  {rel}")
+    for rel in sorted(new):
+        size = os.path.getsize(os.path.join(out, rel))
+        total += size
+        log(f"  {size:>9,d}  {rel}")
     log(f"total {total / 1e6:.2f} MB in {out}")
 
 
