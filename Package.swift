@@ -29,7 +29,7 @@ let package = Package(
 
         // MARK: Lean side
         // The .kiln file: layout, checksums, deterministic atomic writer, bounds-checked mmap reader.
-        .target(name: "KilnFormat"),
+        .target(name: "KilnFormat", dependencies: ["CZstd"]),
         // CPU kernels (NHWC float32): a naive reference kernel per op, and the fast ones.
         .target(name: "KilnKernels", dependencies: ["COpenBLAS"]),
         // Loads a bundle, plans shapes and memory, runs batches.

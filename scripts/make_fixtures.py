@@ -581,9 +581,10 @@ def main_full(out):
     del m
 
     log("nested models: Sequential([ResNet-50 notop (first 60% frozen), Dropout, Dense(25, softmax)])")
-    write_nested(fx, keras, tf_keras, lambda K: K.applications.ResNet50(
+    nested3 = write_nested(fx, keras, tf_keras, lambda K: K.applications.ResNet50(
         weights=None, include_top=False, pooling="avg", input_shape=(None, None, 3)),
         notop3, 25, xcal, any_inputs, "nested_k3.h5", "nested_k2.h5", "nested.keras", seed=25)
+    write_heads(fx, keras, tf_keras, nested3, x224)
 
     fx.write_manifest()
     total = 0
@@ -626,6 +627,39 @@ def write_nested(fx, keras, tf_keras, make_backbone, trained_backbone, classes, 
                 runner(tf_keras, tf_keras.models.load_model(fx.path(k2_name), compile=False)), inputs, ref)
     fx.add_case(zip_name, "keras-zip", runner(keras, keras.models.load_model(fx.path(zip_name), compile=False)),
                 inputs, ref)
+    return nested3
+
+
+def write_heads(fx, keras, tf_keras, nested3, x):
+    """The nested model's trained head on its own (Dropout + Dense(25) on the 2048 pooled features) as
+    head_k3.h5, head.keras and head_k2.h5, for `kiln fuse`; raw_224.npy: the RGB 0-255 pixels whose
+    preprocess_input is input_224.npy; expected/fused.raw_224.npy: Keras' preprocess_input + nested model on
+    them. fuse.json lists them."""
+    import json
+    dense = nested3.layers[-1]
+    features = dense.get_weights()[0].shape[0]
+    head3 = keras.Sequential([keras.Input((features,)), keras.layers.Dropout(0.3),
+                              keras.layers.Dense(dense.units, activation="softmax", name="dense")], name="head")
+    head3.layers[-1].set_weights(dense.get_weights())
+    save_k3(head3, fx.path("head_k3.h5"))
+    save_keras_zip(head3, fx.path("head.keras"))
+    head2 = tf_keras.Sequential([tf_keras.Input((features,)), tf_keras.layers.Dropout(0.3),
+                                 tf_keras.layers.Dense(dense.units, activation="softmax", name="dense")], name="head")
+    head2.layers[-1].set_weights(dense.get_weights())
+    save_k2(head2, fx.path("head_k2.h5"))
+    raw = np.round(x[..., ::-1] + np.array([123.68, 116.779, 103.939], dtype="float32")).astype("float32")
+    assert raw.min() >= 0 and raw.max() <= 255
+    np.save(fx.path("raw_224.npy"), raw)
+    y = predict(nested3, keras.applications.resnet50.preprocess_input(raw.copy()))
+    check_softmax_health("fused reference on raw_224", y)
+    np.save(fx.path("expected/fused.raw_224.npy"), y.astype("float32"))
+    with open(fx.path("fuse.json"), "w") as fh:
+        json.dump({"backbones": ["resnet50_notop_k3.h5", "resnet50_k2.h5", "resnet50.keras",
+                                 "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"],
+                   "heads": ["head_k3.h5", "head_k2.h5", "head.keras"],
+                   "input": "raw_224.npy", "expected": "expected/fused.raw_224.npy",
+                   "top1": np.argmax(y, 1).tolist()}, fh)
+    log(f"heads written; fused reference top1 {np.argmax(y, 1).tolist()}")
 
 
 def main():

@@ -41,9 +41,16 @@ public final class Bundle: @unchecked Sendable {
     public struct SectionInfo: Sendable {
         public var kind: SectionKind
         public var offset: Int
+        /// Stored bytes.
         public var size: Int
         public var checksum: UInt64
+        /// Shuffled and zstd-compressed (version 1.1); `uncompressedSize` is then the content's size.
+        public var compressed: Bool = false
+        public var uncompressedSize: Int
     }
+
+    /// Decompressed DATA, when the file's is compressed (64-byte aligned, owned).
+    private let decompressed: UnsafeMutableRawBufferPointer?
 
     /// Maps and validates the file at `path`.
     public convenience init(contentsOf path: String) throws(BundleError) {
@@ -86,6 +93,7 @@ public final class Bundle: @unchecked Sendable {
             self.model = parsed.model
             self.sections = parsed.sections
             self.versionMinor = parsed.versionMinor
+            self.decompressed = parsed.decompressed
         } catch var error {
             release(base, size)
             error.file = path
@@ -93,7 +101,10 @@ public final class Bundle: @unchecked Sendable {
         }
     }
 
-    deinit { release(base, fileSize) }
+    deinit {
+        release(base, fileSize)
+        decompressed?.deallocate()
+    }
 }
 
 /// Reads and checks every byte of a bundle image before anything is trusted.
@@ -105,6 +116,7 @@ struct BundleParser {
         var model: FrozenModel
         var sections: [Bundle.SectionInfo]
         var versionMinor: UInt16
+        var decompressed: UnsafeMutableRawBufferPointer?
     }
 
     func parse() throws(BundleError) -> Parsed {
@@ -155,6 +167,7 @@ struct BundleParser {
         var table = Cursor(whole, section: "section table", start: BundleLayout.headerSize, end: tableEnd)
         var sections: [Bundle.SectionInfo] = []
         var previousEnd = tableEnd
+        var dataHash: UInt64 = 0
         for index in 0..<sectionCount {
             let raw = try table.u32()
             guard let kind = SectionKind(rawValue: raw) else {
@@ -165,8 +178,12 @@ struct BundleParser {
             let length = try table.u64()
             let sum = try table.u64()
             let r1 = try table.u64(), r2 = try table.u64()
-            guard entryFlags == 0, r1 == 0, r2 == 0 else {
-                throw BundleError(section: "\(kind)", message: "unknown flags or reserved fields set in the section table")
+            let compressed = kind == .data && entryFlags == sectionFlagShuffledZstd
+            guard compressed || (entryFlags == 0 && r1 == 0 && r2 == 0) else {
+                throw BundleError(section: "\(kind)", message: "unknown flags 0x\(String(entryFlags, radix: 16)) or reserved fields set in the section table")
+            }
+            if compressed, r1 > UInt64(BundleLayout.maximumElements) {
+                throw BundleError(section: "\(kind)", message: "uncompressed size \(r1) exceeds the limit \(BundleLayout.maximumElements)")
             }
             guard offset <= UInt64(size), length <= UInt64(size) - offset else {
                 throw BundleError(section: "\(kind)", message: "offset \(offset) + size \(length) runs past the end of the file (\(size) bytes)")
@@ -183,7 +200,9 @@ struct BundleParser {
             guard actual == sum else {
                 throw BundleError(section: "\(kind)", message: "checksum mismatch (stored \(hex(sum)), computed \(hex(actual))): the section is damaged")
             }
-            sections.append(.init(kind: kind, offset: start, size: count, checksum: sum))
+            sections.append(.init(kind: kind, offset: start, size: count, checksum: sum, compressed: compressed,
+                                  uncompressedSize: compressed ? Int(r1) : count))
+            if compressed { dataHash = r2 }
             previousEnd = start + count
         }
         guard sections.count == SectionKind.order.count else {
@@ -199,10 +218,41 @@ struct BundleParser {
             return Cursor(whole, section: "\(kind)", start: s.offset, end: s.offset + s.size)
         }
         let metadata = try parseMetadata(cursor(.metadata))
-        let dataSection = sections.first { $0.kind == .data }!
-        let tensors = try parseTensors(cursor(.tensors), data: UnsafeRawBufferPointer(rebasing: whole[dataSection.offset..<dataSection.offset + dataSection.size]))
-        let model = try parseGraph(cursor(.graph), metadata: metadata, tensors: tensors)
-        return Parsed(model: model, sections: sections, versionMinor: minor)
+        let dataSection = sections[3]
+        let stored = UnsafeRawBufferPointer(rebasing: whole[dataSection.offset..<dataSection.offset + dataSection.size])
+        var decompressed: UnsafeMutableRawBufferPointer?
+        var data = stored
+        if dataSection.compressed {
+            // Streamed into 64-byte-aligned memory, then each tensor's byte planes put back, then checked.
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(dataSection.uncompressedSize, 1), alignment: BundleLayout.alignment)
+            let content = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<dataSection.uncompressedSize])
+            decompressed = buffer
+            data = UnsafeRawBufferPointer(content)
+        }
+        do throws(BundleError) {
+            if let buffer = decompressed {
+                let content = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<dataSection.uncompressedSize])
+                try zstdDecompress(stored, into: content, section: "DATA")
+            }
+            let tensors = try parseTensors(cursor(.tensors), data: data)
+            if let buffer = decompressed {
+                let content = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<dataSection.uncompressedSize])
+                var layout: [(offset: Int, count: Int, width: Int)] = []
+                for t in tensors {
+                    guard case .mapped(let raw) = t.payload, let start = raw.baseAddress, let origin = data.baseAddress else { continue }
+                    layout.append((start - origin, raw.count, t.elementType.planeWidth))
+                }
+                transformTensors(content, tensors: layout, unshufflePlanes)
+                guard XXH64.hash(UnsafeRawBufferPointer(content)) == dataHash else {
+                    throw BundleError(section: "DATA", message: "checksum mismatch after decompression: the section is damaged")
+                }
+            }
+            let model = try parseGraph(cursor(.graph), metadata: metadata, tensors: tensors)
+            return Parsed(model: model, sections: sections, versionMinor: minor, decompressed: decompressed)
+        } catch {
+            decompressed?.deallocate()
+            throw error
+        }
     }
 
     func requireZeroPadding(_ whole: UnsafeRawBufferPointer, from: Int, to: Int, after: String) throws(BundleError) {
@@ -276,8 +326,9 @@ struct BundleParser {
             }
             let offset = try c.u64()
             let byteCount = try c.u64()
-            guard byteCount == elements * UInt64(type.byteWidth) else {
-                throw c.error("tensor '\(name)' has \(byteCount) bytes, shape \(shape) needs \(elements * UInt64(type.byteWidth))")
+            let needed = UInt64(type.storedByteCount(shape: shape))
+            guard byteCount == needed else {
+                throw c.error("tensor '\(name)' has \(byteCount) bytes, shape \(shape) as \(type) needs \(needed)")
             }
             guard offset % UInt64(BundleLayout.alignment) == 0 else {
                 throw c.error("tensor '\(name)' data offset \(offset) is not \(BundleLayout.alignment)-byte aligned")

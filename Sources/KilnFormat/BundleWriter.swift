@@ -9,38 +9,46 @@ import Darwin
 /// Deterministic: the same model gives the same bytes (metadata sorted by key, no timestamps, zero padding).
 /// `write(to:)` is atomic: a temporary file in the destination's folder, fsync, then rename.
 public enum BundleWriter {
-    /// The complete file image.
-    public static func serialize(_ model: FrozenModel) throws(BundleError) -> [UInt8] {
+    /// The complete file image. With `compression`, the DATA section is shuffled and compressed.
+    public static func serialize(_ model: FrozenModel, compression: Compression? = nil) throws(BundleError) -> [UInt8] {
         try validateForWriting(model)
-        var sections: [(SectionKind, [UInt8])] = []
-        sections.append((.metadata, encodeMetadata(model.metadata)))
-        sections.append((.graph, encodeGraph(model)))
-        let (table, data) = encodeTensors(model.tensors)
-        sections.append((.tensors, table))
-        sections.append((.data, data))
+        var sections: [(kind: SectionKind, bytes: [UInt8], flags: UInt32, r0: UInt64, r1: UInt64)] = []
+        sections.append((.metadata, encodeMetadata(model.metadata), 0, 0, 0))
+        sections.append((.graph, encodeGraph(model), 0, 0, 0))
+        let (table, data, layout) = encodeTensors(model.tensors)
+        sections.append((.tensors, table, 0, 0, 0))
+        if case .zstd(let level)? = compression {
+            var shuffled = data
+            shuffled.withUnsafeMutableBytes { transformTensors($0, tensors: layout, shufflePlanes) }
+            sections.append((.data, try zstdCompress(shuffled, level: level), sectionFlagShuffledZstd, UInt64(data.count), XXH64.hash(data)))
+        } else {
+            sections.append((.data, data, 0, 0, 0))
+        }
+        // Version 1.1 only when a 1.1 feature is used, so plain bundles stay readable by 1.0 readers.
+        let usesMinor1 = compression != nil || model.tensors.contains { $0.elementType != .float32 }
 
         let tableOffset = BundleLayout.headerSize
         let tableBytes = sections.count * BundleLayout.sectionEntrySize
         var offset = alignUp(tableOffset + tableBytes)
         var entries = ByteSink()
         var placements: [Int] = []
-        for (kind, bytes) in sections {
+        for section in sections {
             placements.append(offset)
-            entries.u32(kind.rawValue)
-            entries.u32(0)
+            entries.u32(section.kind.rawValue)
+            entries.u32(section.flags)
             entries.u64(UInt64(offset))
-            entries.u64(UInt64(bytes.count))
-            entries.u64(XXH64.hash(bytes))
-            entries.u64(0)
-            entries.u64(0)
-            offset = alignUp(offset + bytes.count)
+            entries.u64(UInt64(section.bytes.count))
+            entries.u64(XXH64.hash(section.bytes))
+            entries.u64(section.r0)
+            entries.u64(section.r1)
+            offset = alignUp(offset + section.bytes.count)
         }
         let fileSize = offset
 
         var header = ByteSink()
         header.bytes(BundleLayout.magic)
         header.u16(BundleLayout.versionMajor)
-        header.u16(BundleLayout.versionMinor)
+        header.u16(usesMinor1 ? 1 : 0)
         header.u32(UInt32(BundleLayout.headerSize))
         header.u32(UInt32(sections.count))
         header.u32(0)
@@ -52,16 +60,16 @@ public enum BundleWriter {
         var file = [UInt8](repeating: 0, count: fileSize)
         file.replaceSubrange(0..<header.storage.count, with: header.storage)
         file.replaceSubrange(tableOffset..<tableOffset + entries.storage.count, with: entries.storage)
-        for ((_, bytes), at) in zip(sections, placements) {
-            file.replaceSubrange(at..<at + bytes.count, with: bytes)
+        for (section, at) in zip(sections, placements) {
+            file.replaceSubrange(at..<at + section.bytes.count, with: section.bytes)
         }
         return file
     }
 
     /// Writes the bundle atomically: the destination holds the old file or the complete new one, never a
     /// partial one.
-    public static func write(_ model: FrozenModel, to path: String) throws(BundleError) {
-        let bytes = try serialize(model)
+    public static func write(_ model: FrozenModel, to path: String, compression: Compression? = nil) throws(BundleError) {
+        let bytes = try serialize(model, compression: compression)
         try writeAtomically(bytes, to: path)
     }
 
@@ -161,9 +169,11 @@ public enum BundleWriter {
         return s.storage
     }
 
-    static func encodeTensors(_ tensors: [TensorRecord]) -> (table: [UInt8], data: [UInt8]) {
+    /// The tensor table, the DATA bytes, and each tensor's (offset, size, plane width) inside DATA.
+    static func encodeTensors(_ tensors: [TensorRecord]) -> (table: [UInt8], data: [UInt8], layout: [(offset: Int, count: Int, width: Int)]) {
         var table = ByteSink()
         var data = ByteSink()
+        var layout: [(offset: Int, count: Int, width: Int)] = []
         table.u32(UInt32(tensors.count))
         for tensor in tensors {
             data.zeros(alignUp(data.storage.count) - data.storage.count)
@@ -173,15 +183,16 @@ public enum BundleWriter {
             tensor.shape.forEach { table.u64(UInt64($0)) }
             table.u64(UInt64(data.storage.count))
             table.u64(UInt64(tensor.byteCount))
-            tensor.payload.withFloats { floats in
+            layout.append((data.storage.count, tensor.byteCount, tensor.elementType.planeWidth))
+            tensor.payload.withStoredBytes { raw in
                 #if _endian(little)
-                data.storage.append(contentsOf: UnsafeRawBufferPointer(floats))
+                data.storage.append(contentsOf: raw)
                 #else
-                for f in floats { data.u32(f.bitPattern) }
+                #error("big-endian hosts need byte swapping here")
                 #endif
             }
         }
-        return (table.storage, data.storage)
+        return (table.storage, data.storage, layout)
     }
 
     /// Structural checks the writer can make without the runtime: ids in range, one writer per value,
@@ -209,9 +220,9 @@ public enum BundleWriter {
             throw BundleError(message: "output '\(port.name)' is never written")
         }
         for t in model.tensors {
-            let count = t.payload.withFloats { $0.count }
-            guard count == t.elementCount else {
-                throw BundleError(message: "tensor '\(t.name)' has \(count) values for shape \(t.shape)")
+            let count = t.payload.withStoredBytes { $0.count }
+            guard count == t.byteCount else {
+                throw BundleError(message: "tensor '\(t.name)' has \(count) bytes, its shape \(t.shape) as \(t.elementType) needs \(t.byteCount)")
             }
         }
     }

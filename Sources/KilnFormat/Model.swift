@@ -5,13 +5,43 @@
 /// expressed, so an unfolded graph cannot be written. Layout conventions: activations are NHWC float32,
 /// convolution kernels are HWIO `[kH, kW, Cin, Cout]`, dense kernels `[in, out]`.
 
-/// Storage type of a tensor's elements.
-public enum ElementType: UInt32, Sendable, CaseIterable {
+/// Storage type of a tensor's elements (little-endian).
+public enum ElementType: UInt32, Sendable, CaseIterable, CustomStringConvertible {
     case float32 = 1
+    /// IEEE binary16, rounded to nearest even from float32 (version 1.1).
+    case float16 = 2
+    /// The upper half of a float32, rounded to nearest even (version 1.1).
+    case bfloat16 = 3
+    /// Symmetric int8 with one float32 scale per index of the last axis (the output channel of HWIO and
+    /// [in, out] kernels): value = q · scale[c]. Stored as the int8 values, zero padding to a multiple of 4
+    /// bytes, then the float32 scales (version 1.1).
+    case int8PerChannel = 4
 
-    public var byteWidth: Int {
+    /// Bytes a tensor of `shape` occupies.
+    public func storedByteCount(shape: [Int]) -> Int {
+        let n = shape.reduce(1, *)
+        switch self {
+        case .float32: return 4 * n
+        case .float16, .bfloat16: return 2 * n
+        case .int8PerChannel: return (n + 3) / 4 * 4 + 4 * (shape.last ?? 1)
+        }
+    }
+
+    /// The width of the values, for the byte-plane shuffle before compression.
+    public var planeWidth: Int {
         switch self {
         case .float32: return 4
+        case .float16, .bfloat16: return 2
+        case .int8PerChannel: return 1
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .float32: return "f32"
+        case .float16: return "f16"
+        case .bfloat16: return "bf16"
+        case .int8PerChannel: return "int8"
         }
     }
 }
@@ -111,7 +141,7 @@ public struct PortRecord: Sendable, Equatable {
     }
 }
 
-/// A weight tensor: its name, type and shape, and its bytes (little-endian).
+/// A weight tensor: its name, type and shape, and its stored bytes (little-endian).
 public struct TensorRecord: Sendable {
     public var name: String
     public var elementType: ElementType
@@ -131,23 +161,43 @@ public struct TensorRecord: Sendable {
     }
 
     public var elementCount: Int { shape.reduce(1, *) }
-    public var byteCount: Int { elementCount * elementType.byteWidth }
+    public var byteCount: Int { elementType.storedByteCount(shape: shape) }
+
+    /// The values as float32, widening reduced-precision storage.
+    public func decodedFloats() -> [Float] {
+        if elementType == .float32 { return payload.floats }
+        return payload.withStoredBytes { raw in decodeElements(raw, type: elementType, shape: shape) }
+    }
 }
 
-/// Where a tensor's bytes live: owned by the writer side, or mapped from a bundle file.
+/// Where a tensor's bytes live: float32 values or encoded bytes owned by the writer side, or bytes mapped
+/// from a bundle file.
 public enum TensorPayload: @unchecked Sendable {
     case owned([Float])
+    /// Encoded storage (any element type), owned.
+    case bytes([UInt8])
     /// Points into a mapping that outlives the model (the `Bundle` that produced it).
     case mapped(UnsafeRawBufferPointer)
 
-    /// Calls `body` with the float32 values.
+    /// Calls `body` with the float32 values. Only for float32 tensors.
     public func withFloats<R>(_ body: (UnsafeBufferPointer<Float>) throws -> R) rethrows -> R {
         switch self {
         case .owned(let values):
             return try values.withUnsafeBufferPointer(body)
+        case .bytes(let b):
+            return try b.withUnsafeBytes { try body($0.bindMemory(to: Float.self)) }
         case .mapped(let raw):
             let floats = raw.bindMemory(to: Float.self)
             return try body(floats)
+        }
+    }
+
+    /// Calls `body` with the stored bytes.
+    public func withStoredBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        switch self {
+        case .owned(let values): return try values.withUnsafeBytes(body)
+        case .bytes(let b): return try b.withUnsafeBytes(body)
+        case .mapped(let raw): return try body(raw)
         }
     }
 

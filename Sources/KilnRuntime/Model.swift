@@ -92,8 +92,12 @@ public final class Model: @unchecked Sendable {
             do { return try body() } catch { throw fail(error.message) }
         }
         func float32(_ i: Int) throws(RuntimeError) -> TensorRecord {
-            let t = tensors[op.tensors[i]]
-            guard t.elementType == .float32 else { throw fail("tensor '\(t.name)' has element type \(t.elementType), expected float32") }
+            // Reduced-precision weights are widened once, here, into float32 owned by the model.
+            var t = tensors[op.tensors[i]]
+            if t.elementType != .float32 {
+                t.payload = .owned(t.decodedFloats())
+                t.elementType = .float32
+            }
             return t
         }
         switch op.opcode {

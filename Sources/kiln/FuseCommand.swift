@@ -77,6 +77,8 @@ struct Fuse: ParsableCommand {
     @Option(name: .long, help: "How kiln-run resizes images: keras-nearest (load_img's default), keras-bilinear, torchvision.")
     var resize: ResizeMethod?
 
+    @OptionGroup var storage: StorageOptions
+
     @Option(name: .long, help: "Model config JSON for a weights-only backbone.")
     var backboneConfig: String?
 
@@ -171,7 +173,7 @@ struct Fuse: ParsableCommand {
         frozen.metadata["fuse.head"] = .string(headName)
         frozen.metadata["fuse.head_parameters"] = .int(Int64(headParameters))
         frozen.metadata["fuse.backbone_parameters"] = .int(Int64(total - headParameters))
-        try BundleWriter.write(frozen, to: output)
+        try BundleWriter.write(frozen.storingWeights(as: storage.weights), to: output, compression: storage.compression)
         let bytes = (try? FileManager.default.attributesOfItem(atPath: output)[.size] as? Int) ?? 0
         print("wrote \(output): \(frozen.ops.count) ops, \(total) parameters (backbone \(total - headParameters), head \(headParameters)), \(bytes) bytes; cut at '\(cutName)', preprocessing \(chosen.rawValue)")
     }

@@ -42,6 +42,8 @@ struct Convert: ParsableCommand {
     @Option(name: .customLong("extra-output"), help: "Also expose this layer's output (repeatable), e.g. avg_pool.")
     var extraOutputs: [String] = []
 
+    @OptionGroup var storage: StorageOptions
+
     func run() throws {
         var graph = try importSource(path: source, config: config)
         for name in extraOutputs {
@@ -52,12 +54,28 @@ struct Convert: ParsableCommand {
         frozen.metadata["kiln.converter_version"] = .string(KilnVersion.string)
         frozen.metadata["input.layout"] = .string("NHWC")
         frozen.metadata["input.preprocessing"] = .string("none: the input is what the source model's first layer takes")
-        try BundleWriter.write(frozen, to: output)
+        try BundleWriter.write(frozen.storingWeights(as: storage.weights), to: output, compression: storage.compression)
         let params = frozen.tensors.reduce(0) { $0 + $1.elementCount }
         let size = (try? FileManager.default.attributesOfItem(atPath: output)[.size] as? Int) ?? 0
         print("wrote \(output): \(frozen.ops.count) ops, \(params) parameters, \(size) bytes")
     }
 }
+
+/// `--weights` and `--compress`, shared by convert and fuse.
+struct StorageOptions: ParsableArguments {
+    @Option(name: .long, help: "Weight storage: f32, f16, bf16 (round to nearest even) or int8 (symmetric, per output channel).")
+    var weights: WeightStorage = .f32
+
+    @Option(name: .long, help: "Compress the weights section: zstd or zstd:LEVEL (1-22).", transform: { text in
+        guard let c = Compression(argument: text) else { throw ValidationError("--compress '\(text)' is not zstd or zstd:LEVEL (1-22)") }
+        return c
+    })
+    var compress: Compression?
+
+    var compression: Compression? { compress }
+}
+
+extension WeightStorage: ExpressibleByArgument {}
 
 struct Inspect: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -107,6 +125,20 @@ struct Inspect: ParsableCommand {
         let opCounts = Dictionary(grouping: frozen.ops, by: { "\($0.opcode)" }).mapValues(\.count)
         print("Ops: \(frozen.ops.count) (" + opCounts.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ") + ")")
         print("Total parameters: \(summary.totalParameters)")
+        if case .int(let b)? = frozen.metadata["fuse.backbone_parameters"], case .int(let h)? = frozen.metadata["fuse.head_parameters"] {
+            print("  backbone \(b), head \(h)")
+        }
+        if case .string(let p)? = frozen.metadata["input.preprocessing"] {
+            var resize = ""
+            if case .string(let r)? = frozen.metadata["input.resize"], case .int(let h)? = frozen.metadata["input.height"],
+               case .int(let w)? = frozen.metadata["input.width"] {
+                resize = ", images resized \(r) to \(h)x\(w)"
+            }
+            print("Preprocessing: \(p)\(resize)")
+        }
+        if case .strings(let labels)? = frozen.metadata["labels.names"] {
+            print("Labels: \(labels.count) (\(labels.prefix(5).joined(separator: ", "))\(labels.count > 5 ? ", …" : ""))")
+        }
         print(String(format: "FLOPs: %.3f G for input %@", Double(summary.totalFlops) / 1e9, "\(shape)"))
         print("")
         print("Metadata:")
@@ -116,8 +148,16 @@ struct Inspect: ParsableCommand {
         print("")
         print("Sections:")
         for s in model.bundle.sections {
-            print("  \(s.kind)  offset \(s.offset)  size \(s.size)  xxh64 \(String(s.checksum, radix: 16))")
+            var line = "  \(s.kind)  offset \(s.offset)  size \(s.size)  xxh64 \(String(s.checksum, radix: 16))"
+            if s.compressed {
+                line += String(format: "  zstd: %d bytes uncompressed, ratio %.3f", s.uncompressedSize, Double(s.size) / Double(max(s.uncompressedSize, 1)))
+            }
+            print(line)
         }
+        let types = Dictionary(grouping: frozen.tensors, by: { "\($0.elementType)" })
+        print("Tensors: " + types.sorted { $0.key < $1.key }.map { key, list in
+            "\(list.count) \(key) (\(list.reduce(0) { $0 + $1.byteCount }) bytes)"
+        }.joined(separator: ", "))
     }
 
     func printJSON(model: Model, summary: ModelSummary) throws {
@@ -146,7 +186,9 @@ struct Inspect: ParsableCommand {
             "total_flops": summary.totalFlops,
             "metadata": metadata,
             "sections": model.bundle.sections.map { ["kind": "\($0.kind)", "offset": $0.offset, "size": $0.size,
+                                                     "uncompressed_size": $0.uncompressedSize, "compressed": $0.compressed,
                                                      "xxh64": String($0.checksum, radix: 16)] },
+            "tensor_types": Dictionary(grouping: frozen.tensors, by: { "\($0.elementType)" }).mapValues(\.count),
         ]
         let data = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
         print(String(decoding: data, as: UTF8.self))

@@ -92,3 +92,43 @@ struct FuseCLITests {
         #expect(v.status == 1, "\(v.stdout)")
     }
 }
+
+/// The full-size ResNet-50 backbone in four layouts fused with the trained 25-class head in three, raw
+/// 224×224 pixels in; Keras' preprocess_input + the nested model (same weights) as the reference.
+@Suite(.enabled(if: E2E.enabled, "full ResNet-50 fixtures: run `make test`"), .serialized)
+struct ResNet50FuseTests {
+    struct Plan: Decodable {
+        var backbones: [String]
+        var heads: [String]
+        var input: String
+        var expected: String
+        var top1: [Int]
+    }
+
+    static let plan: Plan? = {
+        guard let data = FileManager.default.contents(atPath: "\(E2E.fixtures)/fuse.json") else { return nil }
+        return try? JSONDecoder().decode(Plan.self, from: data)
+    }()
+
+    @Test func everyBackboneWithEveryHead() throws {
+        #expect(E2E.available && Self.plan != nil, "fixtures missing fuse.json: \(E2E.fixtures)")
+        guard E2E.available, let plan = Self.plan else { return }
+        let dir = try E2E.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let want = try NPY.read(path: "\(E2E.fixtures)/\(plan.expected)")
+        for backbone in plan.backbones {
+            for head in plan.heads {
+                let bundle = "\(dir)/fused.kiln"
+                let r = try E2E.run("kiln", ["fuse", "\(E2E.fixtures)/\(backbone)", "\(E2E.fixtures)/\(head)", "-o", bundle, "--preprocess", "caffe"])
+                #expect(r.status == 0, "\(backbone) + \(head): \(r.stderr)")
+                let run = try E2E.run("kiln-run", [bundle, "--input", "\(E2E.fixtures)/\(plan.input)", "--output", "\(dir)/y.npy"])
+                #expect(run.status == 0, "\(run.stderr)")
+                let got = try NPY.read(path: "\(dir)/y.npy")
+                let err = relativeMaxError(want.values, got.values)
+                #expect(err <= 1e-4, "\(backbone) + \(head): \(err)")
+                #expect(argmaxRows(got) == plan.top1, "\(backbone) + \(head)")
+                print("fuse \(backbone) + \(head) (caffe, raw 224x224 pixels): max|Δ|/max|ref| = \(err)")
+            }
+        }
+    }
+}

@@ -1,0 +1,98 @@
+/// Reduced-precision weight storage (bundle version 1.1): encoding at write time, widening at load.
+
+/// The precision in which a bundle stores its weight kernels. Biases and other vectors stay float32.
+public enum WeightStorage: String, Sendable, CaseIterable {
+    case f32, f16, bf16, int8
+
+    var elementType: ElementType {
+        switch self {
+        case .f32: return .float32
+        case .f16: return .float16
+        case .bf16: return .bfloat16
+        case .int8: return .int8PerChannel
+        }
+    }
+}
+
+extension FrozenModel {
+    /// The model with every convolution and dense kernel (rank ≥ 2 tensors named `…/kernel`) stored in
+    /// `storage`. Encoding is deterministic: f16 and bf16 round to nearest even; int8 is symmetric per
+    /// output channel, scale[c] = max|w[..., c]| / 127, q = round(w / scale) (ties away from zero).
+    public func storingWeights(as storage: WeightStorage) -> FrozenModel {
+        guard storage != .f32 else { return self }
+        var copy = self
+        for i in copy.tensors.indices {
+            let t = copy.tensors[i]
+            guard t.elementType == .float32, t.shape.count >= 2, t.name.hasSuffix("/kernel") else { continue }
+            let values = t.payload.floats
+            copy.tensors[i] = TensorRecord(name: t.name, elementType: storage.elementType, shape: t.shape,
+                                           payload: .bytes(encodeElements(values, as: storage.elementType, shape: t.shape)))
+        }
+        return copy
+    }
+}
+
+/// float32 → binary16, round to nearest even (Swift's conversion).
+@inline(__always) func halfBits(_ x: Float) -> UInt16 { Float16(x).bitPattern }
+
+/// float32 → bfloat16, round to nearest even; NaN stays a quiet NaN.
+@inline(__always) func bfloat16Bits(_ x: Float) -> UInt16 {
+    let bits = x.bitPattern
+    if x.isNaN { return UInt16(truncatingIfNeeded: (bits >> 16) | 0x40) }
+    let rounding = 0x7FFF + ((bits >> 16) & 1)
+    return UInt16(truncatingIfNeeded: (bits &+ rounding) >> 16)
+}
+
+func encodeElements(_ values: [Float], as type: ElementType, shape: [Int]) -> [UInt8] {
+    var out: [UInt8] = []
+    out.reserveCapacity(type.storedByteCount(shape: shape))
+    func u16(_ v: UInt16) { out.append(UInt8(v & 0xFF)); out.append(UInt8(v >> 8)) }
+    switch type {
+    case .float32:
+        for v in values { withUnsafeBytes(of: v.bitPattern.littleEndian) { out.append(contentsOf: $0) } }
+    case .float16:
+        for v in values { u16(halfBits(v)) }
+    case .bfloat16:
+        for v in values { u16(bfloat16Bits(v)) }
+    case .int8PerChannel:
+        let channels = shape.last ?? 1
+        var scale = [Float](repeating: 0, count: channels)
+        for (i, v) in values.enumerated() { scale[i % channels] = max(scale[i % channels], abs(v)) }
+        for c in 0..<channels { scale[c] = scale[c] > 0 ? scale[c] / 127 : 1 }
+        for (i, v) in values.enumerated() {
+            let q = (v / scale[i % channels]).rounded(.toNearestOrAwayFromZero)
+            out.append(UInt8(bitPattern: Int8(max(-127, min(127, q)))))
+        }
+        while out.count % 4 != 0 { out.append(0) }
+        for s in scale { withUnsafeBytes(of: s.bitPattern.littleEndian) { out.append(contentsOf: $0) } }
+    }
+    return out
+}
+
+/// Widens stored elements to float32. `raw` holds exactly `type.storedByteCount(shape:)` bytes.
+public func decodeElements(_ raw: UnsafeRawBufferPointer, type: ElementType, shape: [Int]) -> [Float] {
+    let n = shape.reduce(1, *)
+    var out = [Float](repeating: 0, count: n)
+    switch type {
+    case .float32:
+        for i in 0..<n { out[i] = Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self))) }
+    case .float16:
+        for i in 0..<n {
+            out[i] = Float(Float16(bitPattern: UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))))
+        }
+    case .bfloat16:
+        for i in 0..<n {
+            let b = UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))
+            out[i] = Float(bitPattern: UInt32(b) << 16)
+        }
+    case .int8PerChannel:
+        let channels = shape.last ?? 1
+        let scales = (n + 3) / 4 * 4
+        var scale = [Float](repeating: 0, count: channels)
+        for c in 0..<channels {
+            scale[c] = Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: scales + 4 * c, as: UInt32.self)))
+        }
+        for i in 0..<n { out[i] = Float(Int8(bitPattern: raw[i])) * scale[i % channels] }
+    }
+    return out
+}
