@@ -10,7 +10,7 @@ public enum Compression: Sendable, Equatable {
     public init?(argument: String) {
         let parts = argument.split(separator: ":", maxSplits: 1)
         guard parts.first == "zstd" else { return nil }
-        if parts.count == 1 { self = .zstd(level: 19); return }
+        if parts.count == 1 { self = .zstd(level: 3); return }
         guard let level = Int32(parts[1]), (1...22).contains(level) else { return nil }
         self = .zstd(level: level)
     }
@@ -29,7 +29,25 @@ func shufflePlanes(_ src: UnsafeRawBufferPointer, into dst: UnsafeMutableRawBuff
 
 func unshufflePlanes(_ src: UnsafeRawBufferPointer, into dst: UnsafeMutableRawBufferPointer, width: Int) {
     let m = src.count / width
-    for p in 0..<width { for i in 0..<m { dst[i * width + p] = src[p * m + i] } }
+    guard let s = src.baseAddress, let d = dst.baseAddress else { return }
+    switch width {
+    case 4:
+        // One sequential read stream per plane, one 32-bit store per value.
+        for i in 0..<m {
+            let v = UInt32(s.load(fromByteOffset: i, as: UInt8.self))
+                | UInt32(s.load(fromByteOffset: m + i, as: UInt8.self)) << 8
+                | UInt32(s.load(fromByteOffset: 2 * m + i, as: UInt8.self)) << 16
+                | UInt32(s.load(fromByteOffset: 3 * m + i, as: UInt8.self)) << 24
+            d.storeBytes(of: v.littleEndian, toByteOffset: 4 * i, as: UInt32.self)
+        }
+    case 2:
+        for i in 0..<m {
+            let v = UInt16(s.load(fromByteOffset: i, as: UInt8.self)) | UInt16(s.load(fromByteOffset: m + i, as: UInt8.self)) << 8
+            d.storeBytes(of: v.littleEndian, toByteOffset: 2 * i, as: UInt16.self)
+        }
+    default:
+        for p in 0..<width { for i in 0..<m { dst[i * width + p] = src[p * m + i] } }
+    }
     for k in (m * width)..<src.count { dst[k] = src[k] }
 }
 

@@ -35,6 +35,19 @@ extension FrozenModel {
 /// float32 → binary16, round to nearest even (Swift's conversion).
 @inline(__always) func halfBits(_ x: Float) -> UInt16 { Float16(x).bitPattern }
 
+/// binary16 → float32, exact, without a library call: the 15 exponent+mantissa bits shifted into a float32
+/// and multiplied by 2^112 re-bias the exponent (127 − 15) for normal and subnormal halves alike; infinities
+/// and NaNs get the all-ones exponent.
+@inline(__always) func halfToFloat(_ h: UInt16) -> Float {
+    let sign = UInt32(h & 0x8000) << 16
+    let magnitude = UInt32(h & 0x7FFF)
+    if magnitude >= 0x7C00 {
+        return Float(bitPattern: sign | 0x7F80_0000 | ((magnitude & 0x3FF) << 13))
+    }
+    let value = Float(bitPattern: magnitude << 13) * 0x1p112
+    return sign == 0 ? value : -value
+}
+
 /// float32 → bfloat16, round to nearest even; NaN stays a quiet NaN.
 @inline(__always) func bfloat16Bits(_ x: Float) -> UInt16 {
     let bits = x.bitPattern
@@ -78,7 +91,7 @@ public func decodeElements(_ raw: UnsafeRawBufferPointer, type: ElementType, sha
         for i in 0..<n { out[i] = Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self))) }
     case .float16:
         for i in 0..<n {
-            out[i] = Float(Float16(bitPattern: UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))))
+            out[i] = halfToFloat(UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))
         }
     case .bfloat16:
         for i in 0..<n {

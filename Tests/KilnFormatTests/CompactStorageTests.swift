@@ -23,6 +23,27 @@ import Testing
         #expect(got == [0.333251953125, 0.5, -2.25, 65504, 1])
     }
 
+    /// Our branch-light widening against Swift's own Float16 conversion, for every one of the 65,536 patterns.
+    @Test func halfWideningIsExactForEveryPattern() {
+        var mismatches = 0
+        for bits in 0...UInt16.max {
+            let want = Float(Float16(bitPattern: bits)), got = halfToFloat(bits)
+            if !(want == got && want.sign == got.sign) && !(want.isNaN && got.isNaN) { mismatches += 1 }
+        }
+        #expect(mismatches == 0)
+    }
+
+    /// Unshuffling undoes shuffling for every plane width, tails included.
+    @Test(arguments: [1, 2, 4], [0, 1, 7, 64, 67])
+    func shuffleRoundTrips(width: Int, count: Int) {
+        let original = (0..<count).map { UInt8(truncatingIfNeeded: $0 &* 37 &+ 11) }
+        var shuffled = [UInt8](repeating: 0, count: count), back = shuffled
+        original.withUnsafeBytes { src in shuffled.withUnsafeMutableBytes { shufflePlanes(src, into: $0, width: width) } }
+        shuffled.withUnsafeBytes { src in back.withUnsafeMutableBytes { unshufflePlanes(src, into: $0, width: width) } }
+        #expect(back == original)
+        if width == 2 && count == 7 { #expect(shuffled == [original[0], original[2], original[4], original[1], original[3], original[5], original[6]]) }
+    }
+
     @Test func bfloat16RoundsToNearestEven() throws {
         // 1/3 = 0x3EAAAAAB: the low half 0xAAAB > 0x8000 rounds up to 0x3EAB = 0.333984375.
         // 1 + 2^-8 = 0x3F808000: a tie with an even upper half (0x3F80) stays 1.
