@@ -3,7 +3,7 @@ SHELL := /bin/bash
 KILN_CACHE ?= $(HOME)/.cache/kiln
 export KILN_CACHE
 
-.PHONY: setup build release demo fixtures test unit-test clean
+.PHONY: setup build release demo fixtures fixtures-images test unit-test clean
 
 setup:
 	@scripts/setup
@@ -22,10 +22,15 @@ demo: release
 fixtures: setup
 	@scripts/fixtures
 
+# Real photos re-encoded by PIL, with PIL / Keras load_img / torchvision pixel references and Keras predictions.
+fixtures-images: fixtures
+	@scripts/fixtures-images
+
 # Unit tests on committed samples, plus the end-to-end parity tests on the full ResNet-50 fixtures
 # through the release binaries. Nothing is skipped: missing fixtures fail the end-to-end suite.
-test: release fixtures
-	KILN_FIXTURES="$(KILN_CACHE)/fixtures" KILN_BIN="$$(swift build -c release --show-bin-path)" KILN_REQUIRE_FIXTURES=1 \
+test: release fixtures fixtures-images
+	KILN_FIXTURES="$(KILN_CACHE)/fixtures" KILN_IMAGE_FIXTURES="$(KILN_CACHE)/fixtures-images" \
+	KILN_BIN="$$(swift build -c release --show-bin-path)" KILN_REQUIRE_FIXTURES=1 \
 		swift test
 
 unit-test: setup

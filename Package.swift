@@ -71,7 +71,7 @@ let package = Package(
             .product(name: "ZIPFoundation", package: "ZIPFoundation"),
         ]),
         .testTarget(name: "KilnONNXTests", dependencies: ["KilnONNX", "KilnGraph", "KilnFormat", "KilnRuntime"]),
-        .testTarget(name: "KilnImageTests", dependencies: ["KilnImage"]),
+        .testTarget(name: "KilnImageTests", dependencies: ["KilnImage", "KilnFormat", "KilnRuntime"]),
         .testTarget(name: "EndToEndTests", dependencies: ["KilnFormat", "KilnRuntime"]),
     ]
 )
