@@ -1,8 +1,23 @@
+import ArgumentParser
+import Foundation
 import KilnGraph
 import KilnKeras
+import KilnONNX
 
-/// Reads any model file `kiln` accepts into the conversion IR, choosing the importer by content.
-/// (The ONNX importer plugs in here.)
+/// Reads any model file `kiln` accepts into the conversion IR, choosing the importer by content, never by
+/// extension alone: HDF5 or zip → Keras; a protobuf that starts like an ONNX ModelProto → ONNX. A file
+/// that is neither but is named `.onnx` goes to the ONNX importer, which says why it is not a model.
 func importSource(path: String, config: String?) throws -> Graph {
-    try KerasImporter.importModel(path: path, configPath: config)
+    switch try KerasFileKind.detect(path: path, displayName: (path as NSString).lastPathComponent) {
+    case .hdf5, .zip:
+        return try KerasImporter.importModel(path: path, configPath: config)
+    case .unknown:
+        if ONNXImporter.looksLikeONNX(path: path) || path.lowercased().hasSuffix(".onnx") {
+            if config != nil {
+                throw ValidationError("--config applies to Keras weights files, not to ONNX models")
+            }
+            return try ONNXImporter.importModel(path: path)
+        }
+        return try KerasImporter.importModel(path: path, configPath: config)
+    }
 }
