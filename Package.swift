@@ -30,8 +30,11 @@ let package = Package(
         // MARK: Lean side
         // The .kiln file: layout, checksums, deterministic atomic writer, bounds-checked mmap reader.
         .target(name: "KilnFormat", dependencies: ["CZstd"]),
+        // AVX2+FMA microkernels (each function carries its own target attribute; chosen at run time by cpuid)
+        // and the kernels' thread pool.
+        .target(name: "CKilnKernels"),
         // CPU kernels (NHWC float32): a naive reference kernel per op, and the fast ones.
-        .target(name: "KilnKernels", dependencies: ["COpenBLAS"]),
+        .target(name: "KilnKernels", dependencies: ["COpenBLAS", "CKilnKernels"]),
         // Loads a bundle, plans shapes and memory, runs batches.
         .target(name: "KilnRuntime", dependencies: ["KilnFormat", "KilnKernels"]),
         // JPEG/PNG decoding and resizing exactly as the training framework did it.

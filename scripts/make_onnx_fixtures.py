@@ -144,17 +144,28 @@ class ResNet:
         logits = features @ self.w["fc.weight"].T + self.w["fc.bias"]
         return features, logits
 
-    def calibrate(self, xcal, inputs, rng, spread=1.5):
-        """BatchNormalization statistics from `xcal`, then a classifier whose logits vary with standard
-        deviation `spread` over the calibration batch and the fixture inputs."""
+    def calibrate(self, xcal, inputs, rng):
+        """BatchNormalization statistics from `xcal`, then a classifier (see `pca_head`)."""
         self.forward(xcal, calibrate=rng)
-        f = np.concatenate([self.forward(a)[0] for a in [xcal, *inputs]]).astype(np.float64)
-        w = rng.normal(0.0, 1.0, (f.shape[1], self.classes))
-        z = (f - f.mean(axis=0)) @ w
-        w *= spread / max(float(z.std()), 1e-12)
-        b = -(f.mean(axis=0) @ w) + rng.normal(0.0, 0.3, self.classes)
+        w, b = pca_head([self.forward(a)[0] for a in [xcal, *inputs]], self.classes, rng)
         self.w["fc.weight"] = q(w.T)
         self.w["fc.bias"] = q(b)
+
+
+def pca_head(features, classes, rng, spread=1.5):
+    """Classifier weights `[F, classes]` and bias whose logits vary with standard deviation `spread` over the
+    given feature rows, centred on their mean. The weights are random combinations of the directions in
+    which the features actually vary (their principal components): pooled features of a random network
+    differ little between images, and a classifier reading random directions would amplify float32
+    rounding far above the tests' tolerance (see check_conditioning)."""
+    f = np.concatenate([np.asarray(a, np.float64) for a in features], axis=0)
+    centred = f - f.mean(axis=0)
+    _, singular, directions = np.linalg.svd(centred, full_matrices=False)
+    k = int((singular > singular[0] * 1e-3).sum())
+    w = directions[:k].T @ rng.normal(0.0, 1.0, (k, classes))
+    w *= spread / max(float((centred @ w).std()), 1e-12)
+    b = -(f.mean(axis=0) @ w) + rng.normal(0.0, 0.3, classes)
+    return w, b
 
 
 def check_conditioning(what, net, x, maxpool_ceil=False, with_softmax=True, limit=3e-5):
@@ -502,6 +513,35 @@ def light_models(fx, names=None):
 # tf2onnx
 
 
+def canonical_names(model):
+    """tf2onnx numbers the names it makes up (`Conv__439`, `const_fold_opt__1423`) from a counter that
+    differs from run to run: renumber them in graph order, and sort the initializers, so that a rerun
+    writes the same bytes."""
+    import re
+
+    g = model.graph
+    mapping = {}
+
+    def rename(name):
+        if not re.search(r"__\d+", name):
+            return name
+        if name not in mapping:
+            mapping[name] = re.sub(r"__\d+", f"__{len(mapping)}", name)
+        return mapping[name]
+
+    for n in g.node:
+        n.name = rename(n.name)
+        n.input[:] = [rename(i) for i in n.input]
+        n.output[:] = [rename(o) for o in n.output]
+    for t in g.initializer:
+        t.name = rename(t.name)
+    for v in list(g.value_info):
+        v.name = rename(v.name)
+    inits = sorted(g.initializer, key=lambda t: t.name)
+    del g.initializer[:]
+    g.initializer.extend(inits)
+
+
 def tf2onnx_convert(keras_model, path, opset=17, input_shape=(None, None, None, 3)):
     import tensorflow as tf
     import tf2onnx
@@ -514,6 +554,7 @@ def tf2onnx_convert(keras_model, path, opset=17, input_shape=(None, None, None, 
         keras_model = keras.Model(inp, keras_model(inp))
     spec = (tf.TensorSpec(input_shape, tf.float32, name="input"),)
     model, _ = tf2onnx.convert.from_keras(keras_model, input_signature=spec, opset=opset)
+    canonical_names(model)
     onnx.save_model(model, path)
     onnx.checker.check_model(path, full_check=True)
     return model
@@ -598,6 +639,37 @@ def main_full(out, keras_fixtures):
                     top1=kc["top1"] is not None, notes=f"onnxruntime vs Keras {err:.2g}",
                     keras_model=keras_twin, keras_expected=kc["expected"])
 
+    log("a well-conditioned Keras ResNet-50 (principal-component classifier) as .h5 and through tf2onnx")
+    import make_fixtures as mf
+
+    xcal_keras = mf.preprocess(keras, make_images(7, 3, 224, 224))
+    inputs_keras = {"input_224.npy": np.load(fx.path("input_224.npy"))}  # with its top, ResNet50 takes 224x224 only
+    model = keras.applications.ResNet50(weights=None)
+    rng = np.random.default_rng(2053)  # a seed check below accepts
+    mf.init_weights(model, rng)
+    mf.calibrate_bn(keras, model, xcal_keras, rng)
+    features = keras.Model(model.inputs, model.get_layer("avg_pool").output)
+    w, b = pca_head([mf.predict(features, a) for a in (xcal_keras, *inputs_keras.values())], 1000, rng)
+    model.get_layer("predictions").set_weights([q(w), q(b)])
+    wide = keras_float64(model)
+    model.save(fx.path("resnet50_pca_k3.h5"))
+    tf2onnx_convert(keras.models.load_model(fx.path("resnet50_pca_k3.h5"), compile=False), fx.path("resnet50_pca_tf2onnx.onnx"))
+    for name, x in inputs_keras.items():
+        want = mf.predict(model, x)
+        mf.check_softmax_health(f"resnet50_pca on {name}", want)
+        exact = np.asarray(wide(x.astype(np.float64), training=False), np.float64)
+        cond = float(np.abs(want - exact).max() / np.abs(exact).max())
+        if cond > 5e-6:
+            raise AssertionError(f"resnet50_pca on {name}: Keras float32 vs float64 {cond:.2g}: ill-conditioned")
+        outs = run_ort(fx.path("resnet50_pca_tf2onnx.onnx"), x)
+        err = check_close(f"resnet50_pca_tf2onnx onnxruntime vs Keras on {name}", outs[0], want, tol=1e-4)
+        keras_expected = fx.save(f"expected/resnet50_pca_k3.{name[:-4]}.keras.npy", want)
+        fx.case("resnet50_pca_tf2onnx.onnx", "tf2onnx", name, [("output", outs[0])], "NHWC", 17,
+                notes=f"onnxruntime vs Keras {err:.2g}; Keras float32 vs float64 {cond:.2g}",
+                keras_model="resnet50_pca_k3.h5", keras_expected=keras_expected, keras_in_onnx_fixtures=True,
+                well_conditioned=True)
+    del model, wide, features
+
     log("tf2onnx files against their Keras files, both in float64 (a difference no float32 implementation can undo)")
     loaded = {}
     for c in fx.cases:
@@ -606,7 +678,8 @@ def main_full(out, keras_fixtures):
         x = np.load(fx.path(c["input"])).astype(np.float64)
         keras_file = c["keras_model"]
         if keras_file not in loaded:
-            loaded = {keras_file: keras_float64(keras.models.load_model(os.path.join(keras_fixtures, keras_file), compile=False))}
+            folder = out if c.get("keras_in_onnx_fixtures") else keras_fixtures
+            loaded = {keras_file: keras_float64(keras.models.load_model(os.path.join(folder, keras_file), compile=False))}
         want = np.asarray(loaded[keras_file](x, training=False), np.float64)
         got = float64_reference(fx.path(c["model"]), x)
         c["float64_onnx_vs_keras"] = float(np.abs(got - want).max() / np.abs(want).max())

@@ -210,7 +210,10 @@ struct BundleParser {
         }
         try requireZeroPadding(whole, from: previousEnd, to: size, after: "\(sections.last!.kind)")
         guard alignUp(previousEnd) == size else {
-            throw BundleError(section: "\(sections.last!.kind)", message: "\(size - previousEnd) unexpected bytes after the last section")
+            if size < alignUp(previousEnd) {
+                throw BundleError(section: "\(sections.last!.kind)", message: "truncated: the file ends \(size - previousEnd) bytes into the \(alignUp(previousEnd) - previousEnd)-byte padding after the last section")
+            }
+            throw BundleError(section: "\(sections.last!.kind)", message: "\(size - alignUp(previousEnd)) unexpected bytes after the padding of the last section")
         }
 
         func cursor(_ kind: SectionKind) -> Cursor {

@@ -1,3 +1,4 @@
+import CKilnKernels
 import COpenBLAS
 #if canImport(Glibc)
 import Glibc
@@ -10,10 +11,15 @@ import Darwin
 /// The kernels the runtime calls: same contracts as `ReferenceKernels`, built for speed.
 ///
 /// All tensors are NHWC float32, contiguous, row-major. No kernel allocates: the only scratch memory is the
-/// workspace the caller passes to `conv2d`. Kernels keep no state, so any number of calls may run at once
-/// on different threads as long as their outputs and workspaces are distinct (the only shared state is
-/// OpenBLAS's own thread pool, sized by `setKernelThreads`). Unless a kernel says otherwise, the output must
-/// not overlap any input.
+/// workspace the caller passes to `conv2d` (and a few KiB of stack). Kernels keep no state, so any number of calls
+/// may run at once on different threads as long as their outputs and workspaces are distinct (the only shared
+/// state is the thread pools, sized by `setKernelThreads`: the AVX2 kernels' own, on which concurrent calls take
+/// turns, and OpenBLAS's for the portable path). Unless a kernel says otherwise, the output must not overlap any
+/// input.
+///
+/// Where the CPU has AVX2 and FMA (checked at run time: `ConvAlgorithm.avx2Available`), convolutions packed for
+/// `.gemm` or `.winograd`, dense, max pooling, global average pooling and add run the C kernels of CKilnKernels
+/// on that pool; everywhere else, and for `.portable` weights, the Swift and OpenBLAS code below.
 public enum FastKernels {
     /// The im2col scratch `convWorkspaceFloats(for:)` aims for: 512 Ki floats (2 MiB). Small enough that a
     /// chunk is still in cache when the GEMM reads it back: on ResNet-50's 3×3 layers, chunks of 500–1000 rows
@@ -22,37 +28,57 @@ public enum FastKernels {
     /// Fewer im2col rows than this per GEMM call wastes OpenBLAS's blocking, so the budget yields to it.
     static let minimumChunkPixels = 64
 
-    /// Floats of workspace `conv2d` should be given for `geometry`: zero for a pointwise convolution, else
-    /// whole im2col rows (`kernelH * kernelW * inC` floats each) up to about `convWorkspaceBudgetFloats`,
-    /// never fewer than min(64, output pixels) rows.
-    public static func convWorkspaceFloats(for geometry: ConvGeometry) -> Int {
-        if geometry.isPointwise { return 0 }
-        let k = geometry.reductionSize
-        let pixels = min(geometry.outputPixels, max(minimumChunkPixels, convWorkspaceBudgetFloats / k))
-        return pixels * k
+    /// Floats of workspace `conv2d` should be given for `geometry` with weights packed for `algorithm` (default:
+    /// what `packConvWeightsHWIO` picks without geometry), with the kernels' current thread count.
+    ///
+    /// `.portable`: zero for a pointwise convolution, else whole im2col rows (`kernelH * kernelW * inC` floats each)
+    /// up to about `convWorkspaceBudgetFloats`, never fewer than min(64, output pixels) rows. The AVX2 algorithms:
+    /// per-thread im2col blocks, or the transformed tiles of a Winograd block.
+    public static func convWorkspaceFloats(for geometry: ConvGeometry,
+                                           algorithm: ConvAlgorithm = .defaultWithoutGeometry) -> Int {
+        switch algorithm {
+        case .portable:
+            if geometry.isPointwise { return 0 }
+            let k = geometry.reductionSize
+            let pixels = min(geometry.outputPixels, max(minimumChunkPixels, convWorkspaceBudgetFloats / k))
+            return pixels * k
+        case .gemm, .winograd:
+            var shape = kilnShape(geometry, algorithm: algorithm, relu: false)
+            return kiln_conv_workspace_floats(&shape, kiln_threads_get())
+        }
     }
 
     /// `output = relu?(conv(input, weights) + bias + residual)`, as `ReferenceKernels.conv2d`.
     ///
     /// - input: `[batch, inH, inW, inC]`
     /// - weights: packed by `packConvWeightsHWIO`/`packConvWeightsOIHW` for this kernel size and channel counts
+    ///   (and, for Winograd, stride 1 and dilation 1)
     /// - bias: `[outC]`, or nil
-    /// - residual: `[batch, outH, outW, outC]`, or nil; may be exactly `output` (the GEMM then accumulates onto
-    ///   it), but must not otherwise overlap it
+    /// - residual: `[batch, outH, outW, outC]`, or nil; may be exactly `output` (accumulated onto it), but must not
+    ///   otherwise overlap it
     /// - output: `[batch, outH, outW, outC]`
-    /// - workspace: scratch for im2col; unused (may be empty) for a pointwise convolution, else at least one
-    ///   im2col row (`kernelH * kernelW * inC` floats). `convWorkspaceFloats(for:)` gives a good size; a
-    ///   larger workspace means fewer, larger GEMM calls.
+    /// - workspace: at least `convWorkspaceFloats(for: geometry, algorithm: weights.algorithm)` floats (the
+    ///   `.portable` algorithm also accepts less, down to one im2col row: more, smaller GEMM calls).
     ///
-    /// A pointwise convolution (1×1, stride 1, unpadded) is one sgemm `[pixels, inC] × [inC, outC]` straight
-    /// on the NHWC input. Anything else is im2col over as many output pixels as the workspace holds, then an
-    /// sgemm per chunk. Bias, residual and relu are applied in one pass over each chunk while it is in cache.
+    /// `.portable` (any CPU): a pointwise convolution (1×1, stride 1, unpadded) is one OpenBLAS sgemm
+    /// `[pixels, inC] × [inC, outC]` straight on the NHWC input; anything else is im2col over as many output pixels
+    /// as the workspace holds, then an sgemm per chunk. `.gemm` and `.winograd` run the AVX2 + FMA kernels of
+    /// CKilnKernels on the kernels' thread pool (`setKernelThreads`). Bias, residual and relu are applied while each
+    /// block of the output is in cache (in registers, for the AVX2 kernels).
     public static func conv2d(input: UnsafePointer<Float>, weights: PackedConvWeights,
                               bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>?,
                               output: UnsafeMutablePointer<Float>, geometry g: ConvGeometry, relu: Bool,
                               workspace: UnsafeMutableBufferPointer<Float>) {
         precondition(weights.matches(g), "packed weights [\(weights.kernelH), \(weights.kernelW), \(weights.inC), "
-            + "\(weights.outC)] do not fit \(g)")
+            + "\(weights.outC)] for \(weights.algorithm) do not fit \(g)")
+        if weights.algorithm != .portable {
+            var shape = kilnShape(g, algorithm: weights.algorithm, relu: relu)
+            let need = kiln_conv_workspace_floats(&shape, kiln_threads_get())
+            precondition(workspace.count >= need, "conv2d (\(weights.algorithm)) needs a workspace of \(need) floats, "
+                + "got \(workspace.count), for \(g)")
+            kiln_conv2d(&shape, input, weights.values, bias, residual, output, workspace.baseAddress)
+            return
+        }
         let pixels = g.outputPixels, k = g.reductionSize, n = g.outC
         // A residual that is the output itself is accumulated by the GEMM (beta = 1), not re-added.
         let accumulate = residual.map { $0 == UnsafePointer(output) } ?? false
@@ -82,6 +108,22 @@ public enum FastKernels {
         }
     }
 
+    /// The C kernels' description of a convolution call.
+    static func kilnShape(_ g: ConvGeometry, algorithm: ConvAlgorithm, relu: Bool) -> kiln_conv_shape {
+        let code: Int32
+        switch algorithm {
+        case .winograd(let tile): code = Int32(tile)
+        default: code = Int32(KILN_CONV_GEMM)
+        }
+        return kiln_conv_shape(batch: Int32(g.batch), in_h: Int32(g.inH), in_w: Int32(g.inW), in_c: Int32(g.inC),
+                               out_h: Int32(g.outH), out_w: Int32(g.outW), out_c: Int32(g.outC),
+                               kernel_h: Int32(g.kernelH), kernel_w: Int32(g.kernelW),
+                               stride_h: Int32(g.strideH), stride_w: Int32(g.strideW),
+                               dilation_h: Int32(g.dilationH), dilation_w: Int32(g.dilationW),
+                               pad_top: Int32(g.padTop), pad_left: Int32(g.padLeft),
+                               algorithm: code, relu: relu ? 1 : 0)
+    }
+
     /// `output = relu?(input · weights + bias)`: input `[batch, inFeatures]`, weights `[inFeatures, outFeatures]`
     /// row-major (used as stored, no packing), bias `[outFeatures]` or nil, output `[batch, outFeatures]`.
     public static func dense(input: UnsafePointer<Float>, weights: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
@@ -90,6 +132,10 @@ public enum FastKernels {
         precondition(batch > 0 && inFeatures > 0 && outFeatures > 0
                         && batch <= Int32.max && inFeatures <= Int32.max && outFeatures <= Int32.max,
                      "dense sizes batch \(batch), in \(inFeatures), out \(outFeatures) are out of range")
+        if ConvAlgorithm.avx2Available {
+            kiln_dense(input, weights, bias, output, batch, inFeatures, outFeatures, relu ? 1 : 0)
+            return
+        }
         if batch == 1 {
             // y = Wᵀ x, with W row-major [in, out].
             cblas_sgemv(CblasRowMajor, CblasTrans, Int32(inFeatures), Int32(outFeatures), 1,
@@ -103,6 +149,12 @@ public enum FastKernels {
     /// Max over each window, as `ReferenceKernels.maxPool2d`: padded cells never win.
     public static func maxPool2d(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>,
                                  geometry g: PoolGeometry) {
+        if ConvAlgorithm.avx2Available {
+            kiln_maxpool2d(input, output, Int32(g.batch), Int32(g.inH), Int32(g.inW), Int32(g.channels), Int32(g.outH),
+                           Int32(g.outW), Int32(g.kernelH), Int32(g.kernelW), Int32(g.strideH), Int32(g.strideW),
+                           Int32(g.padTop), Int32(g.padLeft))
+            return
+        }
         let c = g.channels
         for b in 0..<g.batch {
             let image = input + b * g.inH * g.inW * c
@@ -159,6 +211,10 @@ public enum FastKernels {
     /// Mean over H and W: `[batch, height, width, channels]` → `[batch, channels]`.
     public static func globalAvgPool(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>,
                                      batch: Int, height: Int, width: Int, channels: Int) {
+        if ConvAlgorithm.avx2Available {
+            kiln_global_avgpool(input, output, batch, height * width, channels)
+            return
+        }
         let cells = height * width
         let scale = 1 / Float(cells)
         for b in 0..<batch {
@@ -196,6 +252,10 @@ public enum FastKernels {
     /// `output[i] = relu?(a[i] + b[i])` for `i < count`. `output` may be exactly `a` or `b`.
     public static func add(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>,
                            count: Int, relu: Bool) {
+        if ConvAlgorithm.avx2Available {
+            kiln_add(a, b, output, count, relu ? 1 : 0)
+            return
+        }
         if relu {
             for i in 0..<count { output[i] = reluValue(a[i] + b[i]) }
         } else {
@@ -321,13 +381,34 @@ extension FastKernels {
     }
 }
 
-/// Sets how many threads OpenBLAS uses for each GEMM (process-wide). Call before running, not during.
+/// Sets how many threads the kernels use (process-wide): the AVX2 kernels' pool (the caller plus count − 1
+/// workers, at most 64) and OpenBLAS's for the portable path. Call before planning or running, not during: a
+/// workspace sized for fewer threads is too small for more.
 public func setKernelThreads(_ count: Int) {
     precondition(count >= 1 && count <= 4096, "kernel thread count \(count) is out of range")
     openblas_set_num_threads(Int32(count))
+    kiln_threads_set(Int32(min(count, 64)))
 }
 
-/// The number of threads OpenBLAS uses for each GEMM.
+/// The number of threads the kernels use.
 public func kernelThreads() -> Int {
-    Int(openblas_get_num_threads())
+    ConvAlgorithm.avx2Available ? Int(kiln_threads_get()) : Int(openblas_get_num_threads())
+}
+
+/// Runs `body(i)` for every `i < count` on the kernels' thread pool (the caller takes part) and returns when all
+/// are done. Calls from several threads take turns; `body` must not call `parallelFor` itself.
+public func parallelFor(_ count: Int, _ body: (Int) -> Void) {
+    guard count > 0 else { return }
+    if count == 1 {
+        body(0)
+        return
+    }
+    withoutActuallyEscaping(body) { body in
+        var task = body
+        withUnsafeMutablePointer(to: &task) { context in
+            kiln_parallel_for(count, { context, index, _ in
+                context?.assumingMemoryBound(to: ((Int) -> Void).self).pointee(index)
+            }, context)
+        }
+    }
 }

@@ -38,8 +38,21 @@ public struct ONNXImportError: Error, CustomStringConvertible, Sendable, Equatab
             parts.append("op\(detail)")
         }
         if let tensor { parts.append("tensor '\(tensor)'") }
-        // One line, whatever the message holds.
-        parts.append(message.split(whereSeparator: \.isNewline).joined(separator: " "))
-        return parts.joined(separator: ": ")
+        parts.append(message)
+        return Self.oneLine(parts.joined(separator: ": "))
+    }
+
+    /// Names come from the file: control characters (a damaged name may hold a newline) are escaped, so
+    /// the error is always one line.
+    static func oneLine(_ text: String) -> String {
+        var out = ""
+        for scalar in text.unicodeScalars {
+            if scalar.properties.generalCategory == .control || scalar == "\u{2028}" || scalar == "\u{2029}" {
+                out += "\\u{\(String(scalar.value, radix: 16))}"
+            } else {
+                out.unicodeScalars.append(scalar)
+            }
+        }
+        return out
     }
 }

@@ -110,8 +110,17 @@ public final class Model: @unchecked Sendable {
                 throw fail("kernel '\(kernel.name)' has shape \(s), expected [\(attrs.kernelH), \(attrs.kernelW), Cin, Cout]")
             }
             guard bias.shape == [s[3]] else { throw fail("bias '\(bias.name)' has shape \(bias.shape), expected [\(s[3])]") }
-            let packed = kernel.payload.withFloats { packConvWeightsHWIO($0.baseAddress!, kernelH: s[0], kernelW: s[1], inC: s[2], outC: s[3]) }
-            return Step(record: op, kind: .conv(attrs, kernel: kernel.payload, packed: packed, bias: bias.payload, kernelShape: s))
+            // The bias is copied first (it is small): packing hands the mapped kernel's pages back to the OS, in
+            // whole 2 MiB pages that may hold the bias too, and reading it later would map them again.
+            let biasValues = TensorPayload.owned(bias.payload.floats)
+            // Packed once, for the algorithm this layer gets (ConvAlgorithm.choose: Winograd for stride-1 3×3 where it
+            // pays, else GEMM panels, or the portable layout on CPUs without AVX2).
+            let packed = kernel.payload.withFloats {
+                packConvWeightsHWIO($0.baseAddress!, kernelH: s[0], kernelW: s[1], inC: s[2], outC: s[3],
+                                    strideH: attrs.strideH, strideW: attrs.strideW,
+                                    dilationH: attrs.dilationH, dilationW: attrs.dilationW)
+            }
+            return Step(record: op, kind: .conv(attrs, kernel: kernel.payload, packed: packed, bias: biasValues, kernelShape: s))
         case .dense:
             try arity(1...1, tensors: 2...2)
             let act = try decode { () throws(AttributeError) in try decodeActivation(op.attributes, op: "Dense") }

@@ -51,6 +51,11 @@ struct PoolTester: Sendable, CustomTestStringConvertible {
         PoolTester(inH: 7, inW: 7, channels: 64, kernelH: 7, kernelW: 7, seed: 6),
         PoolTester(batch: 3, inH: 2, inW: 3, channels: 1, kernelH: 3, kernelW: 4, padTop: 1, padBottom: 2,
                    padLeft: 3, padRight: 3, seed: 7),
+        // Whole 8-channel vectors only, and vectors plus a tail, on ResNet's stem pool.
+        PoolTester(batch: 2, inH: 9, inW: 9, channels: 16, strideH: 2, strideW: 2, padTop: 1, padBottom: 1,
+                   padLeft: 1, padRight: 1, seed: 8),
+        PoolTester(inH: 10, inW: 6, channels: 27, strideH: 2, strideW: 2, padTop: 1, padBottom: 1, padLeft: 1,
+                   padRight: 1, seed: 9),
     ]
 }
 
@@ -86,6 +91,10 @@ struct DenseTester: Sendable, CustomTestStringConvertible {
         DenseTester(batch: 1, inFeatures: 2048, outFeatures: 1000, bias: true, seed: 4),
         DenseTester(batch: 3, inFeatures: 2048, outFeatures: 1000, relu: true, seed: 5),
         DenseTester(batch: 7, inFeatures: 64, outFeatures: 65, bias: true, relu: true, seed: 6),
+        // One row range (fewer than 128 inputs), and partial sums too large for the stack (written straight
+        // into the output by one task).
+        DenseTester(batch: 2, inFeatures: 63, outFeatures: 9, bias: true, seed: 7),
+        DenseTester(batch: 40, inFeatures: 130, outFeatures: 1001, bias: true, relu: true, seed: 8),
     ]
 }
 

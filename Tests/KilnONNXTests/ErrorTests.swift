@@ -100,7 +100,7 @@ import Testing
     }
 
     @Test func malformedBytesFailCleanly() {
-        var rng = SystemRandomNumberGenerator()
+        var rng = SeededGenerator(state: 1)
         for _ in 0..<50 {
             let bytes = Data((0..<Int.random(in: 1...400, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) })
             do {
@@ -121,8 +121,8 @@ import Testing
 
     @Test func damagedBytesInsideAValidModelFailCleanly() throws {
         let data = try Data(contentsOf: URL(fileURLWithPath: ONNXSamples.path("ops_opset17.onnx")))
-        var rng = SystemRandomNumberGenerator()
-        for _ in 0..<100 {
+        var rng = SeededGenerator(state: 2)
+        for _ in 0..<300 {
             var damaged = data
             let i = Int.random(in: 0..<damaged.count, using: &rng)
             damaged[i] ^= UInt8.random(in: 1...255, using: &rng)
@@ -132,6 +132,11 @@ import Testing
                 #expect(!error.description.contains("\n"))
             }
         }
+    }
+
+    @Test func namesFromTheFileCannotBreakTheLine() {
+        let e = ONNXImportError(file: "m.onnx", node: "'a\nb'", opType: "Conv", opset: 13, tensor: "w\r", "bad\u{2028}value")
+        #expect(e.description == "m.onnx: node 'a\\u{a}b' (Conv, opset 13): tensor 'w\\u{d}': bad\\u{2028}value")
     }
 
     @Test func missingAndDirectoryPaths() {

@@ -1,0 +1,37 @@
+// Run-time CPU feature detection: the AVX2 + FMA kernels are only called where this says yes.
+// KILN_CPU=portable in the environment says no on any CPU (to run, and test, the portable path).
+#include "CKilnKernels.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+
+static int detect(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
+    const unsigned fma = 1u << 12, osxsave = 1u << 27, avx = 1u << 28;
+    if ((c & fma) == 0 || (c & osxsave) == 0 || (c & avx) == 0) return 0;
+    // The OS must save the YMM state (XCR0 bits 1 and 2), else AVX registers are not usable.
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    if ((lo & 6u) != 6u) return 0;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+    const unsigned avx2 = 1u << 5;
+    return (b & avx2) != 0;
+}
+#else
+static int detect(void) { return 0; }
+#endif
+
+int kiln_cpu_has_avx2_fma(void) {
+    static int cached = -1;  // a benign race: every thread computes the same value
+    int v = __atomic_load_n(&cached, __ATOMIC_RELAXED);
+    if (v < 0) {
+        const char *forced = getenv("KILN_CPU");
+        v = forced && strcmp(forced, "portable") == 0 ? 0 : detect();
+        __atomic_store_n(&cached, v, __ATOMIC_RELAXED);
+    }
+    return v;
+}

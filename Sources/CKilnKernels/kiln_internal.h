@@ -1,0 +1,41 @@
+// Shared between the kernel files of CKilnKernels; not part of its interface.
+#ifndef KILN_INTERNAL_H
+#define KILN_INTERNAL_H
+
+#include "CKilnKernels.h"
+
+// Rows of a packed B panel per pass (a 256 x 16 slice is 16 KiB: it stays in L1 while A rows stream).
+#define KILN_GEMM_KC 256
+// Largest block of A rows per task (a multiple of the 6-row tile).
+#define KILN_GEMM_MC 120
+
+/// What to do with one register tile of C.
+typedef struct kiln_tile_epilogue {
+    const float *bias;      // 16 values at the tile's first column, or NULL
+    const float *residual;  // at the tile's first element, or NULL
+    size_t ldr;             // row stride of the residual
+    int first;              // start from bias + residual (else from C)
+    int last;               // the last pass over k: apply relu
+    int relu;
+} kiln_tile_epilogue;
+
+/// C [m, n] (row stride ldc) = relu?(A · B + bias + residual), B [k, n] packed by kiln_gemm_pack_b.
+typedef struct kiln_gemm {
+    size_t m, n, k;
+    const float *b;
+    float *c;
+    size_t ldc;
+    const float *bias;
+    const float *residual;
+    size_t ldr;
+    int relu;
+} kiln_gemm;
+
+/// Rows [row0, row0 + rows) of C for the B panels [p0, p1); `a` points at A's row row0 (row stride lda).
+void kiln_gemm_rows(const kiln_gemm *g, const float *a, size_t lda, size_t row0, size_t rows, size_t p0, size_t p1);
+
+static inline size_t kiln_min(size_t a, size_t b) { return a < b ? a : b; }
+static inline size_t kiln_div_up(size_t a, size_t b) { return (a + b - 1) / b; }
+static inline size_t kiln_round_up(size_t a, size_t b) { return kiln_div_up(a, b) * b; }
+
+#endif

@@ -1,0 +1,411 @@
+#!/usr/bin/env python3
+"""Kiln against OpenVINO, ONNX Runtime and TFLite (LiteRT + XNNPACK) on the same ResNet-50, side by side.
+
+Normally run through `scripts/bench` (`make bench`), which builds the release binaries, converts the fixture
+model for every runtime and then calls `drive`. Subcommands:
+
+    convert --fixture resnet50_k3.h5 --out DIR     ONNX (tf2onnx, opset 17) and .tflite from the Keras file
+    worker RUNTIME --model M --input X.npy ...     one measuring process (a peer); prints one JSON line
+    drive --bin DIR --bundle B --models DIR ...    the whole comparison: table on stdout, CSV file
+
+Every measurement is a separate process, all children of the driver, and the runtimes take turns
+(kiln, peer 1, peer 2, ..., kiln, peer 1, ...) so that a change in the machine's load hits all of them alike.
+Per runtime: cold start (process start to the first prediction, batch 1, also its peak RSS), batch-1 latency
+(median of all timed runs after warm-up), batch-8 throughput (images/s of the median batch), and the outputs
+against Keras' own (max|Δ| / max|reference| and top-1 agreement). Every runtime gets the same threads.
+"""
+import argparse
+import csv
+import hashlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def log(msg):
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# convert
+
+
+def file_digest(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def convert(args):
+    """Writes resnet50.onnx and resnet50.tflite next to a stamp of the source; skips when the stamp matches."""
+    os.makedirs(args.out, exist_ok=True)
+    stamp_path = os.path.join(args.out, "peers.stamp")
+    stamp = file_digest(args.fixture) + " " + file_digest(__file__)
+    onnx_path = os.path.join(args.out, "resnet50.onnx")
+    tflite_path = os.path.join(args.out, "resnet50.tflite")
+    if os.path.exists(stamp_path) and open(stamp_path).read() == stamp and os.path.exists(onnx_path) \
+            and os.path.exists(tflite_path):
+        log(f"peer models up to date in {args.out}")
+        return
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    import tensorflow as tf
+    import keras
+    import tf2onnx
+
+    log("loading the Keras model")
+    model = keras.models.load_model(args.fixture, compile=False)
+    shape = (None,) + tuple(model.input_shape[1:])
+    log("ONNX (tf2onnx, opset 17)")
+    spec = (tf.TensorSpec(shape, tf.float32, name="input"),)
+    tf2onnx.convert.from_keras(model, input_signature=spec, opset=17, output_path=onnx_path + ".tmp")
+    os.replace(onnx_path + ".tmp", onnx_path)
+    log("TFLite (SavedModel export, then the TFLite converter; float32, no quantization)")
+    saved = os.path.join(args.out, "saved_model.tmp")
+    model.export(saved, format="tf_saved_model", verbose=False)
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved)
+    with open(tflite_path + ".tmp", "wb") as f:
+        f.write(converter.convert())
+    os.replace(tflite_path + ".tmp", tflite_path)
+    import shutil
+
+    shutil.rmtree(saved, ignore_errors=True)
+    with open(stamp_path, "w") as f:
+        f.write(stamp)
+    log(f"wrote {onnx_path} and {tflite_path}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# worker: one peer in one process
+
+
+def batch_of(x, batch):
+    """The input's rows repeated (or cut) to `batch` rows."""
+    import numpy as np
+
+    reps = -(-batch // x.shape[0])
+    return np.ascontiguousarray(np.concatenate([x] * reps)[:batch])
+
+
+def make_runner(runtime, model_path, batch, threads):
+    """Loads `model_path` for `runtime` at a fixed batch size; returns predict(x) -> first output."""
+    if runtime == "onnxruntime":
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        session = ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        return lambda x: session.run(None, {name: x})[0]
+    if runtime == "openvino":
+        import openvino as ov
+
+        core = ov.Core()
+        model = core.read_model(model_path)
+        dims = model.inputs[0].get_partial_shape()
+        model.reshape([batch] + [dims[i].get_length() for i in range(1, dims.rank.get_length())])
+        compiled = core.compile_model(model, "CPU", {
+            "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_PRECISION_HINT": "f32"})
+        request = compiled.create_infer_request()
+        return lambda x: request.infer({0: x})[0]
+    if runtime == "tflite":
+        from ai_edge_litert.interpreter import Interpreter
+
+        interpreter = Interpreter(model_path=model_path, num_threads=threads)  # XNNPACK delegate by default
+        inp = interpreter.get_input_details()[0]
+        interpreter.resize_tensor_input(inp["index"], [batch] + list(inp["shape"][1:]))
+        interpreter.allocate_tensors()
+        out = interpreter.get_output_details()[0]
+
+        def predict(x):
+            interpreter.set_tensor(inp["index"], x)
+            interpreter.invoke()
+            return interpreter.get_tensor(out["index"])
+
+        return predict
+    if runtime == "tensorflow":
+        import tensorflow as tf
+        import keras
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+        model = keras.models.load_model(model_path, compile=False)
+        return lambda x: model(x, training=False).numpy()
+    raise SystemExit(f"unknown runtime {runtime}")
+
+
+def worker(args):
+    import numpy as np
+
+    x = batch_of(np.load(args.input).astype(np.float32), args.batch)
+    predict = make_runner(args.runtime, args.model, args.batch, args.threads)
+    y = predict(x)
+    first_wall = time.time()
+    for _ in range(args.warmup):
+        predict(x)
+    samples = []
+    for _ in range(args.iterations):
+        t = time.perf_counter()
+        predict(x)
+        samples.append(time.perf_counter() - t)
+    if args.output:
+        np.save(args.output, np.asarray(y, dtype=np.float32))
+    print(json.dumps({"runtime": args.runtime, "batch": args.batch, "first_wall": first_wall,
+                      "samples_s": samples}), flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# drive
+
+
+PEER_MODELS = {"onnxruntime": "resnet50.onnx", "openvino": "resnet50.onnx", "tflite": "resnet50.tflite",
+               "tensorflow": None}
+
+
+def spawn(cmd):
+    """Runs `cmd` as a child; returns (wall time at spawn, seconds from spawn to exit, stdout, the child's own peak
+    RSS in KiB). stderr goes to a file, so that a chatty child can never block on a full pipe."""
+    import tempfile
+
+    with tempfile.TemporaryFile() as err:
+        start = time.time()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err)
+        out = proc.stdout.read()
+        proc.stdout.close()
+        # wait4, not wait: its rusage is this child's alone (ru_maxrss = its peak resident set).
+        _, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.time() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            err.seek(0)
+            tail = err.read().decode(errors="replace")[-2000:]
+            raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{tail}")
+    return start, elapsed, out.decode(), usage.ru_maxrss
+
+
+def parity(got, want):
+    import numpy as np
+
+    got = np.asarray(got, dtype=np.float64)
+    want = np.asarray(want, dtype=np.float64)
+    rows = min(len(got), len(want))
+    got, want = got[:rows], want[:rows]
+    err = float(np.abs(got - want).max() / np.abs(want).max())
+    top1 = bool((got.argmax(-1) == want.argmax(-1)).all())
+    return err, top1
+
+
+def machine():
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    flags = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            text = f.read()
+        have = [x for x in ("avx512f", "avx2", "fma") if f" {x}" in text]
+        flags = "+".join(have)
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} logical CPUs, {flags}, {platform.system()} {platform.release()}"
+
+
+def drive(args):
+    import numpy as np
+
+    runtimes = ["kiln"] + args.peers
+    work = args.work
+    os.makedirs(work, exist_ok=True)
+    x = np.load(os.path.join(args.fixtures, "input_224.npy")).astype(np.float32)
+    want = np.load(os.path.join(args.fixtures, "expected", "resnet50_k3.input_224.npy"))
+    in1 = os.path.join(work, "input_b1.npy")
+    np.save(in1, batch_of(x, 1))
+    kiln_run = os.path.join(args.bin, "kiln-run")
+    kiln_bench = os.path.join(args.bin, "kiln-bench")
+    py = sys.executable
+    me = os.path.abspath(__file__)
+
+    def model_of(rt):
+        if rt == "tensorflow":
+            return os.path.join(args.fixtures, "resnet50_k3.h5")
+        return os.path.join(args.models, PEER_MODELS[rt])
+
+    def peer_worker(rt, batch, warmup, iterations, output=None, input_path=None):
+        cmd = [py, me, "worker", rt, "--model", model_of(rt), "--input", input_path or args_input, "--batch",
+               str(batch), "--warmup", str(warmup), "--iterations", str(iterations), "--threads", str(args.threads)]
+        if output:
+            cmd += ["--output", output]
+        return cmd
+
+    args_input = os.path.join(args.fixtures, "input_224.npy")
+    cold = {rt: [] for rt in runtimes}
+    rss = {rt: [] for rt in runtimes}
+    lat = {rt: [] for rt in runtimes}
+    thr = {rt: [] for rt in runtimes}
+    checks = {}
+    load_before = os.getloadavg()
+    log(f"{args.rounds} rounds over {', '.join(runtimes)}; {args.threads} threads each")
+    for r in range(args.rounds):
+        # Cold start and peak RSS: one batch-1 prediction in a fresh process.
+        for rt in runtimes:
+            out = os.path.join(work, f"cold_{rt}.npy")
+            if rt == "kiln":
+                cmd = [kiln_run, args.bundle, "--input", in1, "--output", out, "--threads", str(args.threads)]
+                start, elapsed, _, maxrss = spawn(cmd)
+                cold[rt].append(elapsed)  # to exit, which is after the prediction is written
+            else:
+                start, elapsed, text, maxrss = spawn(peer_worker(rt, 1, 0, 1, out, in1))
+                cold[rt].append(json.loads(text.strip().splitlines()[-1])["first_wall"] - start)
+            rss[rt].append(maxrss / 1024)
+        # Batch-1 latency.
+        for rt in runtimes:
+            if rt == "kiln":
+                cmd = [kiln_bench, args.bundle, "--input", args_input, "--batch", "1", "--warmup", str(args.warmup),
+                       "--iterations", str(args.iterations), "--threads", str(args.threads)]
+            else:
+                cmd = peer_worker(rt, 1, args.warmup, args.iterations)
+            _, _, text, _ = spawn(cmd)
+            lat[rt] += json.loads(text.strip().splitlines()[-1])["samples_s"]
+        # Batch-8 throughput; its output (rows alternate the fixture's two images) is checked against Keras.
+        for rt in runtimes:
+            out = os.path.join(work, f"b8_{rt}.npy")
+            if rt == "kiln":
+                cmd = [kiln_bench, args.bundle, "--input", args_input, "--batch", "8", "--warmup", "1",
+                       "--iterations", str(args.batch_iterations), "--threads", str(args.threads), "--output", out]
+            else:
+                cmd = peer_worker(rt, 8, 1, args.batch_iterations, out)
+            _, _, text, _ = spawn(cmd)
+            thr[rt] += [8 / s for s in json.loads(text.strip().splitlines()[-1])["samples_s"]]
+            got = np.load(out)
+            checks[rt] = parity(got[:2], want[:2]) + (bool((got.argmax(-1) == np.tile(want.argmax(-1), 4)).all()),)
+        log(f"round {r + 1}/{args.rounds}: " + ", ".join(
+            f"{rt} {statistics.median(lat[rt]) * 1000:.1f} ms" for rt in runtimes))
+    load_after = os.getloadavg()
+
+    def med(v):
+        return statistics.median(v)
+
+    summary = {}
+    for rt in runtimes:
+        summary[rt] = {
+            "latency_ms": med(lat[rt]) * 1000, "throughput_ips": med(thr[rt]), "peak_rss_mb": max(rss[rt]),
+            "cold_start_s": med(cold[rt]), "max_rel_error": checks[rt][0], "top1_equal": checks[rt][1] and checks[rt][2],
+            "latency_samples": len(lat[rt]), "throughput_samples": len(thr[rt]),
+        }
+    bundle_weights = args.weight_bytes / 1048576
+    k = summary["kiln"]
+    peers = args.peers
+    # Ratios kiln/peer: below 1 is better for latency, RSS and cold start, above 1 for throughput.
+    print()
+    print(f"Machine: {machine()}; load average {load_before[0]:.2f} before, {load_after[0]:.2f} after")
+    print(f"ResNet-50 224x224 (7.72 GFLOP/image), {args.threads} threads each, {args.rounds} alternating rounds; "
+          f"{k['latency_samples']} batch-1 runs and {k['throughput_samples']} batch-8 runs per runtime")
+    print()
+    header = f"{'':28}" + "".join(f"{rt:>13}" for rt in runtimes) + "".join(f"{'kiln/' + p[:8]:>14}" for p in peers)
+    print(header)
+
+    def row(label, key, fmt):
+        line = f"{label:28}" + "".join(f"{format(summary[rt][key], fmt):>13}" for rt in runtimes)
+        line += "".join(f"{summary['kiln'][key] / summary[p][key]:>14.2f}" for p in peers)
+        print(line)
+
+    row("batch-1 latency (ms)", "latency_ms", ".1f")
+    row("batch-8 throughput (img/s)", "throughput_ips", ".1f")
+    row("peak RSS, batch 1 (MiB)", "peak_rss_mb", ".0f")
+    row("cold start (s)", "cold_start_s", ".3f")
+    print(f"{'max|Δ|/max|Keras|':28}" + "".join(f"{summary[rt]['max_rel_error']:>13.1e}" for rt in runtimes))
+    print(f"{'top-1 = Keras':28}" + "".join(f"{'yes' if summary[rt]['top1_equal'] else 'NO':>13}" for rt in runtimes))
+    print()
+    best_latency = min(summary[p]["latency_ms"] for p in peers) if peers else float("nan")
+    best_throughput = max(summary[p]["throughput_ips"] for p in peers) if peers else float("nan")
+    least_rss = min(summary[p]["peak_rss_mb"] for p in peers) if peers else float("nan")
+    bars = [
+        ("batch-1 latency / best peer < 1.0 (goal 0.8)", k["latency_ms"] / best_latency, k["latency_ms"] / best_latency < 1),
+        ("batch-8 throughput / best peer > 1.0 (goal 1.25)", k["throughput_ips"] / best_throughput,
+         k["throughput_ips"] / best_throughput > 1),
+        ("peak RSS / least peer < 1.0", k["peak_rss_mb"] / least_rss, k["peak_rss_mb"] < least_rss),
+        (f"peak RSS / bundle weights ({bundle_weights:.0f} MiB) < 1.5", k["peak_rss_mb"] / bundle_weights,
+         k["peak_rss_mb"] < 1.5 * bundle_weights),
+        ("cold start <= 0.25 s", k["cold_start_s"], k["cold_start_s"] <= 0.25),
+        ("outputs: max|Δ|/max|Keras| <= 1e-4, top-1 equal", k["max_rel_error"],
+         k["max_rel_error"] <= 1e-4 and k["top1_equal"]),
+    ]
+    for label, value, ok in bars:
+        print(f"  {'PASS' if ok else 'MISS'}  {label}: {value:.3g}")
+
+    if args.csv:
+        os.makedirs(os.path.dirname(os.path.abspath(args.csv)), exist_ok=True)
+        when = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        with open(args.csv + ".tmp", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["date", "machine", "threads", "runtime", "metric", "value", "unit", "samples", "kiln_over_runtime"])
+            units = {"latency_ms": "ms", "throughput_ips": "images/s", "peak_rss_mb": "MiB", "cold_start_s": "s",
+                     "max_rel_error": "", "top1_equal": ""}
+            samples = {"latency_ms": "latency_samples", "throughput_ips": "throughput_samples"}
+            for rt in runtimes:
+                for metric, unit in units.items():
+                    value = summary[rt][metric]
+                    ratio = ""
+                    if rt != "kiln" and metric in ("latency_ms", "throughput_ips", "peak_rss_mb", "cold_start_s"):
+                        ratio = f"{summary['kiln'][metric] / value:.3f}"
+                    n = summary[rt][samples[metric]] if metric in samples else args.rounds
+                    w.writerow([when, machine(), args.threads, rt, metric,
+                                f"{value:.6g}" if not isinstance(value, bool) else str(value).lower(), unit, n, ratio])
+        os.replace(args.csv + ".tmp", args.csv)
+        log(f"wrote {args.csv}")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("convert")
+    c.add_argument("--fixture", required=True)
+    c.add_argument("--out", required=True)
+    w = sub.add_parser("worker")
+    w.add_argument("runtime", choices=sorted(PEER_MODELS))
+    w.add_argument("--model", required=True)
+    w.add_argument("--input", required=True)
+    w.add_argument("--batch", type=int, default=1)
+    w.add_argument("--warmup", type=int, default=3)
+    w.add_argument("--iterations", type=int, default=10)
+    w.add_argument("--threads", type=int, default=2)
+    w.add_argument("--output")
+    d = sub.add_parser("drive")
+    d.add_argument("--bin", required=True, help="folder of the release kiln-run and kiln-bench")
+    d.add_argument("--bundle", required=True)
+    d.add_argument("--models", required=True, help="folder of resnet50.onnx and resnet50.tflite")
+    d.add_argument("--fixtures", required=True)
+    d.add_argument("--work", required=True, help="scratch folder for inputs and outputs")
+    d.add_argument("--peers", nargs="*", default=["openvino", "onnxruntime", "tflite"])
+    d.add_argument("--rounds", type=int, default=3)
+    d.add_argument("--warmup", type=int, default=3)
+    d.add_argument("--iterations", type=int, default=10, help="timed batch-1 runs per round")
+    d.add_argument("--batch-iterations", type=int, default=2, help="timed batch-8 runs per round")
+    d.add_argument("--threads", type=int, default=2)
+    d.add_argument("--weight-bytes", type=int, required=True, help="bytes of weights in the bundle")
+    d.add_argument("--csv")
+    args = p.parse_args()
+    {"convert": convert, "worker": worker, "drive": drive}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
