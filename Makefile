@@ -3,7 +3,7 @@ SHELL := /bin/bash
 KILN_CACHE ?= $(HOME)/.cache/kiln
 export KILN_CACHE
 
-.PHONY: setup build release demo fixtures fixtures-images test unit-test clean
+.PHONY: setup build release demo fixtures fixtures-images fixtures-onnx test unit-test clean
 
 setup:
 	@scripts/setup
@@ -26,10 +26,16 @@ fixtures: setup
 fixtures-images: fixtures
 	@scripts/fixtures-images
 
+# tf2onnx conversions of the Keras fixtures, model-zoo style NCHW ResNet-50s (opsets 7-26, v1 and v1.5), ONNX's own
+# light models, with onnxruntime's outputs.
+fixtures-onnx: fixtures
+	@scripts/fixtures-onnx
+
 # Unit tests on committed samples, plus the end-to-end parity tests on the full ResNet-50 fixtures
 # through the release binaries. Nothing is skipped: missing fixtures fail the end-to-end suite.
-test: release fixtures fixtures-images
+test: release fixtures fixtures-images fixtures-onnx
 	KILN_FIXTURES="$(KILN_CACHE)/fixtures" KILN_IMAGE_FIXTURES="$(KILN_CACHE)/fixtures-images" \
+	KILN_FIXTURES_ONNX="$(KILN_CACHE)/fixtures-onnx" \
 	KILN_BIN="$$(swift build -c release --show-bin-path)" KILN_REQUIRE_FIXTURES=1 \
 		swift test
 

@@ -634,7 +634,10 @@ def main_full(out, keras_fixtures):
             x = np.load(fx.path(kc["input"]))
             outs = run_ort(fx.path(onnx_file), x)
             want = np.load(os.path.join(keras_fixtures, kc["expected"]))
-            err = check_close(f"{onnx_file} onnxruntime vs Keras on {kc['input']}", outs[0], want, tol=1e-4)
+            # A sanity check of the conversion, not the bar (Kiln is held to 1e-4 against onnxruntime): these random
+            # fixtures amplify float32 rounding, and onnxruntime and Keras, two float32 implementations, land up to
+            # ~1.1e-4 apart on nested at 160x192 (the float64 comparison below shows the files themselves agree).
+            err = check_close(f"{onnx_file} onnxruntime vs Keras on {kc['input']}", outs[0], want, tol=2e-4)
             fx.case(onnx_file, "tf2onnx", kc["input"], [("output", outs[0])], "NHWC", 17,
                     top1=kc["top1"] is not None, notes=f"onnxruntime vs Keras {err:.2g}",
                     keras_model=keras_twin, keras_expected=kc["expected"])
@@ -659,7 +662,9 @@ def main_full(out, keras_fixtures):
         mf.check_softmax_health(f"resnet50_pca on {name}", want)
         exact = np.asarray(wide(x.astype(np.float64), training=False), np.float64)
         cond = float(np.abs(want - exact).max() / np.abs(exact).max())
-        if cond > 5e-6:
+        # TensorFlow's own float32 pooled features of this backbone are ~1.2e-5 from float64 (oneDNN, 2 threads):
+        # the check only rejects a head that amplifies that noise further.
+        if cond > 3e-5:
             raise AssertionError(f"resnet50_pca on {name}: Keras float32 vs float64 {cond:.2g}: ill-conditioned")
         outs = run_ort(fx.path("resnet50_pca_tf2onnx.onnx"), x)
         err = check_close(f"resnet50_pca_tf2onnx onnxruntime vs Keras on {name}", outs[0], want, tol=1e-4)

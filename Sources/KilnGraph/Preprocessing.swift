@@ -153,3 +153,24 @@ extension Graph {
         }
     }
 }
+
+extension Graph {
+    /// Makes a graph whose input is NCHW (an ONNX import: the input is read only through a transpose to
+    /// NHWC) take NHWC directly, as decoded images are: the input's shape is permuted and the transposes
+    /// become identities, which the passes drop. Returns false, changing nothing, for any other graph.
+    @discardableResult
+    public mutating func takingNHWCInput() -> Bool {
+        guard let i = nodes.firstIndex(where: { if case .input = $0.op { return true } else { return false } }),
+              case .input(let s) = nodes[i].op, s.count == 4 else { return false }
+        let name = nodes[i].name
+        let readers = nodes.indices.filter { nodes[$0].inputs.contains(name) }
+        let allTransposeToNHWC = readers.allSatisfy { r in
+            if case .transpose(let p) = nodes[r].op { return p == [0, 2, 3, 1] && nodes[r].inputs == [name] }
+            return false
+        }
+        guard !readers.isEmpty, allTransposeToNHWC, !outputs.contains(where: { $0.node == name }) else { return false }
+        nodes[i].op = .input(shape: [s[0], s[2], s[3], s[1]])
+        for r in readers { nodes[r].op = .activation(.none) }
+        return true
+    }
+}

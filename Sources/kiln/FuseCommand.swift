@@ -92,6 +92,8 @@ struct Fuse: ParsableCommand {
         let headGraph = try loadGraph(path: head, config: headConfig)
         let cutName = try cut ?? backboneGraph.defaultCut()
         var graph = try backboneGraph.attachingHead(headGraph, cut: cutName, backboneName: backboneName, headName: headName)
+        // Images arrive NHWC: an NCHW (ONNX) backbone's leading transpose goes.
+        if graph.takingNHWCInput() { note("input: \(backboneName) takes NCHW; the fused bundle takes NHWC (its transpose is dropped)") }
 
         // Preprocessing: explicit, or implied by the source.
         let alreadyFolded: Bool = {

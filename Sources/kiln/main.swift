@@ -52,7 +52,7 @@ struct Convert: ParsableCommand {
         try graph.optimizeForInference()
         var frozen = try graph.lower()
         frozen.metadata["kiln.converter_version"] = .string(KilnVersion.string)
-        frozen.metadata["input.layout"] = .string("NHWC")
+        if frozen.metadata["input.layout"] == nil { frozen.metadata["input.layout"] = .string("NHWC") }  // ONNX importers record NCHW
         frozen.metadata["input.preprocessing"] = .string("none: the input is what the source model's first layer takes")
         try BundleWriter.write(frozen.storingWeights(as: storage.weights), to: output, compression: storage.compression)
         let params = frozen.tensors.reduce(0) { $0 + $1.elementCount }

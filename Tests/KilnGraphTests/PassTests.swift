@@ -191,6 +191,37 @@ func relativeMaxError(_ a: [Float], _ b: [Float]) -> Float {
         #expect(relativeMaxError(want.values, got.values) < 1e-6)
     }
 
+    /// `kiln fuse` on an NCHW (ONNX) backbone: the graph taking NHWC gives, on the NHWC-permuted input,
+    /// what the NCHW graph gives on the NCHW input (the interpreter's own transpose, hand-checked above, is
+    /// the oracle). A graph that reads its input other than through a transpose to NHWC is left alone.
+    @Test func nchwInputBecomesNHWC() throws {
+        var r = SeededRandom(state: 5)
+        let g = Graph(nodes: [
+            GraphNode(name: "in", op: .input(shape: [nil, 3, 5, 4]), inputs: []),
+            GraphNode(name: "to_nhwc", op: .transpose(perm: [0, 2, 3, 1]), inputs: ["in"]),
+            GraphNode(name: "conv", op: .conv2d(ConvSpec(kernel: r.tensor([3, 3, 3, 2]), bias: r.tensor([2]), strideH: 1, strideW: 1, padding: .same)), inputs: ["to_nhwc"]),
+            GraphNode(name: "gap", op: .globalAvgPool, inputs: ["conv"]),
+        ], outputs: [GraphOutput(port: "gap", node: "gap")])
+        let x = (0..<(2 * 3 * 5 * 4)).map { _ in r.uniform(-1, 1) }
+        let want = try g.evaluateReference(input: x, shape: [2, 3, 5, 4])["gap"]!.values
+        var h = g
+        let changed = h.takingNHWCInput()
+        #expect(changed)
+        guard case .input(let shape) = h.nodes[0].op else { Issue.record("no input"); return }
+        #expect(shape == [nil, 5, 4, 3])
+        let nhwc = g.transposed(x, shape: [2, 3, 5, 4], perm: [0, 2, 3, 1])
+        let got = try runThroughBundle(h, input: nhwc, shape: [2, 5, 4, 3], kernels: .reference)[0].values
+        #expect(relativeMaxError(want, got) < 1e-6)
+        try h.optimizeForInference()
+        #expect(!h.nodes.contains { if case .transpose = $0.op { return true } else { return false } })
+
+        var nhwcGraph = resnetLikeGraph()
+        let before = nhwcGraph.nodes.map(\.name)
+        let unchanged = !nhwcGraph.takingNHWCInput()
+        #expect(unchanged)
+        #expect(nhwcGraph.nodes.map(\.name) == before)
+    }
+
     @Test func deadNodesAreRemoved() throws {
         var g = resnetLikeGraph()
         g.outputs = [GraphOutput(port: "gap", node: "gap")]
