@@ -54,10 +54,15 @@ func unshufflePlanes(_ src: UnsafeRawBufferPointer, into dst: UnsafeMutableRawBu
 /// Applies `transform` to each tensor's byte range of `data` in place.
 func transformTensors(_ data: UnsafeMutableRawBufferPointer, tensors: [(offset: Int, count: Int, width: Int)],
                       _ transform: (UnsafeRawBufferPointer, UnsafeMutableRawBufferPointer, Int) -> Void) {
+    let largest = tensors.lazy.filter { $0.width > 1 }.map(\.count).max() ?? 0
+    guard largest > 0, let base = data.baseAddress else { return }
+    let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: largest, alignment: 64)
+    defer { scratch.deallocate() }
     for t in tensors where t.width > 1 && t.count > 0 {
-        let range = UnsafeMutableRawBufferPointer(rebasing: data[t.offset..<t.offset + t.count])
-        let copy = [UInt8](range)
-        copy.withUnsafeBytes { transform($0, range, t.width) }
+        let range = UnsafeMutableRawBufferPointer(start: base + t.offset, count: t.count)
+        let copy = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<t.count])
+        copy.copyMemory(from: UnsafeRawBufferPointer(range))
+        transform(UnsafeRawBufferPointer(copy), range, t.width)
     }
 }
 

@@ -83,29 +83,36 @@ func encodeElements(_ values: [Float], as type: ElementType, shape: [Int]) -> [U
 }
 
 /// Widens stored elements to float32. `raw` holds exactly `type.storedByteCount(shape:)` bytes.
+/// Raw-pointer loops (no per-element bounds or uniqueness checks): this runs over every weight at load.
 public func decodeElements(_ raw: UnsafeRawBufferPointer, type: ElementType, shape: [Int]) -> [Float] {
     let n = shape.reduce(1, *)
-    var out = [Float](repeating: 0, count: n)
-    switch type {
-    case .float32:
-        for i in 0..<n { out[i] = Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self))) }
-    case .float16:
-        for i in 0..<n {
-            out[i] = halfToFloat(UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))
+    guard n > 0, let src = raw.baseAddress else { return [Float](repeating: 0, count: max(n, 0)) }
+    precondition(raw.count >= type.storedByteCount(shape: shape), "decodeElements: \(raw.count) bytes for \(type) \(shape)")
+    return [Float](unsafeUninitializedCapacity: n) { out, initialized in
+        let o = out.baseAddress!
+        switch type {
+        case .float32:
+            for i in 0..<n { o[i] = Float(bitPattern: UInt32(littleEndian: src.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self))) }
+        case .float16:
+            for i in 0..<n { o[i] = halfToFloat(UInt16(littleEndian: src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) }
+        case .bfloat16:
+            for i in 0..<n {
+                o[i] = Float(bitPattern: UInt32(UInt16(littleEndian: src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) << 16)
+            }
+        case .int8PerChannel:
+            // Row by row: the channel is the innermost axis (no division per element).
+            let channels = max(shape.last ?? 1, 1)
+            let scales = (n + 3) / 4 * 4
+            var i = 0
+            while i + channels <= n {
+                for c in 0..<channels {
+                    let scale = Float(bitPattern: UInt32(littleEndian: src.loadUnaligned(fromByteOffset: scales + 4 * c, as: UInt32.self)))
+                    o[i + c] = Float(src.load(fromByteOffset: i + c, as: Int8.self)) * scale
+                }
+                i += channels
+            }
+            for k in i..<n { o[k] = 0 }
         }
-    case .bfloat16:
-        for i in 0..<n {
-            let b = UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))
-            out[i] = Float(bitPattern: UInt32(b) << 16)
-        }
-    case .int8PerChannel:
-        let channels = shape.last ?? 1
-        let scales = (n + 3) / 4 * 4
-        var scale = [Float](repeating: 0, count: channels)
-        for c in 0..<channels {
-            scale[c] = Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: scales + 4 * c, as: UInt32.self)))
-        }
-        for i in 0..<n { out[i] = Float(Int8(bitPattern: raw[i])) * scale[i % channels] }
+        initialized = n
     }
-    return out
 }
