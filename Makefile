@@ -3,7 +3,7 @@ SHELL := /bin/bash
 KILN_CACHE ?= $(HOME)/.cache/kiln
 export KILN_CACHE
 
-.PHONY: setup build release demo fixtures fixtures-images fixtures-onnx fixtures-trained test unit-test clean
+.PHONY: setup build release demo fixtures fixtures-images fixtures-onnx fixtures-trained test unit-test bench clean
 
 setup:
 	@scripts/setup
@@ -42,6 +42,11 @@ test: release fixtures fixtures-images fixtures-onnx fixtures-trained
 	KILN_FIXTURES_ONNX="$(KILN_CACHE)/fixtures-onnx" KILN_FIXTURES_TRAINED="$(KILN_CACHE)/fixtures-trained" \
 	KILN_BIN="$$(swift build -c release --show-bin-path)" KILN_REQUIRE_FIXTURES=1 \
 		swift test
+
+# Kiln against OpenVINO, ONNX Runtime and TFLite on the fixture ResNet-50, side by side (scripts/bench):
+# prints the table with kiln/peer ratios and writes benchmarks/resnet50.csv. BENCH_ARGS go to the driver.
+bench: setup fixtures
+	@scripts/bench $(BENCH_ARGS)
 
 unit-test: setup
 	swift test --skip EndToEnd

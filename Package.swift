@@ -13,6 +13,8 @@ let package = Package(
         .library(name: "KilnRuntime", targets: ["KilnRuntime"]),
         // The full toolchain.
         .executable(name: "kiln", targets: ["kiln"]),
+        // The kiln side of `make bench`.
+        .executable(name: "kiln-bench", targets: ["kiln-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -42,6 +44,12 @@ let package = Package(
         // The standalone deployment binary: a bundle and images or a tensor in, classes or outputs out.
         .executableTarget(name: "kiln-run", dependencies: [
             "KilnRuntime", "KilnFormat", "KilnImage",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+
+        // Times a bundle for `make bench` (scripts/bench): load, plan, warm runs, per-op profile.
+        .executableTarget(name: "kiln-bench", dependencies: [
+            "KilnRuntime", "KilnFormat", "KilnKernels",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 

@@ -259,10 +259,10 @@ static inline void tile_origin(const wino_job *j, size_t t, size_t *b, long *y0,
 }
 
 /// V[xi][tl][c..c+8] for the tiles [first, last) of the current block (tl counted from the block's start).
-static void winograd_input(const wino_job *j, size_t first, size_t last) {
+static inline __attribute__((always_inline)) void winograd_input_a(const wino_job *j, size_t first, size_t last,
+                                                                   const int alpha) {
     const kiln_conv_shape *s = j->s;
     const size_t cin = (size_t)s->in_c, stride = j->count * cin;  // floats between transformed positions
-    const int alpha = j->p.alpha;
     for (size_t tl = first; tl < last; tl++) {
         size_t b;
         long oy, ox;
@@ -271,6 +271,7 @@ static void winograd_input(const wino_job *j, size_t first, size_t last) {
         const float *image = j->input + b * s->in_h * s->in_w * cin;
         const int interior = iy0 >= 0 && ix0 >= 0 && iy0 + alpha <= s->in_h && ix0 + alpha <= s->in_w;
         int rows_ok[6], cols_ok[6];
+        KILN_UNROLL
         for (int i = 0; i < alpha; i++) {
             rows_ok[i] = iy0 + i >= 0 && iy0 + i < s->in_h;
             cols_ok[i] = ix0 + i >= 0 && ix0 + i < s->in_w;
@@ -278,31 +279,41 @@ static void winograd_input(const wino_job *j, size_t first, size_t last) {
         float *dst = j->v + tl * cin;
         for (size_t c = 0; c < cin; c += 8) {
             __m256 d[6][6], t[6][6];
+            KILN_UNROLL
             for (int i = 0; i < alpha; i++)
+                KILN_UNROLL
                 for (int k = 0; k < alpha; k++) {
                     const float *p = image + ((size_t)(iy0 + i) * s->in_w + (size_t)(ix0 + k)) * cin + c;
                     d[i][k] = interior || (rows_ok[i] && cols_ok[k]) ? _mm256_loadu_ps(p) : _mm256_setzero_ps();
                 }
             if (alpha == 6) {
+                KILN_UNROLL
                 for (int k = 0; k < 6; k++) {
                     __m256 y[6];
                     BT4(d[0][k], d[1][k], d[2][k], d[3][k], d[4][k], d[5][k], y);
+                    KILN_UNROLL
                     for (int i = 0; i < 6; i++) t[i][k] = y[i];
                 }
+                KILN_UNROLL
                 for (int i = 0; i < 6; i++) {
                     __m256 y[6];
                     BT4(t[i][0], t[i][1], t[i][2], t[i][3], t[i][4], t[i][5], y);
+                    KILN_UNROLL
                     for (int k = 0; k < 6; k++) _mm256_storeu_ps(dst + (size_t)(i * 6 + k) * stride + c, y[k]);
                 }
             } else {
+                KILN_UNROLL
                 for (int k = 0; k < 4; k++) {
                     __m256 y[4];
                     BT2(d[0][k], d[1][k], d[2][k], d[3][k], y);
+                    KILN_UNROLL
                     for (int i = 0; i < 4; i++) t[i][k] = y[i];
                 }
+                KILN_UNROLL
                 for (int i = 0; i < 4; i++) {
                     __m256 y[4];
                     BT2(t[i][0], t[i][1], t[i][2], t[i][3], y);
+                    KILN_UNROLL
                     for (int k = 0; k < 4; k++) _mm256_storeu_ps(dst + (size_t)(i * 4 + k) * stride + c, y[k]);
                 }
             }
@@ -311,10 +322,11 @@ static void winograd_input(const wino_job *j, size_t first, size_t last) {
 }
 
 /// Output tiles [first, last) of the current block: Y = A^T M A + bias (+ residual), relu, clipped to the output.
-static void winograd_output(const wino_job *j, size_t first, size_t last) {
+static inline __attribute__((always_inline)) void winograd_output_a(const wino_job *j, size_t first, size_t last,
+                                                                    const int alpha) {
     const kiln_conv_shape *s = j->s;
     const size_t cout = (size_t)s->out_c, npad = j->p.npad, stride = j->count * npad;
-    const int alpha = j->p.alpha, m = j->p.m;
+    const int m = alpha - 2;
     const __m256 zero = _mm256_setzero_ps();
     for (size_t tl = first; tl < last; tl++) {
         size_t b;
@@ -326,28 +338,38 @@ static void winograd_output(const wino_job *j, size_t first, size_t last) {
         const float *src = j->mm + tl * npad;
         for (size_t c = 0; c < cout; c += 8) {
             __m256 mv[6][6], t[4][6], y[4][4];
+            KILN_UNROLL
             for (int i = 0; i < alpha; i++)
+                KILN_UNROLL
                 for (int k = 0; k < alpha; k++) mv[i][k] = _mm256_loadu_ps(src + (size_t)(i * alpha + k) * stride + c);
             if (alpha == 6) {
+                KILN_UNROLL
                 for (int k = 0; k < 6; k++) {
                     __m256 r[4];
                     AT4(mv[0][k], mv[1][k], mv[2][k], mv[3][k], mv[4][k], mv[5][k], r);
+                    KILN_UNROLL
                     for (int i = 0; i < 4; i++) t[i][k] = r[i];
                 }
+                KILN_UNROLL
                 for (int i = 0; i < 4; i++) {
                     __m256 r[4];
                     AT4(t[i][0], t[i][1], t[i][2], t[i][3], t[i][4], t[i][5], r);
+                    KILN_UNROLL
                     for (int k = 0; k < 4; k++) y[i][k] = r[k];
                 }
             } else {
+                KILN_UNROLL
                 for (int k = 0; k < 4; k++) {
                     __m256 r[2];
                     AT2(mv[0][k], mv[1][k], mv[2][k], mv[3][k], r);
+                    KILN_UNROLL
                     for (int i = 0; i < 2; i++) t[i][k] = r[i];
                 }
+                KILN_UNROLL
                 for (int i = 0; i < 2; i++) {
                     __m256 r[2];
                     AT2(t[i][0], t[i][1], t[i][2], t[i][3], r);
+                    KILN_UNROLL
                     for (int k = 0; k < 2; k++) y[i][k] = r[k];
                 }
             }
@@ -362,6 +384,21 @@ static void winograd_output(const wino_job *j, size_t first, size_t last) {
                 }
         }
     }
+}
+
+// The transforms with alpha a constant (the tile arrays then live in registers).
+static void winograd_input(const wino_job *j, size_t first, size_t last) {
+    if (j->p.alpha == 6)
+        winograd_input_a(j, first, last, 6);
+    else
+        winograd_input_a(j, first, last, 4);
+}
+
+static void winograd_output(const wino_job *j, size_t first, size_t last) {
+    if (j->p.alpha == 6)
+        winograd_output_a(j, first, last, 6);
+    else
+        winograd_output_a(j, first, last, 4);
 }
 
 static void winograd_input_task(void *context, size_t index, int thread) {

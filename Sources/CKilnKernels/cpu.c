@@ -1,5 +1,6 @@
 // Run-time CPU feature detection: the AVX2 + FMA kernels are only called where this says yes.
-// KILN_CPU=portable in the environment says no on any CPU (to run, and test, the portable path).
+// KILN_CPU=portable in the environment says no on any CPU (to run, and test, the portable path); KILN_CPU=avx2
+// keeps the AVX2 kernels but turns the AVX-512 GEMM off.
 #include "CKilnKernels.h"
 
 #include <stdlib.h>
@@ -21,8 +22,21 @@ static int detect(void) {
     const unsigned avx2 = 1u << 5;
     return (b & avx2) != 0;
 }
+
+static int detect512(void) {
+    unsigned a, b, c, d;
+    if (!detect()) return 0;
+    // XCR0: opmask, upper halves of zmm0-15, and zmm16-31 (bits 5, 6, 7) saved by the OS.
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    if ((lo & 0xE6u) != 0xE6u) return 0;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+    const unsigned avx512f = 1u << 16;
+    return (b & avx512f) != 0;
+}
 #else
 static int detect(void) { return 0; }
+static int detect512(void) { return 0; }
 #endif
 
 int kiln_cpu_has_avx2_fma(void) {
@@ -31,6 +45,17 @@ int kiln_cpu_has_avx2_fma(void) {
     if (v < 0) {
         const char *forced = getenv("KILN_CPU");
         v = forced && strcmp(forced, "portable") == 0 ? 0 : detect();
+        __atomic_store_n(&cached, v, __ATOMIC_RELAXED);
+    }
+    return v;
+}
+
+int kiln_cpu_has_avx512(void) {
+    static int cached = -1;
+    int v = __atomic_load_n(&cached, __ATOMIC_RELAXED);
+    if (v < 0) {
+        const char *forced = getenv("KILN_CPU");
+        v = forced && (strcmp(forced, "portable") == 0 || strcmp(forced, "avx2") == 0) ? 0 : detect512();
         __atomic_store_n(&cached, v, __ATOMIC_RELAXED);
     }
     return v;

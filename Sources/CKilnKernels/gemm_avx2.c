@@ -21,28 +21,33 @@ KILN_INLINE void microkernel(const int rows, size_t kc, const float *restrict a,
     if (e->first) {
         const __m256 bias_lo = e->bias ? _mm256_loadu_ps(e->bias) : _mm256_setzero_ps();
         const __m256 bias_hi = e->bias ? _mm256_loadu_ps(e->bias + 8) : _mm256_setzero_ps();
+        KILN_UNROLL
         for (int i = 0; i < rows; i++) {
             lo[i] = bias_lo;
             hi[i] = bias_hi;
         }
         if (e->residual) {
+            KILN_UNROLL
             for (int i = 0; i < rows; i++) {
                 lo[i] = _mm256_add_ps(lo[i], _mm256_loadu_ps(e->residual + i * e->ldr));
                 hi[i] = _mm256_add_ps(hi[i], _mm256_loadu_ps(e->residual + i * e->ldr + 8));
             }
         }
     } else {
+        KILN_UNROLL
         for (int i = 0; i < rows; i++) {
             lo[i] = _mm256_loadu_ps(c + i * ldc);
             hi[i] = _mm256_loadu_ps(c + i * ldc + 8);
         }
     }
     const float *ar[6];
+    KILN_UNROLL
     for (int i = 0; i < 6; i++) ar[i] = a + (i < rows ? i : 0) * lda;
     for (size_t k = 0; k < kc; k++) {
         const __m256 b_lo = _mm256_load_ps(b);
         const __m256 b_hi = _mm256_load_ps(b + 8);
         b += KILN_GEMM_NR;
+        KILN_UNROLL
         for (int i = 0; i < rows; i++) {
             const __m256 x = _mm256_broadcast_ss(ar[i] + k);
             lo[i] = _mm256_fmadd_ps(x, b_lo, lo[i]);
@@ -51,11 +56,13 @@ KILN_INLINE void microkernel(const int rows, size_t kc, const float *restrict a,
     }
     if (e->last && e->relu) {
         const __m256 zero = _mm256_setzero_ps();
+        KILN_UNROLL
         for (int i = 0; i < rows; i++) {
             lo[i] = _mm256_max_ps(lo[i], zero);
             hi[i] = _mm256_max_ps(hi[i], zero);
         }
     }
+    KILN_UNROLL
     for (int i = 0; i < rows; i++) {
         _mm256_storeu_ps(c + i * ldc, lo[i]);
         _mm256_storeu_ps(c + i * ldc + 8, hi[i]);
@@ -110,6 +117,10 @@ static void pack_b_slice(const float *b, size_t ldb, size_t kc, int width, float
 }
 
 void kiln_gemm_rows(const kiln_gemm *g, const float *a, size_t lda, size_t row0, size_t rows, size_t p0, size_t p1) {
+    if (kiln_cpu_has_avx512()) {
+        p0 = kiln_gemm_rows_avx512(g, a, lda, row0, rows, p0, p1);
+        if (p0 >= p1) return;
+    }
     for (size_t k0 = 0; k0 < g->k; k0 += KILN_GEMM_KC) {
         const size_t kc = g->k - k0 < KILN_GEMM_KC ? g->k - k0 : KILN_GEMM_KC;
         // The A block is about to be read once per panel: ask for all of it now (into L2), so that the first

@@ -34,6 +34,15 @@ typedef struct kiln_gemm {
 /// Rows [row0, row0 + rows) of C for the B panels [p0, p1); `a` points at A's row row0 (row stride lda).
 void kiln_gemm_rows(const kiln_gemm *g, const float *a, size_t lda, size_t row0, size_t rows, size_t p0, size_t p1);
 
+/// The AVX-512 version of kiln_gemm_rows for the full-width panels of [p0, p1) (call only where
+/// kiln_cpu_has_avx512()); returns the first panel left undone (a narrow last panel), p1 when none.
+size_t kiln_gemm_rows_avx512(const kiln_gemm *g, const float *a, size_t lda, size_t row0, size_t rows, size_t p0,
+                             size_t p1);
+
+// SwiftPM builds C at -O2, which leaves the register-tile loops rolled (their accumulators then live in memory,
+// at half the speed or worse) unless told to unroll them.
+#define KILN_UNROLL _Pragma("clang loop unroll(full)")
+
 static inline size_t kiln_min(size_t a, size_t b) { return a < b ? a : b; }
 static inline size_t kiln_div_up(size_t a, size_t b) { return (a + b - 1) / b; }
 static inline size_t kiln_round_up(size_t a, size_t b) { return kiln_div_up(a, b) * b; }

@@ -191,7 +191,9 @@ void kiln_parallel_for(size_t count, void (*task)(void *, size_t, int), void *co
         pthread_cond_broadcast(&pool.wake);
         pthread_mutex_unlock(&pool.mutex);
     }
+    const uint64_t ran_from = now_ns();
     run_tasks(generation, 0);
+    const uint64_t ran_ns = now_ns() - ran_from;
     // Wait for the tasks still running on workers. Briefly spinning covers the usual case (they finish within
     // microseconds); past that a worker has probably been preempted, and yielding lets it (or whoever else
     // needs this core) run instead of burning the time.
@@ -204,7 +206,11 @@ void kiln_parallel_for(size_t count, void (*task)(void *, size_t, int), void *co
         if (waited_from == 0) waited_from = now_ns();
         sched_yield();
     }
-    const int stalled = waited_from != 0 && now_ns() - waited_from > KILN_STALL_NS;
+    // A stall is a wait both long and longer than the caller's own share of the job took: a worker that was
+    // preempted. Long tasks that merely end unevenly (packing a large layer's weights at load) are not one, so
+    // that loading a model does not leave its first predictions on one thread.
+    const uint64_t waited_ns = waited_from != 0 ? now_ns() - waited_from : 0;
+    const int stalled = waited_ns > KILN_STALL_NS && waited_ns > ran_ns;
     if (stalled) {
         pool.recent_stalls = pool.jobs_since_stall < KILN_STALL_WINDOW ? pool.recent_stalls + 1 : 1;
         pool.jobs_since_stall = 0;

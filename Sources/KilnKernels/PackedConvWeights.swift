@@ -5,7 +5,8 @@ public enum ConvAlgorithm: Sendable, Equatable, CustomStringConvertible {
     /// im2col + OpenBLAS sgemm on HWIO weights: any CPU, any geometry.
     case portable
     /// AVX2 + FMA: a pointwise convolution is one GEMM on the NHWC rows, anything else im2col blocks + GEMM;
-    /// weights in 16-column panels. Any geometry.
+    /// weights in 16-column panels. Any geometry. The GEMM runs on AVX-512 registers where the CPU has them
+    /// (same panels; checked at run time, `KILN_CPU=avx2` turns it off).
     case gemm
     /// AVX2 + FMA: Winograd F(tile×tile, 3×3) with tile 2 or 4 (16 or 36 GEMMs on transformed tiles). Only for
     /// 3×3 kernels at stride 1 and dilation 1 with input and output channels multiples of 8.

@@ -208,7 +208,16 @@ public final class ExecutionPlan: @unchecked Sendable {
         inputPointer = base
         defer { inputPointer = nil }
         for i in ops.indices { timed(i) }
-        return model.frozen.outputs.map { port in
+        if let arenaOutputs { return arenaOutputs }
+        return outputsNow()
+    }
+
+    /// The outputs' buffers, made once when all of them lie in the arena (returning them allocates nothing).
+    private lazy var arenaOutputs: [UnsafeBufferPointer<Float>]? =
+        model.frozen.outputs.allSatisfy({ memory.offsets[$0.value] != nil }) ? outputsNow() : nil
+
+    private func outputsNow() -> [UnsafeBufferPointer<Float>] {
+        model.frozen.outputs.map { port in
             UnsafeBufferPointer(start: pointer(port.value), count: (shapes[port.value] ?? []).reduce(1, *))
         }
     }

@@ -69,6 +69,11 @@ struct KilnBench: ParsableCommand {
         try values.withUnsafeBufferPointer { x in
             outputs = try plan.run(input: x)
             let first = monotonic()
+            // Wall-clock time of the first prediction, for the driver's cold start (process start → first
+            // prediction), measured exactly as for the peers' workers.
+            var now = timespec()
+            clock_gettime(CLOCK_REALTIME, &now)
+            let firstWall = Double(now.tv_sec) + Double(now.tv_nsec) * 1e-9
             for _ in 0..<warmup { _ = try plan.run(input: x) }
             plan.profiling = profile
             let cpuBefore = cpuSeconds()
@@ -102,6 +107,7 @@ struct KilnBench: ParsableCommand {
             fields.append("\"bundle_s\": " + fixed(validated - start, 4))
             fields.append("\"plan_s\": " + fixed(planned - loaded, 4))
             fields.append("\"first_s\": " + fixed(first - planned, 4))
+            fields.append("\"first_wall\": " + fixed(firstWall, 6))
             fields.append("\"median_s\": " + fixed(median, 6))
             fields.append("\"cpu_s_per_run\": " + fixed(cpuPerRun, 6))
             fields.append("\"arena_mb\": " + fixed(arenaMB, 1))

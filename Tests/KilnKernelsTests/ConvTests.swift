@@ -162,7 +162,7 @@ struct ConvTester: Sendable, CustomTestStringConvertible {
         return cases
     }()
 
-    /// The AVX2 GEMM's edges: row counts around its 6-row tiles and 120-row blocks, column counts around its
+    /// The AVX2 (and AVX-512) GEMM's edges: row counts around its 6-row tiles and 120-row blocks, column counts around its
     /// 16-column panels, reductions around its 256-deep passes (a residual accumulated in place must survive
     /// the passes that store partial sums), each pointwise (A read in place) and padded 1×1 (im2col).
     static let gemmEdges: [ConvTester] = {
@@ -184,6 +184,11 @@ struct ConvTester: Sendable, CustomTestStringConvertible {
             add(pointwise.with { $0.inW = 8; $0.inC = inC; $0.outC = 24 }.fused)
             add(pointwise.with { $0.inW = 8; $0.inC = inC; $0.outC = 17; $0.bias = true; $0.residual = .inPlace
                                  $0.relu = true })
+        }
+        // The AVX-512 GEMM (where the CPU has it): 12-row tiles over pairs of panels, 14-row tiles over a lone last
+        // panel, balanced row tiles (12, 14, 15, 25, 49 rows), with and without a narrow panel after them.
+        for (pixels, outC) in [(12, 32), (14, 48), (15, 64), (25, 80), (49, 96), (49, 57), (121, 112)] {
+            add(pointwise.with { $0.inW = pixels; $0.inC = 19; $0.outC = outC }.fused)
         }
         // im2col with K past one pass, a residual in place, and rows that span images.
         add(ConvTester().with { $0.batch = 3; $0.inH = 5; $0.inW = 4; $0.inC = 40; $0.outC = 20

@@ -19,6 +19,9 @@ extern "C" {
 /// 1 when the CPU and the OS support AVX2 and FMA (cpuid + xgetbv), else 0; always 0 when the environment has
 /// KILN_CPU=portable. Cached after the first call.
 int kiln_cpu_has_avx2_fma(void);
+/// 1 when, besides AVX2 + FMA, the CPU and the OS support AVX-512F (zmm and opmask state saved): the GEMM then
+/// runs on 16-float registers. 0 when KILN_CPU is `portable` or `avx2`. Cached after the first call.
+int kiln_cpu_has_avx512(void);
 
 // MARK: - Thread pool
 
