@@ -3,7 +3,7 @@ SHELL := /bin/bash
 KILN_CACHE ?= $(HOME)/.cache/kiln
 export KILN_CACHE
 
-.PHONY: setup build release demo fixtures fixtures-images test unit-test clean
+.PHONY: setup build release demo fixtures fixtures-images fixtures-train test unit-test clean
 
 setup:
 	@scripts/setup
@@ -26,10 +26,15 @@ fixtures: setup
 fixtures-images: fixtures
 	@scripts/fixtures-images
 
+# Features of scikit-learn's digits with Keras' and scikit-learn's validation accuracies for the same head.
+fixtures-train: setup
+	@scripts/fixtures-train
+
 # Unit tests on committed samples, plus the end-to-end parity tests on the full ResNet-50 fixtures
 # through the release binaries. Nothing is skipped: missing fixtures fail the end-to-end suite.
-test: release fixtures fixtures-images
+test: release fixtures fixtures-images fixtures-train
 	KILN_FIXTURES="$(KILN_CACHE)/fixtures" KILN_IMAGE_FIXTURES="$(KILN_CACHE)/fixtures-images" \
+	KILN_TRAIN_FIXTURES="$(KILN_CACHE)/fixtures-train" KILN_PYTHON="$$(scripts/pyenv)" \
 	KILN_BIN="$$(swift build -c release --show-bin-path)" KILN_REQUIRE_FIXTURES=1 \
 		swift test
 

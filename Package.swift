@@ -58,9 +58,12 @@ let package = Package(
         .target(name: "CONNX", dependencies: ["CProtobufC"]),
         // ONNX importer: protobuf through libprotobuf-c, NCHW graphs into the NHWC IR.
         .target(name: "KilnONNX", dependencies: ["CONNX", "CProtobufC", "KilnGraph"]),
-        // The toolchain CLI: convert, fuse, inspect, verify, compare.
+        // Transfer learning without Python: image folders → features (.npz, cached), a softmax head trained
+        // with Adam through OpenBLAS, metrics and plots, and the head saved as a Keras-loadable .h5.
+        .target(name: "KilnTrain", dependencies: ["KilnKeras", "KilnRuntime", "KilnImage", "COpenBLAS"]),
+        // The toolchain CLI: convert, fuse, inspect, verify, compare, features, train-head.
         .executableTarget(name: "kiln", dependencies: [
-            "KilnKeras", "KilnONNX", "KilnGraph", "KilnFormat", "KilnRuntime",
+            "KilnKeras", "KilnONNX", "KilnGraph", "KilnFormat", "KilnRuntime", "KilnTrain", "KilnImage",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
@@ -75,6 +78,7 @@ let package = Package(
         ]),
         .testTarget(name: "KilnONNXTests", dependencies: ["KilnONNX", "KilnGraph", "KilnFormat", "KilnRuntime"]),
         .testTarget(name: "KilnImageTests", dependencies: ["KilnImage", "KilnFormat", "KilnRuntime"]),
+        .testTarget(name: "KilnTrainTests", dependencies: ["KilnTrain", "KilnKeras", "KilnRuntime"]),
         .testTarget(name: "EndToEndTests", dependencies: ["KilnFormat", "KilnRuntime"]),
     ]
 )
