@@ -119,6 +119,11 @@ public enum HeadTrainer {
         guard !trainRows.isEmpty else { throw TrainingError("no training rows") }
         guard s.batch >= 1, s.epochs >= 1 else { throw TrainingError("epochs and batch must be positive") }
         var rng = SplitMix64(seed: s.seed)
+        // The products here are small (a batch of rows × a few thousand features × the classes): one OpenBLAS
+        // thread does them faster than several waking and waiting for each other. Restored on return.
+        let blasThreads = openblas_get_num_threads()
+        openblas_set_num_threads(1)
+        defer { openblas_set_num_threads(blasThreads) }
 
         // Class weights, Keras/scikit-learn "balanced": n / (classes · count[c]) over the training rows.
         var counts = [Int](repeating: 0, count: classCount)
