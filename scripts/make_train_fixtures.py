@@ -11,7 +11,8 @@
   random-weight backbone span 0-280; on them neither Adam run converges in 60 epochs, so the comparison with
   scikit-learn's optimum would measure convergence, not the trainer)
 - pixels.npz: the 8x8 pixels / 16 (64 features)
-each with features, labels, class_names and a stratified split (sklearn train_test_split, 20 % validation,
+(and mini_raw.npy: the mini features before standardizing, row i = load_digits() image i, the <index> in
+samples/digits' file names), each with features, labels, class_names and a stratified split (sklearn train_test_split, 20 % validation,
 random_state 0) in the npz layout `kiln train-head` reads; and results.json: per set, the settings
 (SETTINGS_BY_SET) and the validation accuracy of
 - Keras: Sequential[Input, Dense(10, softmax, kernel_regularizer=l2(L2))], Adam(LR), batch B, E epochs,
@@ -87,6 +88,7 @@ def make(out):
     rgb = np.repeat(big[..., None], 3, axis=-1)
     backbone = keras.models.load_model(os.path.join(HERE, "..", "samples", "mini", "mini_notop_k3.h5"), compile=False)
     mini = backbone.predict(keras.applications.resnet50.preprocess_input(rgb.copy()), batch_size=64, verbose=0)
+    np.save(os.path.join(out, "mini_raw.npy"), mini.astype("<f4"))  # Keras' own features, for kiln features' parity
     tr = split == 0
     mini = ((mini - mini[tr].mean(0)) / (mini[tr].std(0) + 1e-6)).astype(np.float32)
     pixels = (digits.data / 16.0).astype(np.float32)

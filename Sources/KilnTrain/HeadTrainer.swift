@@ -16,6 +16,9 @@ public struct HeadSettings: Sendable, Equatable {
     /// Stop after this many epochs without a lower validation loss; nil: run every epoch. The weights of the
     /// epoch with the lowest validation loss are kept either way.
     public var patience: Int? = 10
+    /// Train on features standardized with the training rows' mean and standard deviation, then fold the
+    /// standardization into the first layer, so the saved head still takes the raw features.
+    public var standardize = false
     public init() {}
 }
 
@@ -57,6 +60,24 @@ public struct Head: Sendable, Equatable {
         var logits = denseForward(a, rows: rows, layer: output)
         softmaxRows(&logits, rows: rows, columns: output.units)
         return logits
+    }
+}
+
+extension Head {
+    /// Makes the head take raw features x where it was trained on (x − mean) / std: the first layer's kernel
+    /// rows are divided by std and its bias absorbs −Σ mean·w/std (computed in Double).
+    mutating func foldStandardization(mean: [Double], std: [Double]) {
+        var layer = hidden ?? output
+        for j in 0..<layer.units {
+            var shift = 0.0
+            for i in 0..<layer.inputs {
+                let w = Double(layer.kernel[i * layer.units + j]) / std[i]
+                layer.kernel[i * layer.units + j] = Float(w)
+                shift += mean[i] * w
+            }
+            layer.bias[j] = Float(Double(layer.bias[j]) - shift)
+        }
+        if hidden != nil { hidden = layer } else { output = layer }
     }
 }
 
@@ -118,6 +139,18 @@ public enum HeadTrainer {
         guard classCount >= 2 else { throw TrainingError("a classifier needs at least two classes, there is \(classCount)") }
         guard !trainRows.isEmpty else { throw TrainingError("no training rows") }
         guard s.batch >= 1, s.epochs >= 1 else { throw TrainingError("epochs and batch must be positive") }
+        if s.standardize {
+            let (mean, std) = columnStatistics(x, inputs: inputs, rows: trainRows)
+            var z = x
+            let n = x.count / inputs
+            for r in 0..<n { for j in 0..<inputs { z[r * inputs + j] = Float((Double(x[r * inputs + j]) - mean[j]) / std[j]) } }
+            var plain = s
+            plain.standardize = false
+            var result = try train(x: z, inputs: inputs, labels: labels, classCount: classCount, train: trainRows, validation: valRows,
+                                   settings: plain, onEpoch: onEpoch)
+            result.head.foldStandardization(mean: mean, std: std)
+            return result
+        }
         var rng = SplitMix64(seed: s.seed)
         // The products here are small (a batch of rows × a few thousand features × the classes): one OpenBLAS
         // thread does them faster than several waking and waiting for each other. Restored on return.
@@ -261,6 +294,17 @@ public enum HeadTrainer {
         var sub = [Float](repeating: 0, count: rows.count * inputs)
         for (i, r) in rows.enumerated() { for j in 0..<inputs { sub[i * inputs + j] = x[r * inputs + j] } }
         return head.predict(sub, rows: rows.count)
+    }
+
+    /// Per-column mean and standard deviation (population, as numpy's std) over `rows`, in Double; a constant
+    /// column gets 1 (it is only centred).
+    static func columnStatistics(_ x: [Float], inputs: Int, rows: [Int]) -> ([Double], [Double]) {
+        var mean = [Double](repeating: 0, count: inputs), sq = [Double](repeating: 0, count: inputs)
+        for r in rows { for j in 0..<inputs { mean[j] += Double(x[r * inputs + j]) } }
+        for j in 0..<inputs { mean[j] /= Double(rows.count) }
+        for r in rows { for j in 0..<inputs { let d = Double(x[r * inputs + j]) - mean[j]; sq[j] += d * d } }
+        let std = sq.map { v -> Double in let sd = (v / Double(rows.count)).squareRoot(); return sd > 1e-12 ? sd : 1 }
+        return (mean, std)
     }
 
     static func paramSizes(_ head: Head) -> [Int] {

@@ -59,6 +59,9 @@ struct TrainHead: ParsableCommand {
     @Option(name: .long, help: "Stop after this many epochs without a lower validation loss (0: never stop early).")
     var patience: Int = 10
 
+    @Flag(name: .long, help: "Standardize each feature (training rows' mean and std) while training; folded into the saved head's first layer.")
+    var standardize = false
+
     @Flag(name: .long, help: "Train on the images' downscaled raw pixels instead of the features.")
     var baseline = false
 
@@ -129,7 +132,8 @@ struct TrainHead: ParsableCommand {
         s.validationFraction = valSplit
         s.seed = seed
         s.patience = patience == 0 ? nil : patience
-        print("head: \(inputs) \(baseline ? "pixels" : "features") → \(hidden.map { "Dense(\($0), relu) → " } ?? "")\(dropout > 0 ? "Dropout(\(dropout)) → " : "")Dense(\(classes), softmax); Adam lr \(lr), batch \(batch), l2 \(l2), class weights \(classWeight.rawValue)")
+        s.standardize = standardize
+        print("head: \(inputs) \(baseline ? "pixels" : "features") → \(hidden.map { "Dense(\($0), relu) → " } ?? "")\(dropout > 0 ? "Dropout(\(dropout)) → " : "")Dense(\(classes), softmax)\(standardize ? " on standardized inputs (folded into the saved head)" : ""); Adam lr \(lr), batch \(batch), l2 \(l2), class weights \(classWeight.rawValue)")
         if !quiet { print("epoch      loss  accuracy  val_loss  val_accuracy") }
         let started = Date()
         let result = try HeadTrainer.train(x: x, inputs: inputs, labels: set.labels, classCount: classes, train: train, validation: val,

@@ -101,3 +101,33 @@ struct PeerTests {
         #expect(maxDiff / maxRef <= 1e-5)
     }
 }
+
+@Suite(.enabled(if: TrainFixtures.enabled && KilnBinary.enabled, "needs KILN_TRAIN_FIXTURES and the kiln binary (make test)"))
+struct FeatureParityTests {
+    /// `kiln features` on the committed digit PNGs (32×32, resized to 64×64 keras-nearest, caffe folded in)
+    /// gives the features Keras computes for the same digits (8×8 upscaled 8× nearest, `preprocess_input`,
+    /// the same mini backbone): the images really go through the bundle's own resizing and preprocessing.
+    @Test func featuresMatchKeras() throws {
+        let folder = try #require(TrainFixtures.folder)
+        let keras = try NPY.read(path: folder + "/mini_raw.npy")
+        let dir = try tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let r = try KilnBinary.run(["features", TrainFixtures.repoRoot + "/samples/mini/mini_notop_k3.h5",
+                                    TrainFixtures.repoRoot + "/samples/digits/train", "-o", dir + "/f.npz", "--input-size", "64x64"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let set = try FeatureSet.read(path: dir + "/f.npz")
+        #expect(set.count == 296 && set.featureCount == 128)
+        var maxDiff: Float = 0, maxRef: Float = 0
+        for (i, file) in set.files.enumerated() {
+            // <class>/<index>.png: the row of load_digits().
+            let index = try #require(Int((file as NSString).lastPathComponent.dropLast(4)))
+            for j in 0..<128 {
+                let a = set.features[i * 128 + j], b = keras.values[index * 128 + j]
+                maxDiff = max(maxDiff, abs(a - b))
+                maxRef = max(maxRef, abs(b))
+            }
+        }
+        print(String(format: "parity features: kiln features vs Keras on 296 digit PNGs: max|Δ|/max|ref| = %.2e", Double(maxDiff / maxRef)))
+        #expect(maxDiff / maxRef <= 1e-4)
+    }
+}

@@ -186,3 +186,26 @@ func tempDir() throws -> String {
         if hidden { #expect(dense[0].kernel.values == r.head.hidden!.kernel) }
     }
 }
+
+@Suite struct StandardizeTests {
+    /// Training with --standardize on features of a wild scale and offset gives the head that training on the
+    /// standardized features gives, with the standardization folded into its first layer.
+    @Test(arguments: [nil, 6] as [Int?]) func foldedHeadTakesRawFeatures(hidden: Int?) throws {
+        let (z0, labels) = blobs(perClass: 30, seed: 11)
+        let scale: [Float] = [300, 0.01, 7, 50, 1], offset: [Float] = [1000, -3, 0, 20, 5]
+        let x = z0.enumerated().map { i, v in v * scale[i % 5] + offset[i % 5] }
+        let (train, val) = stratifiedSplit(labels: labels, classCount: 3, fraction: 0.2, seed: 0)
+        var s = HeadSettings()
+        s.hidden = hidden
+        s.epochs = 15
+        s.standardize = true
+        let folded = try HeadTrainer.train(x: x, inputs: 5, labels: labels, classCount: 3, train: train, validation: val, settings: s)
+        let (mean, std) = HeadTrainer.columnStatistics(x, inputs: 5, rows: train)
+        let z = x.enumerated().map { i, v in Float((Double(v) - mean[i % 5]) / std[i % 5]) }
+        s.standardize = false
+        let plain = try HeadTrainer.train(x: z, inputs: 5, labels: labels, classCount: 3, train: train, validation: val, settings: s)
+        #expect(folded.history == plain.history)
+        let a = folded.head.predict(x, rows: labels.count), b = plain.head.predict(z, rows: labels.count)
+        #expect(zip(a, b).map { abs($0 - $1) }.max()! < 1e-4)
+    }
+}
