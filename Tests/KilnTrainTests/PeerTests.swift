@@ -67,13 +67,15 @@ struct PeerTests {
     }
 
     /// Bar: Keras loads the written .h5 and its predictions equal kiln's within 1e-5 relative.
-    @Test(arguments: [("pixels", nil as Int?, 0.0), ("mini", 32, 0.3)]) func kerasLoadsTheHead(set: String, hidden: Int?, dropout: Double) throws {
+    @Test(arguments: [("pixels", nil as Int?, 0.0, true), ("mini", 32, 0.3, false)])
+    func kerasLoadsTheHead(set: String, hidden: Int?, dropout: Double, standardize: Bool) throws {
         let python = try #require(TrainFixtures.python, "KILN_PYTHON is not set (make test sets it)")
         let r = try TrainFixtures.results()
         let fs = try FeatureSet.read(path: TrainFixtures.folder! + "/\(set).npz")
         var s = TrainFixtures.settings(r, set)
         s.hidden = hidden
         s.dropout = dropout
+        s.standardize = standardize
         s.epochs = 5
         let result = try HeadTrainer.train(x: fs.features, inputs: fs.featureCount, labels: fs.labels, classCount: 10,
                                            train: Array(0..<fs.count), validation: [], settings: s)
@@ -97,7 +99,7 @@ struct PeerTests {
         #expect(keras.shape == [fs.count, 10])
         let maxRef = keras.values.map(abs).max()!
         let maxDiff = zip(keras.values, mine).map { abs($0 - $1) }.max()!
-        print(String(format: "parity keras-load %@%@: max|Δ|/max|ref| = %.2e over %d rows", set, hidden.map { " hidden \($0)" } ?? "", Double(maxDiff / maxRef), fs.count))
+        print(String(format: "parity keras-load %@%@%@: max|Δ|/max|ref| = %.2e over %d rows", set, hidden.map { " hidden \($0)" } ?? "", standardize ? " standardized" : "", Double(maxDiff / maxRef), fs.count))
         #expect(maxDiff / maxRef <= 1e-5)
     }
 }
