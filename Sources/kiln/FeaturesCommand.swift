@@ -226,29 +226,38 @@ extension String {
     func leftPaddedSpaces(_ n: Int) -> String { count >= n ? self : String(repeating: " ", count: n - count) + self }
 }
 
-/// A one-line progress bar on stderr: count, rate and time left; redrawn at most 5 times a second.
+/// A one-line progress bar on stderr: count, rate and time left; redrawn at most 5 times a second on a
+/// terminal, else (a log file) one line per tenth of the work.
 struct ProgressBar {
     var started = Date()
     var lastDraw = Date.distantPast
     var drawn = false
+    let terminal = isatty(2) != 0
+    var lastTenth = -1
 
     mutating func update(done: Int, total: Int) {
         guard total > 0 else { return }
         let now = Date()
-        guard done == total || now.timeIntervalSince(lastDraw) >= 0.2 else { return }
+        if terminal {
+            guard done == total || now.timeIntervalSince(lastDraw) >= 0.2 else { return }
+        } else {
+            let tenth = 10 * done / total
+            guard tenth > lastTenth else { return }
+            lastTenth = tenth
+        }
         lastDraw = now
         let elapsed = now.timeIntervalSince(started)
         let rate = elapsed > 0 ? Double(done) / elapsed : 0
         let left = rate > 0 ? Double(total - done) / rate : 0
         let filled = Int(30.0 * Double(done) / Double(total))
-        let line = String(format: "\r[%@%@] %d/%d images  %.1f img/s  ETA %@ ", String(repeating: "#", count: filled),
+        let line = String(format: (terminal ? "\r" : "") + "[%@%@] %d/%d images  %.1f img/s  ETA %@ ", String(repeating: "#", count: filled),
                           String(repeating: ".", count: 30 - filled), done, total, rate, done == 0 ? "?" : formatSeconds(left))
-        FileHandle.standardError.write(Data(line.utf8))
+        FileHandle.standardError.write(Data((terminal ? line : line + "\n").utf8))
         drawn = true
     }
 
     mutating func finish() {
-        if drawn { FileHandle.standardError.write(Data("\n".utf8)) }
+        if drawn, terminal { FileHandle.standardError.write(Data("\n".utf8)) }
     }
 
     func formatSeconds(_ s: Double) -> String {
