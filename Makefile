@@ -3,7 +3,7 @@ SHELL := /bin/bash
 KILN_CACHE ?= $(HOME)/.cache/kiln
 export KILN_CACHE
 
-.PHONY: setup build release demo fixtures fixtures-images fixtures-onnx fixtures-trained test unit-test bench clean
+.PHONY: setup build release demo fixtures fixtures-images fixtures-onnx fixtures-compact fixtures-train test unit-test bench clean
 
 setup:
 	@scripts/setup
@@ -32,14 +32,19 @@ fixtures-onnx: fixtures
 	@scripts/fixtures-onnx
 
 # A model Keras trains on scikit-learn's digits, with its test set: reduced-precision bundles are judged on it.
-fixtures-trained: fixtures
-	@scripts/fixtures-trained
+fixtures-compact: fixtures
+	@scripts/fixtures-compact
+
+# Features of scikit-learn's digits with Keras' and scikit-learn's validation accuracies for the same head.
+fixtures-train: setup
+	@scripts/fixtures-train
 
 # Unit tests on committed samples, plus the end-to-end parity tests on the full ResNet-50 fixtures
 # through the release binaries. Nothing is skipped: missing fixtures fail the end-to-end suite.
-test: release fixtures fixtures-images fixtures-onnx fixtures-trained
+test: release fixtures fixtures-images fixtures-onnx fixtures-compact fixtures-train
 	KILN_FIXTURES="$(KILN_CACHE)/fixtures" KILN_IMAGE_FIXTURES="$(KILN_CACHE)/fixtures-images" \
-	KILN_FIXTURES_ONNX="$(KILN_CACHE)/fixtures-onnx" KILN_FIXTURES_TRAINED="$(KILN_CACHE)/fixtures-trained" \
+	KILN_FIXTURES_ONNX="$(KILN_CACHE)/fixtures-onnx" KILN_FIXTURES_COMPACT="$(KILN_CACHE)/fixtures-compact" \
+	KILN_TRAIN_FIXTURES="$(KILN_CACHE)/fixtures-train" KILN_PYTHON="$$(scripts/pyenv)" \
 	KILN_BIN="$$(swift build -c release --show-bin-path)" KILN_REQUIRE_FIXTURES=1 \
 		swift test
 

@@ -66,9 +66,14 @@ let package = Package(
         .target(name: "CONNX", dependencies: ["CProtobufC"]),
         // ONNX importer: protobuf through libprotobuf-c, NCHW graphs into the NHWC IR.
         .target(name: "KilnONNX", dependencies: ["CONNX", "CProtobufC", "KilnGraph"]),
-        // The toolchain CLI: convert, fuse, inspect, verify, compare.
+        // Transfer learning without Python: image folders → features (.npz, cached), a softmax head trained
+        // with Adam through OpenBLAS, metrics and plots, and the head saved as a Keras-loadable .h5.
+        .target(name: "KilnTrain", dependencies: ["KilnKeras", "KilnRuntime", "KilnImage", "COpenBLAS"]),
+        // Benchmark of the head trainer (4,000 × 2048 features, 50 epochs).
+        .executableTarget(name: "kiln-train-bench", dependencies: ["KilnTrain"]),
+        // The toolchain CLI: convert, fuse, inspect, verify, compare, features, train-head.
         .executableTarget(name: "kiln", dependencies: [
-            "KilnKeras", "KilnONNX", "KilnGraph", "KilnFormat", "KilnRuntime",
+            "KilnKeras", "KilnONNX", "KilnGraph", "KilnFormat", "KilnRuntime", "KilnTrain", "KilnImage",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
@@ -83,6 +88,7 @@ let package = Package(
         ]),
         .testTarget(name: "KilnONNXTests", dependencies: ["KilnONNX", "KilnGraph", "KilnFormat", "KilnRuntime"]),
         .testTarget(name: "KilnImageTests", dependencies: ["KilnImage", "KilnFormat", "KilnRuntime"]),
+        .testTarget(name: "KilnTrainTests", dependencies: ["KilnTrain", "KilnKeras", "KilnRuntime"]),
         .testTarget(name: "EndToEndTests", dependencies: ["KilnFormat", "KilnRuntime"]),
     ]
 )

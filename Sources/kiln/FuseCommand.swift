@@ -138,6 +138,11 @@ struct Fuse: ParsableCommand {
             throw CLIError("--input-size \(size.0)x\(size.1) but \(backboneName) takes \(h)x\(w)")
         }
         let resizeMethod = resize ?? (chosen == .torch ? .torchvision : .kerasNearest)
+        try checkHeadBackbone(headPath: head) {  // a head from `kiln train-head` records its features' backbone
+            BackboneIdentity(checksum: try BackboneIdentity.checksum(ofFile: backbone), file: backboneName, cut: cutName,
+                             preprocessing: alreadyFolded ? (backboneGraph.metadata["input.preprocessing"].flatMap { if case .string(let s) = $0 { return s } else { return nil } } ?? "none") : chosen.rawValue,
+                             height: size.0, width: size.1, resize: resizeMethod.rawValue)
+        }
 
         let headParameters = headGraph.parameterCount
         try graph.optimizeForInference()

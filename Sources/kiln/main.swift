@@ -13,7 +13,7 @@ struct Kiln: ParsableCommand {
         abstract: "Turn a trained image classifier into one frozen .kiln file.",
         discussion: "Exit status: 0 success, 1 bad input (the message names the file, layer and tensor), 64 usage error.",
         version: KilnVersion.string,
-        subcommands: [Convert.self, Fuse.self, Inspect.self, Verify.self, Compare.self])
+        subcommands: [Convert.self, Fuse.self, Inspect.self, Verify.self, Compare.self, Features.self, TrainHead.self])
 }
 
 enum KilnVersion {

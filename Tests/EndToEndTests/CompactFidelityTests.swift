@@ -3,11 +3,11 @@ import Testing
 import KilnFormat
 import KilnRuntime
 
-/// Reduced-precision bundles judged on a model whose weights were learnt (scripts/fixtures-trained: Keras
+/// Reduced-precision bundles judged on a model whose weights were learnt (scripts/fixtures-compact: Keras
 /// trains the mini ResNet-50 on scikit-learn's digits; its held-out test set, labels and Keras' predictions).
-/// `make test` sets KILN_FIXTURES_TRAINED; with KILN_REQUIRE_FIXTURES=1 missing fixtures fail.
+/// `make test` sets KILN_FIXTURES_COMPACT; with KILN_REQUIRE_FIXTURES=1 missing fixtures fail.
 enum Trained {
-    static let folder = E2E.env["KILN_FIXTURES_TRAINED"] ?? ""
+    static let folder = E2E.env["KILN_FIXTURES_COMPACT"] ?? ""
     static var available: Bool {
         FileManager.default.fileExists(atPath: "\(folder)/manifest.json") && FileManager.default.isExecutableFile(atPath: "\(E2E.bin)/kiln")
     }
@@ -34,7 +34,7 @@ enum Trained {
     }
 }
 
-@Suite(.enabled(if: Trained.available || E2E.required, "trained fixtures: run `make test` (or set KILN_FIXTURES_TRAINED and KILN_BIN)"), .serialized)
+@Suite(.enabled(if: Trained.available || E2E.required, "trained fixtures: run `make test` (or set KILN_FIXTURES_COMPACT and KILN_BIN)"), .serialized)
 struct CompactFidelityTests {
     /// f32, f16, bf16 and int8 (+ zstd) bundles of the trained model on its test set. The bars: f16
     /// max|Δ|/max|f32| ≤ 1e-3 and bf16 ≤ 1e-2 with top-1 equal for every input; int8 top-1 equal on ≥ 99% and
@@ -42,7 +42,7 @@ struct CompactFidelityTests {
     /// predictions move as much when its kernels are rounded the same way (the fixture's yardstick) — the
     /// test holds Kiln to the yardstick (×1.5 on the error, −1 point on agreement) and prints both.
     @Test func reducedPrecisionOnTheTrainedModel() throws {
-        #expect(Trained.available, "fixtures or binaries missing: KILN_FIXTURES_TRAINED=\(Trained.folder) KILN_BIN=\(E2E.bin)")
+        #expect(Trained.available, "fixtures or binaries missing: KILN_FIXTURES_COMPACT=\(Trained.folder) KILN_BIN=\(E2E.bin)")
         guard Trained.available else { return }
         let m = try Trained.manifest()
         let dir = try E2E.tempDir()

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the trained-model fixtures (scripts/fixtures-trained): a model whose weights were learnt, not drawn.
+"""Writes the trained-model fixtures (scripts/fixtures-compact): a model whose weights were learnt, not drawn.
 
 Real Keras 3 trains the mini ResNet-50 (the exact topology and layer names of keras.applications.ResNet50,
 filter counts divided by 16) on scikit-learn's bundled handwritten digits (1,797 real 8x8 scans, 10
@@ -7,7 +7,7 @@ classes), enlarged to 32x32 RGB. The held-out test set, its labels and Keras' ow
 beside the model. Reduced-precision bundles (f16, bf16, int8) are judged on this model: random weights
 amplify rounding far more than learnt ones do.
 
-    PY=$(scripts/pyenv) && $PY scripts/make_trained_fixtures.py --out DIR
+    PY=$(scripts/pyenv) && $PY scripts/make_compact_fixtures.py --out DIR
 """
 import argparse
 import json

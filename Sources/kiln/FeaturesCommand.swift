@@ -1,0 +1,266 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import ArgumentParser
+import Foundation
+import KilnFormat
+import KilnGraph
+import KilnImage
+import KilnKernels
+import KilnRuntime
+import KilnTrain
+
+/// How a backbone turns images into features: everything that must be the same when the head trained on
+/// them is fused (`kiln fuse` resolves the same defaults and checks this identity).
+struct BackboneIdentity: Equatable {
+    var checksum: String
+    var file: String
+    var cut: String
+    var preprocessing: String
+    var height: Int, width: Int
+    var resize: String
+
+    /// The recorded form: `kiln-backbone/1 xxh64=… cut=… preprocessing=… size=HxW resize=… file=…`.
+    var text: String {
+        "kiln-backbone/1 xxh64=\(checksum) cut=\(cut) preprocessing=\(preprocessing) size=\(height)x\(width) resize=\(resize) file=\(file)"
+    }
+
+    /// The part that must match (the file name may change).
+    static func key(_ text: String) -> String {
+        text.split(separator: " ").filter { !$0.hasPrefix("file=") }.joined(separator: " ")
+    }
+
+    static func checksum(ofFile path: String) throws -> String {
+        guard let data = FileManager.default.contents(atPath: path) else { throw CLIError("\(path): cannot read the file") }
+        let h = data.withUnsafeBytes { XXH64.hash($0) }
+        return String(h, radix: 16).leftPadded(to: 16)
+    }
+}
+
+extension String {
+    func leftPadded(to n: Int) -> String { count >= n ? self : String(repeating: "0", count: n - count) + self }
+}
+
+/// `kiln fuse`'s check: a head written by `kiln train-head` records the backbone its features came from.
+func checkHeadBackbone(headPath: String, backbone makeIdentity: () throws -> BackboneIdentity) throws {
+    // Only HDF5 heads can carry the record (a .keras zip or another file: nothing to check).
+    guard let recorded = (try? KerasHeadExport.recordedBackbone(path: headPath)) ?? nil else { return }
+    let backbone = try makeIdentity()
+    let headName = (headPath as NSString).lastPathComponent
+    if recorded.hasPrefix("baseline") {
+        throw CLIError("\(headName) was trained on raw pixels (--baseline), not on backbone features; it cannot be fused")
+    }
+    if BackboneIdentity.key(recorded) != BackboneIdentity.key(backbone.text) {
+        throw CLIError("\(headName) was trained on features of another backbone or setting: it records '\(recorded)', this fuse gives '\(backbone.text)'; extract features with this backbone and settings (kiln features) and train again, or fuse with the recorded ones")
+    }
+}
+
+/// The backbone as a feature extractor: cut, preprocessing folded, resizing chosen, as `kiln fuse` would.
+struct ResolvedBackbone {
+    var model: Model
+    var outputIndex: Int
+    var resize: InputResize
+    var identity: BackboneIdentity
+}
+
+func resolveBackbone(path: String, config: String?, cut: String?, preprocess: Preprocessing?, inputSize: String?,
+                     resize: ResizeMethod?, note: (String) -> Void) throws -> ResolvedBackbone {
+    let name = (path as NSString).lastPathComponent
+    var graph = try loadGraph(path: path, config: config)
+    let cutName = try cut ?? graph.defaultCut()
+    guard graph.node(named: cutName) != nil else { throw CLIError("\(name): no layer '\(cutName)' to cut at") }
+    graph.outputs = [GraphOutput(port: cutName, node: cutName)]
+    func metaString(_ k: String) -> String? { if case .string(let s)? = graph.metadata[k] { return s } else { return nil } }
+    let folded = metaString("input.preprocessing").flatMap { Preprocessing(rawValue: $0) }.map { $0 != .none } ?? false
+    let chosen: Preprocessing
+    if let preprocess {
+        chosen = preprocess
+    } else if folded {
+        chosen = .none
+        note("preprocessing: already folded into \(name)")
+    } else if metaString("source.framework") == "keras", graph.node(named: "conv1_conv") != nil {
+        chosen = .caffe
+        note("preprocessing: caffe (Keras applications ResNet-50's preprocess_input); override with --preprocess")
+    } else {
+        chosen = .none
+        note("preprocessing: none (images go in as 0-255 RGB); set --preprocess")
+    }
+    if folded, chosen != .none { throw CLIError("\(name) already has its preprocessing folded in; use --preprocess none") }
+    try graph.prependPreprocessing(chosen)
+    let inputShape: SymbolicShape = {
+        if let n = graph.nodes.first, case .input(let s) = n.op { return s }
+        return []
+    }()
+    var size: (Int, Int)
+    if let inputSize {
+        guard let s = parseSize(inputSize) else { throw ValidationError("--input-size '\(inputSize)' is not HxW") }
+        size = s
+    } else if case .int(let h)? = graph.metadata["input.height"], case .int(let w)? = graph.metadata["input.width"] {
+        size = (Int(h), Int(w))
+    } else if inputShape.count == 4, let h = inputShape[1], let w = inputShape[2] {
+        size = (h, w)
+    } else {
+        size = (224, 224)
+        note("input size: 224x224 (the input takes any size; set --input-size)")
+    }
+    if inputShape.count == 4, let h = inputShape[1], let w = inputShape[2], (h, w) != size {
+        throw CLIError("--input-size \(size.0)x\(size.1) but \(name) takes \(h)x\(w)")
+    }
+    let method = resize ?? metaString("input.resize").flatMap(ResizeMethod.init(rawValue:)) ?? (chosen == .torch ? .torchvision : .kerasNearest)
+    try graph.optimizeForInference()
+    let frozen = try graph.lower()
+    let model = try Model(bundle: try Bundle(bytes: try BundleWriter.serialize(frozen)))
+    guard let index = model.frozen.outputs.firstIndex(where: { $0.name == cutName }) ?? (model.frozen.outputs.count == 1 ? 0 : nil) else {
+        throw CLIError("\(name): the cut '\(cutName)' is not an output")
+    }
+    let shorter = method == .torchvision ? Int((Double(min(size.0, size.1)) / 0.875).rounded()) : nil
+    let resizer = try InputResize(name: method.rawValue, height: size.0, width: size.1, shorter: shorter)
+    let preprocessingText = folded ? (metaString("input.preprocessing") ?? "none") : chosen.rawValue
+    let identity = BackboneIdentity(checksum: try BackboneIdentity.checksum(ofFile: path), file: name, cut: cutName,
+                                    preprocessing: preprocessingText, height: size.0, width: size.1, resize: method.rawValue)
+    return ResolvedBackbone(model: model, outputIndex: index, resize: resizer, identity: identity)
+}
+
+struct Features: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Extract a backbone's features for a labelled image folder (DATA_DIR/<class>/<image>) into a .npz.",
+        discussion: """
+            Images are decoded and resized as the fused bundle will do it (the same defaults and options as \
+            `kiln fuse`), the backbone's preprocessing is folded in, and each image gives one row of the cut \
+            layer's output (default: the last global average pool). Also stored: labels, class names, file \
+            names, and the images downscaled to 16x16 RGB for `kiln train-head --baseline`. The class \
+            histogram is printed first. Images that cannot be read are listed and skipped. Re-running with the \
+            same backbone and settings reuses every row whose file (path, size, modification time) is unchanged. \
+            OUT is written atomically; NumPy reads it with np.load.
+            """)
+
+    @Argument(help: "The backbone: a Keras or ONNX model, or a .kiln bundle.")
+    var backbone: String
+
+    @Argument(help: "The image folder: one sub-folder per class.")
+    var dataDir: String
+
+    @Option(name: .shortAndLong, help: "The features file to write (.npz).")
+    var output: String
+
+    @Option(name: .long, help: "The layer whose output is the feature (default: the last global average pool).")
+    var cut: String?
+
+    @Option(name: .long, help: "Preprocessing to fold in: caffe, torch, tf or none (default: implied by the backbone, as kiln fuse).")
+    var preprocess: Preprocessing?
+
+    @Option(name: .long, help: "Image size HxW (default: the model's, else 224x224).")
+    var inputSize: String?
+
+    @Option(name: .long, help: "Resizing: keras-nearest (default), keras-bilinear or torchvision.")
+    var resize: ResizeMethod?
+
+    @Option(name: .long, help: "Model config JSON for a weights-only backbone file.")
+    var config: String?
+
+    @Option(name: .long, help: "Images per backbone run.")
+    var batch: Int = 16
+
+    @Option(name: .long, help: "Threads for the kernels.")
+    var threads: Int = 2
+
+    func validate() throws {
+        guard batch >= 1, batch <= 1024 else { throw ValidationError("--batch must be in 1...1024") }
+        guard threads >= 1, threads <= 256 else { throw ValidationError("--threads must be in 1...256") }
+    }
+
+    func run() throws {
+        setKernelThreads(threads)
+        let folder = try ImageFolder(scanning: dataDir)
+        // The histogram first: the imbalance users must see.
+        let hist = folder.histogram
+        print("\(dataDir): \(folder.classNames.count) classes, \(folder.entries.count) images")
+        let width = folder.classNames.map(\.count).max() ?? 5
+        let most = hist.max() ?? 1
+        for (i, name) in folder.classNames.enumerated() {
+            let bar = String(repeating: "█", count: max(1, Int((40.0 * Double(hist[i]) / Double(most)).rounded())))
+            print("  \(name.padding(toLength: width, withPad: " ", startingAt: 0))  \(String(hist[i]).leftPaddedSpaces(6))  \(bar)")
+        }
+        if let lo = hist.min(), let hi = hist.max(), lo > 0, Double(hi) / Double(lo) >= 2 {
+            print(String(format: "  imbalance: the largest class has %.1fx the images of the smallest (consider --class-weight balanced)", Double(hi) / Double(lo)))
+        }
+        fflush(nil)
+        let resolved = try resolveBackbone(path: backbone, config: config, cut: cut, preprocess: preprocess, inputSize: inputSize,
+                                           resize: resize, note: note)
+        var cache: FeatureSet?
+        if FileManager.default.fileExists(atPath: output) {
+            do {
+                let old = try FeatureSet.read(path: output)
+                if old.backbone == resolved.identity.text {
+                    cache = old
+                } else {
+                    note("\(output) holds features of another backbone or setting: recomputing every image")
+                }
+            } catch {
+                note("\(output) is not a features file kiln can reuse (\(error)): recomputing every image")
+            }
+        }
+        var extraction = FeatureExtraction(model: resolved.model, outputIndex: resolved.outputIndex, resize: resolved.resize,
+                                           backbone: resolved.identity.text)
+        extraction.batch = batch
+        var bar = ProgressBar()
+        let outcome = try extraction.run(folder, cache: cache) { done, total in bar.update(done: done, total: total) }
+        bar.finish()
+        for s in outcome.skipped {
+            print("skipped (unreadable): \(s.file): \(s.reason)")
+        }
+        try outcome.checkEveryClassHasRows(root: dataDir)
+        try outcome.features.write(to: output)
+        let bytes = (try? FileManager.default.attributesOfItem(atPath: output)[.size] as? Int) ?? 0
+        print("wrote \(output): \(outcome.features.count) images × \(outcome.features.featureCount) features ('\(resolved.identity.cut)', \(resolved.identity.height)x\(resolved.identity.width) \(resolved.identity.resize), preprocessing \(resolved.identity.preprocessing)); \(outcome.computed) computed, \(outcome.reused) unchanged from the cache\(outcome.skipped.isEmpty ? "" : ", \(outcome.skipped.count) skipped"); \(bytes) bytes")
+    }
+
+    func note(_ text: String) {
+        FileHandle.standardError.write(Data("kiln features: \(text)\n".utf8))
+    }
+}
+
+extension String {
+    func leftPaddedSpaces(_ n: Int) -> String { count >= n ? self : String(repeating: " ", count: n - count) + self }
+}
+
+/// A one-line progress bar on stderr: count, rate and time left; redrawn at most 5 times a second on a
+/// terminal, else (a log file) one line per tenth of the work.
+struct ProgressBar {
+    var started = Date()
+    var lastDraw = Date.distantPast
+    var drawn = false
+    let terminal = isatty(2) != 0
+    var lastTenth = -1
+
+    mutating func update(done: Int, total: Int) {
+        guard total > 0 else { return }
+        let now = Date()
+        if terminal {
+            guard done == total || now.timeIntervalSince(lastDraw) >= 0.2 else { return }
+        } else {
+            let tenth = 10 * done / total
+            guard tenth > lastTenth else { return }
+            lastTenth = tenth
+        }
+        lastDraw = now
+        let elapsed = now.timeIntervalSince(started)
+        let rate = elapsed > 0 ? Double(done) / elapsed : 0
+        let left = rate > 0 ? Double(total - done) / rate : 0
+        let filled = Int(30.0 * Double(done) / Double(total))
+        let line = String(format: (terminal ? "\r" : "") + "[%@%@] %d/%d images  %.1f img/s  ETA %@ ", String(repeating: "#", count: filled),
+                          String(repeating: ".", count: 30 - filled), done, total, rate, done == 0 ? "?" : formatSeconds(left))
+        FileHandle.standardError.write(Data((terminal ? line : line + "\n").utf8))
+        drawn = true
+    }
+
+    mutating func finish() {
+        if drawn, terminal { FileHandle.standardError.write(Data("\n".utf8)) }
+    }
+
+    func formatSeconds(_ s: Double) -> String {
+        s < 60 ? String(format: "%.0f s", s) : String(format: "%d min %02d s", Int(s) / 60, Int(s) % 60)
+    }
+}

@@ -1,0 +1,167 @@
+import Foundation
+import Testing
+import KilnKeras
+@testable import KilnTrain
+
+/// `kiln features` and `kiln train-head` through the binary: the release one of `make test` (KILN_BIN), else
+/// the one `swift build` put beside the test bundle.
+enum KilnBinary {
+    static let env = ProcessInfo.processInfo.environment
+    static let folder: String = {
+        if let bin = env["KILN_BIN"], !bin.isEmpty { return bin }
+        return URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path
+    }()
+    static var available: Bool { FileManager.default.isExecutableFile(atPath: "\(folder)/kiln") }
+    static var enabled: Bool { available || env["KILN_REQUIRE_FIXTURES"] == "1" }
+
+    struct Result { var status: Int32; var stdout: String; var stderr: String }
+
+    static func run(_ args: [String]) throws -> Result {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "\(folder)/kiln")
+        p.arguments = args
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile()
+        let e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return Result(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+    }
+}
+
+@Suite(.enabled(if: KilnBinary.enabled, "needs the kiln binary (swift build, or KILN_BIN)"), .serialized)
+struct CLITests {
+    let root = TrainFixtures.repoRoot
+    var backbone: String { root + "/samples/mini/mini_notop_k3.h5" }
+
+    /// A small data folder: `perClass` digits of each listed class copied from samples/digits/train.
+    func dataFolder(_ dir: String, classes: [String], perClass: Int = 6) throws -> String {
+        let data = dir + "/data"
+        for c in classes {
+            try FileManager.default.createDirectory(atPath: "\(data)/\(c)", withIntermediateDirectories: true)
+            let src = "\(root)/samples/digits/train/\(c)"
+            for f in try FileManager.default.contentsOfDirectory(atPath: src).sorted().prefix(perClass) {
+                try FileManager.default.copyItem(atPath: "\(src)/\(f)", toPath: "\(data)/\(c)/\(f)")
+            }
+        }
+        return data
+    }
+
+    @Test func featuresTrainFuseAndCache() throws {
+        let dir = try tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let data = try dataFolder(dir, classes: ["one", "seven", "zero"])
+        try Data("not an image".utf8).write(to: URL(fileURLWithPath: data + "/one/broken.png"))
+        try Data("notes".utf8).write(to: URL(fileURLWithPath: data + "/one/README.txt"))  // not an image name: ignored
+        let npz = dir + "/f.npz"
+        let first = try KilnBinary.run(["features", backbone, data, "-o", npz, "--input-size", "64x64"])
+        #expect(first.status == 0, "\(first.stderr)")
+        // Histogram first (7 files named like images in 'one', the broken one included), then the skipped file.
+        let lines = first.stdout.split(separator: "\n").map(String.init)
+        #expect(lines[0] == "\(data): 3 classes, 19 images")
+        #expect(lines[1].hasPrefix("  one") && lines[1].contains("     7  "))
+        #expect(first.stdout.contains("skipped (unreadable): one/broken.png: "))
+        #expect(first.stdout.contains("18 images × 128 features"))
+        #expect(first.stdout.contains("18 computed, 0 unchanged"))
+        #expect(first.stderr.contains("images/s") || first.stderr.contains("img/s"))
+        let set = try FeatureSet.read(path: npz)
+        #expect(set.count == 18 && set.featureCount == 128 && set.classNames == ["one", "seven", "zero"])
+        #expect(set.pixelCount == 16 * 16 * 3)
+        #expect(set.backbone?.hasPrefix("kiln-backbone/1 xxh64=") == true)
+        #expect(set.backbone?.contains("cut=avg_pool preprocessing=caffe size=64x64 resize=keras-nearest") == true)
+        // Unchanged images: nothing recomputed; the same features.
+        let second = try KilnBinary.run(["features", backbone, data, "-o", npz, "--input-size", "64x64"])
+        #expect(second.stdout.contains("0 computed, 18 unchanged"))
+        #expect(try FeatureSet.read(path: npz).features == set.features)
+        // One image touched: only it is recomputed.
+        let touched = data + "/zero/" + (try FileManager.default.contentsOfDirectory(atPath: data + "/zero").sorted()[0])
+        try FileManager.default.setAttributes([.modificationDate: Date(timeIntervalSinceNow: 5)], ofItemAtPath: touched)
+        let third = try KilnBinary.run(["features", backbone, data, "-o", npz, "--input-size", "64x64"])
+        #expect(third.stdout.contains("1 computed, 17 unchanged"))
+        // Another setting (size): recomputed from scratch.
+        let fourth = try KilnBinary.run(["features", backbone, data, "-o", npz, "--input-size", "32x32"])
+        #expect(fourth.stdout.contains("18 computed, 0 unchanged"))
+        #expect(fourth.stderr.contains("holds features of another backbone or setting"))
+        _ = try KilnBinary.run(["features", backbone, data, "-o", npz, "--input-size", "64x64"])
+
+        let head = dir + "/head.h5"
+        let trained = try KilnBinary.run(["train-head", npz, "-o", head, "--epochs", "5", "--hidden", "8", "--dropout", "0.2",
+                                          "--class-weight", "balanced", "--val-split", "0.34"])
+        #expect(trained.status == 0, "\(trained.stderr)")
+        #expect(trained.stdout.contains("epoch      loss  accuracy  val_loss  val_accuracy"))
+        #expect(trained.stdout.contains("confusion matrix"))
+        for f in ["head.h5", "head.history.csv", "head.curves.svg", "head.confusion.svg"] {
+            #expect(FileManager.default.fileExists(atPath: "\(dir)/\(f)"), "\(f)")
+        }
+        #expect(try String(contentsOfFile: dir + "/head.history.csv", encoding: .utf8).hasPrefix("epoch,loss,accuracy,val_loss,val_accuracy\n1,"))
+        // Same seed, same head.
+        let again = try KilnBinary.run(["train-head", npz, "-o", dir + "/again.h5", "--epochs", "5", "--hidden", "8", "--dropout", "0.2",
+                                        "--class-weight", "balanced", "--val-split", "0.34"])
+        #expect(again.status == 0)
+        #expect(trained.stdout.split(separator: "\n").filter { $0.hasPrefix("    ") } == again.stdout.split(separator: "\n").filter { $0.hasPrefix("    ") })
+
+        // The baseline trains on pixels and says so.
+        let base = try KilnBinary.run(["train-head", npz, "-o", dir + "/baseline.h5", "--baseline", "--epochs", "3"])
+        #expect(base.status == 0, "\(base.stderr)")
+        #expect(base.stdout.contains("head: 768 pixels → Dense(3, softmax)"))
+
+        // Fuse with the same backbone and settings: accepted; with another backbone file: refused, nothing written.
+        let fused = try KilnBinary.run(["fuse", backbone, head, "-o", dir + "/fused.kiln", "--input-size", "64x64"])
+        #expect(fused.status == 0, "\(fused.stderr)")
+        let other = try KilnBinary.run(["fuse", root + "/samples/mini/mini_k3.h5", head, "-o", dir + "/other.kiln", "--input-size", "64x64"])
+        #expect(other.status == 1)
+        #expect(other.stderr.contains("head.h5 was trained on features of another backbone or setting"))
+        let otherSize = try KilnBinary.run(["fuse", backbone, head, "-o", dir + "/other.kiln", "--input-size", "96x96"])
+        #expect(otherSize.status == 1)
+        #expect(otherSize.stderr.contains("size=96x96"))
+        let pixels = try KilnBinary.run(["fuse", backbone, dir + "/baseline.h5", "-o", dir + "/other.kiln", "--input-size", "64x64"])
+        #expect(pixels.status == 1)
+        #expect(pixels.stderr.contains("baseline.h5: the head takes (768) but the backbone's 'avg_pool' in mini_notop_k3.h5 gives (128)"))
+        #expect(!FileManager.default.fileExists(atPath: dir + "/other.kiln"))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir).allSatisfy { !$0.contains(".tmp") })
+    }
+
+    @Test func emptyClassFolderIsAnError() throws {
+        let dir = try tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let data = try dataFolder(dir, classes: ["one", "two"])
+        try FileManager.default.createDirectory(atPath: data + "/three", withIntermediateDirectories: true)
+        let r = try KilnBinary.run(["features", backbone, data, "-o", dir + "/f.npz"])
+        #expect(r.status == 1)
+        #expect(r.stderr.contains("\(data)/three: class folder holds no images"))
+        #expect(!FileManager.default.fileExists(atPath: dir + "/f.npz"))
+    }
+
+    @Test func singleClassIsAnError() throws {
+        let dir = try tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let data = try dataFolder(dir, classes: ["one"])
+        let r = try KilnBinary.run(["features", backbone, data, "-o", dir + "/f.npz"])
+        #expect(r.status == 1)
+        #expect(r.stderr.contains("only one class folder ('one'); a classifier needs at least two classes"))
+        #expect(!FileManager.default.fileExists(atPath: dir + "/f.npz"))
+        // A features file with one class (written by hand): train-head refuses, writes nothing.
+        let set = FeatureSet(features: [1, 2, 3, 4], featureCount: 2, labels: [0, 0], classNames: ["one"], files: ["a", "b"],
+                             fileSizes: [1, 1], fileMtimes: [1, 1], pixels: [], pixelCount: 0, backbone: nil)
+        try set.write(to: dir + "/one.npz")
+        let t = try KilnBinary.run(["train-head", dir + "/one.npz", "-o", dir + "/h.h5"])
+        #expect(t.status == 1)
+        #expect(t.stderr.contains("one.npz: only one class (one) has examples; a classifier needs at least two"))
+        #expect(!FileManager.default.fileExists(atPath: dir + "/h.h5"))
+    }
+
+    @Test func classWithAllImagesUnreadableIsAnError() throws {
+        let dir = try tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let data = try dataFolder(dir, classes: ["one", "two"])
+        try FileManager.default.createDirectory(atPath: data + "/three", withIntermediateDirectories: true)
+        try Data([0xFF, 0xD8, 0xFF, 0x00]).write(to: URL(fileURLWithPath: data + "/three/cut.jpg"))
+        let r = try KilnBinary.run(["features", backbone, data, "-o", dir + "/f.npz", "--input-size", "32x32"])
+        #expect(r.status == 1)
+        #expect(r.stdout.contains("skipped (unreadable): three/cut.jpg"))
+        #expect(r.stderr.contains("\(data)/three: no readable images in this class folder"))
+        #expect(!FileManager.default.fileExists(atPath: dir + "/f.npz"))
+    }
+}
