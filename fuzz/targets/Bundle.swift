@@ -92,9 +92,21 @@ func roundTrip(_ model: FrozenModel) {
         fuzzFailure("the reader accepted a model that does not write back and read back: \(error)")
     }
     let m = again.model
-    guard m.metadata == model.metadata, m.valueNames == model.valueNames, m.inputs == model.inputs,
-          m.outputs == model.outputs, m.ops == model.ops, m.tensors.count == model.tensors.count else {
-        fuzzFailure("the model changed in a write and read back")
+    // Metadata compared bit for bit (a NaN float is kept exactly, and NaN == NaN is false).
+    func bits(_ v: MetadataValue) -> String {
+        switch v {
+        case .int(let i): return "i\(i)"
+        case .float(let d): return "f\(d.bitPattern)"
+        case .string(let t): return "s\(t)"
+        case .strings(let l): return "S\(l)"
+        case .floats(let l): return "F\(l.map(\.bitPattern))"
+        }
+    }
+    let changed = [("metadata", m.metadata.mapValues(bits) == model.metadata.mapValues(bits)), ("value names", m.valueNames == model.valueNames),
+                   ("inputs", m.inputs == model.inputs), ("outputs", m.outputs == model.outputs), ("ops", m.ops == model.ops),
+                   ("tensor count", m.tensors.count == model.tensors.count)].filter { !$0.1 }.map(\.0)
+    guard changed.isEmpty else {
+        fuzzFailure("the model changed in a write and read back: \(changed.joined(separator: ", "))")
     }
     for (a, b) in zip(m.tensors, model.tensors) {
         let same = a.name == b.name && a.elementType == b.elementType && a.shape == b.shape
