@@ -3,7 +3,7 @@ SHELL := /bin/bash
 KILN_CACHE ?= $(HOME)/.cache/kiln
 export KILN_CACHE
 
-.PHONY: setup build release demo fixtures fixtures-images fixtures-onnx fixtures-compact fixtures-train test unit-test bench clean
+.PHONY: setup build release demo fixtures fixtures-images fixtures-onnx fixtures-compact fixtures-train fixtures-malformed test unit-test bench sanitize fuzz clean
 
 setup:
 	@scripts/setup
@@ -39,12 +39,20 @@ fixtures-compact: fixtures
 fixtures-train: setup
 	@scripts/fixtures-train
 
+# Damaged copies of the committed samples (HDF5, .keras, PNG/JPEG) and the one-line error each must give
+# (scripts/make_malformed.py through the pinned Python environment), cached in $(KILN_CACHE)/malformed.
+fixtures-malformed: fixtures
+	@scripts/fixtures-malformed > /dev/null
+
 # Unit tests on committed samples, plus the end-to-end parity tests on the full ResNet-50 fixtures
 # through the release binaries. Nothing is skipped: missing fixtures fail the end-to-end suite.
-test: release fixtures fixtures-images fixtures-onnx fixtures-compact fixtures-train
+# The hardening tests run the malformed corpus and the damaged bundles through the binaries, and kill
+# `kiln convert` / `kiln fuse` mid-write.
+test: release fixtures fixtures-images fixtures-onnx fixtures-compact fixtures-train fixtures-malformed
 	KILN_FIXTURES="$(KILN_CACHE)/fixtures" KILN_IMAGE_FIXTURES="$(KILN_CACHE)/fixtures-images" \
 	KILN_FIXTURES_ONNX="$(KILN_CACHE)/fixtures-onnx" KILN_FIXTURES_COMPACT="$(KILN_CACHE)/fixtures-compact" \
 	KILN_TRAIN_FIXTURES="$(KILN_CACHE)/fixtures-train" KILN_PYTHON="$$(scripts/pyenv)" \
+	KILN_MALFORMED="$(KILN_CACHE)/malformed" \
 	KILN_BIN="$$(swift build -c release --show-bin-path)" KILN_REQUIRE_FIXTURES=1 \
 		swift test
 
@@ -55,6 +63,15 @@ bench: setup fixtures
 
 unit-test: setup
 	swift test --skip EndToEnd
+
+# The test suite under address sanitizer (Swift and C) with undefined-behaviour sanitizer on the C code, in
+# .build-asan, and the concurrent-run tests under thread sanitizer, in .build-tsan (scripts/sanitize).
+sanitize: setup
+	@scripts/sanitize
+
+# Every libFuzzer target for 1,000,000 runs from its committed corpus, in .build-fuzz (scripts/fuzz, fuzz/README.md).
+fuzz: setup
+	@scripts/fuzz
 
 clean:
 	rm -rf .build

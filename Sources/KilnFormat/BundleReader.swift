@@ -185,6 +185,11 @@ struct BundleParser {
             if compressed, r1 > UInt64(BundleLayout.maximumElements) {
                 throw BundleError(section: "\(kind)", message: "uncompressed size \(r1) exceeds the limit \(BundleLayout.maximumElements)")
             }
+            // A zstd block (at least 4 bytes) never expands past 128 KiB, so the stored bytes bound what they can
+            // hold: checked before the buffer for the content is allocated.
+            if compressed, length <= UInt64(BundleLayout.maximumElements), r1 > length * 32768 {
+                throw BundleError(section: "\(kind)", message: "uncompressed size \(r1) exceeds the limit \(length * 32768) that \(length) bytes of zstd can hold")
+            }
             guard offset <= UInt64(size), length <= UInt64(size) - offset else {
                 throw BundleError(section: "\(kind)", message: "offset \(offset) + size \(length) runs past the end of the file (\(size) bytes)")
             }

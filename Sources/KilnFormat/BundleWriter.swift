@@ -73,20 +73,32 @@ public enum BundleWriter {
         try writeAtomically(bytes, to: path)
     }
 
-    /// Writes `bytes` to `path` through a temporary file in the same folder and a rename.
+    /// Writes `bytes` to `path` through a temporary file in the same folder and a rename. Where the file system
+    /// allows it the temporary file is unnamed (O_TMPFILE) until it is complete, so a process killed while
+    /// writing leaves nothing behind; it is then linked under `.NAME.tmp-XXXXXX` and renamed over `path`.
+    /// Elsewhere a named `mkstemp` file is written instead (a kill can leave it behind, never a partial `path`).
     public static func writeAtomically(_ bytes: [UInt8], to path: String) throws(BundleError) {
         let slash = path.lastIndex(of: "/")
         let folder = slash.map { String(path[..<$0]) } ?? "."
         let base = slash.map { String(path[path.index(after: $0)...]) } ?? path
-        var template = Array("\(folder.isEmpty ? "/" : folder)/.\(base).tmp-XXXXXX".utf8CString)
-        let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
-        guard fd >= 0 else {
-            throw BundleError(file: path, message: "cannot create a temporary file in '\(folder)': \(errnoText())")
+        let dir = folder.isEmpty ? "/" : folder
+        var tempPath: String? = nil
+        #if os(Linux)
+        var fd = open(dir, unnamedTemporary | O_WRONLY | O_CLOEXEC, 0o644)
+        #else
+        var fd: Int32 = -1
+        #endif
+        if fd < 0 {
+            var template = Array("\(dir)/.\(base).tmp-XXXXXX".utf8CString)
+            fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+            guard fd >= 0 else {
+                throw BundleError(file: path, message: "cannot create a temporary file in '\(folder)': \(errnoText())")
+            }
+            tempPath = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         }
-        let tempPath = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         var ok = false
         defer {
-            if !ok { unlink(tempPath) }
+            if !ok, let tempPath { unlink(tempPath) }
         }
         var written = 0
         let writeFailed: Bool = bytes.withUnsafeBytes { raw -> Bool in
@@ -111,12 +123,35 @@ public enum BundleWriter {
             close(fd)
             throw BundleError(file: path, message: "fsync failed: \(reason)")
         }
+        if tempPath == nil {
+            // Give the finished file a name next to the destination (a fresh one: linkat never overwrites).
+            for _ in 0..<100 {
+                let letters = Array("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+                let suffix = String((0..<6).map { _ in letters[Int.random(in: 0..<letters.count)] })
+                let candidate = "\(dir)/.\(base).tmp-\(suffix)"
+                if linkat(AT_FDCWD, "/proc/self/fd/\(fd)", AT_FDCWD, candidate, AT_SYMLINK_FOLLOW) == 0 {
+                    tempPath = candidate
+                    break
+                }
+                if errno != EEXIST { break }
+            }
+            guard tempPath != nil else {
+                let reason = errnoText()
+                close(fd)
+                throw BundleError(file: path, message: "cannot name the finished temporary file in '\(folder)': \(reason)")
+            }
+        }
         close(fd)
-        guard rename(tempPath, path) == 0 else {
+        guard rename(tempPath!, path) == 0 else {
             throw BundleError(file: path, message: "cannot move the finished file into place: \(errnoText())")
         }
         ok = true
     }
+
+    #if os(Linux)
+    /// Linux O_TMPFILE (`__O_TMPFILE | O_DIRECTORY`; the C macro does not import).
+    private static let unnamedTemporary: Int32 = 0o20000000 | O_DIRECTORY
+    #endif
 
     // MARK: - Sections
 

@@ -28,6 +28,18 @@ enum KerasLayerMapping {
             if let d, c[key] == nil || c[key] is NSNull { return d }
             throw fail("config '\(key)' is \(String(describing: c[key] ?? "missing")), expected an int or a pair")
         }
+        /// A window size, stride or dilation: in the bundle's range 1...65536 (checked before any shape arithmetic).
+        func window(_ key: String, default d: (Int, Int)? = nil) throws(KerasImportError) -> (Int, Int) {
+            let (a, b) = try pair(key, default: d)
+            guard (1...65536).contains(a), (1...65536).contains(b) else { throw fail("\(key) (\(a), \(b)) is outside 1...65536") }
+            return (a, b)
+        }
+        func zeroPad(_ t: Int, _ b: Int, _ l: Int, _ r: Int) throws(KerasImportError) -> GraphOp {
+            guard [t, b, l, r].allSatisfy({ (0...65536).contains($0) }) else {
+                throw fail("padding (\(t), \(b), \(l), \(r)) is outside 0...65536")
+            }
+            return .zeroPad(top: t, bottom: b, left: l, right: r)
+        }
         func padding() throws(KerasImportError) -> WindowPadding {
             switch (c["padding"] as? String ?? "valid").lowercased() {
             case "valid": return .valid
@@ -63,12 +75,12 @@ enum KerasLayerMapping {
             return .input(shape: shape)
         case "ZeroPadding2D":
             try channelsLast()
-            if let n = c["padding"] as? Int { return .zeroPad(top: n, bottom: n, left: n, right: n) }
+            if let n = c["padding"] as? Int { return try zeroPad(n, n, n, n) }
             if let l = c["padding"] as? [Any], l.count == 2 {
-                if let h = l[0] as? Int, let w = l[1] as? Int { return .zeroPad(top: h, bottom: h, left: w, right: w) }
+                if let h = l[0] as? Int, let w = l[1] as? Int { return try zeroPad(h, h, w, w) }
                 if let h = l[0] as? [Any], let w = l[1] as? [Any], h.count == 2, w.count == 2,
                    let t = h[0] as? Int, let b = h[1] as? Int, let le = w[0] as? Int, let r = w[1] as? Int {
-                    return .zeroPad(top: t, bottom: b, left: le, right: r)
+                    return try zeroPad(t, b, le, r)
                 }
             }
             throw fail("padding \(String(describing: c["padding"])) is not understood")
@@ -81,6 +93,9 @@ enum KerasLayerMapping {
             guard kh == kernel.shape[0], kw == kernel.shape[1] else {
                 throw fail("kernel has shape \(kernel.shape) but kernel_size is (\(kh), \(kw))", tensor: "kernel")
             }
+            guard (1...65536).contains(kh), (1...65536).contains(kw), kernel.shape[2] >= 1, kernel.shape[3] >= 1 else {
+                throw fail("kernel has shape \(kernel.shape): a window outside 1...65536 or no channels", tensor: "kernel")
+            }
             if let filters = c["filters"] as? Int, filters != kernel.shape[3] {
                 throw fail("kernel has shape \(kernel.shape) but filters is \(filters)", tensor: "kernel")
             }
@@ -89,9 +104,8 @@ enum KerasLayerMapping {
             if let bias, bias.shape != [kernel.shape[3]] {
                 throw fail("bias has shape \(bias.shape), expected [\(kernel.shape[3])]", tensor: "bias")
             }
-            let (sh, sw) = try pair("strides", default: (1, 1))
-            let (dh, dw) = try pair("dilation_rate", default: (1, 1))
-            guard sh >= 1, sw >= 1, dh >= 1, dw >= 1 else { throw fail("strides and dilation must be positive") }
+            let (sh, sw) = try window("strides", default: (1, 1))
+            let (dh, dw) = try window("dilation_rate", default: (1, 1))
             guard (sh == 1 && sw == 1) || (dh == 1 && dw == 1) else { throw fail("strides and dilation > 1 together are not supported") }
             return .conv2d(ConvSpec(kernel: kernel, bias: bias, strideH: sh, strideW: sw, dilationH: dh, dilationW: dw,
                                     padding: try padding(), activation: try activation()))
@@ -129,8 +143,8 @@ enum KerasLayerMapping {
             return .add(activation: .none)
         case "MaxPooling2D", "AveragePooling2D":
             try channelsLast()
-            let (ph, pw) = try pair("pool_size", default: (2, 2))
-            let (sh, sw) = try pair("strides", default: (ph, pw))
+            let (ph, pw) = try window("pool_size", default: (2, 2))
+            let (sh, sw) = try window("strides", default: (ph, pw))
             let spec = PoolSpec(kernelH: ph, kernelW: pw, strideH: sh, strideW: sw, padding: try padding())
             return layer.className == "MaxPooling2D" ? .maxPool(spec) : .avgPool(spec)
         case "GlobalAveragePooling2D":

@@ -78,6 +78,9 @@ extension Converter {
         if let c = x.shape[1].value, c != cin {
             throw fail("the input has \(c) channels but W \(w.shape) expects \(cin)", tensor: n.inputs[1])
         }
+        guard (1...65536).contains(kh), (1...65536).contains(kw), cout >= 1, cin >= 1 else {
+            throw fail("W has shape \(w.shape): a window outside 1...65536 or no channels", tensor: n.inputs[1])
+        }
         if let k = try ints(n, "kernel_shape"), k != [kh, kw] {
             throw fail("kernel_shape \(k) does not match W \(w.shape)")
         }
@@ -191,6 +194,9 @@ extension Converter {
                                 left: totals[1] - totals[1] / 2, right: totals[1] / 2)
         default:
             throw fail("auto_pad '\(autoPad)' is unknown")
+        }
+        if case .explicit(let t, let b, let l, let r) = padding, ![t, b, l, r].allSatisfy({ (0...65536).contains($0) }) {
+            throw fail("padding (\(t), \(b), \(l), \(r)) is outside 0...65536")
         }
         var out: [Dim] = []
         for a in 0..<2 {

@@ -177,9 +177,28 @@ public final class Model: @unchecked Sendable {
         shapes[port.value] = inputShape
         for step in steps {
             let ins = step.record.inputs.map { shapes[$0] ?? [] }
-            shapes[step.record.output] = try outputShape(step, ins)
+            let out = try outputShape(step, ins)
+            guard Self.elementCount(out) != nil else {
+                throw RuntimeError(op: step.record.name, "output shape \(out) has more than the limit of \(Self.maximumValueElements) elements")
+            }
+            shapes[step.record.output] = out
         }
         return shapes
+    }
+
+    /// The most elements one value of a plan may have (16 GiB of float32), checked before anything is allocated.
+    public static let maximumValueElements = 1 << 32
+
+    /// The element count of `shape`, or nil when it overflows or exceeds `maximumValueElements`.
+    static func elementCount(_ shape: [Int]) -> Int? {
+        var count = 1
+        for d in shape {
+            guard d >= 0 else { return nil }
+            let (p, o) = count.multipliedReportingOverflow(by: d)
+            guard !o, p <= maximumValueElements else { return nil }
+            count = p
+        }
+        return count
     }
 
     func outputShape(_ step: Step, _ ins: [[Int]]) throws(RuntimeError) -> [Int] {
@@ -215,7 +234,10 @@ public final class Model: @unchecked Sendable {
             return perm.map { ins[0][$0] }
         case .flatten:
             guard let n = ins[0].first else { throw fail("needs a batch dimension") }
-            return [n, ins[0].dropFirst().reduce(1, *)]
+            guard let features = Self.elementCount(Array(ins[0].dropFirst())) else {
+                throw fail("flattening \(ins[0]) gives more than the limit of \(Self.maximumValueElements) elements")
+            }
+            return [n, features]
         case let .pad(p, values):
             let (n, h, w, c) = try nhwc(ins[0])
             if let values, values.withFloats({ $0.count }) != c { throw fail("pad values do not match \(c) channels") }

@@ -9,6 +9,10 @@ import KilnFormat
 public enum NPY {
     static let magic: [UInt8] = [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59]  // "\x93NUMPY"
     public static let maximumElements = 1 << 31
+    /// The longest header read (NumPy itself writes a few hundred bytes).
+    public static let maximumHeader = 1 << 16
+    /// The largest file read: the largest header and `maximumElements` float64 values.
+    public static let maximumFileSize = 12 + maximumHeader + 8 * maximumElements
 
     public struct FormatError: Error, CustomStringConvertible, Sendable {
         public var file: String
@@ -34,7 +38,10 @@ public enum NPY {
         default:
             throw fail("unsupported .npy version \(major)")
         }
-        guard headerLength <= 1 << 16, headerStart + headerLength <= bytes.count else {
+        guard headerLength <= maximumHeader else {
+            throw fail("header of \(headerLength) bytes exceeds the limit \(maximumHeader)")
+        }
+        guard headerStart + headerLength <= bytes.count else {
             throw fail("header of \(headerLength) bytes runs past the end of the file")
         }
         guard let header = String(validating: bytes[headerStart..<headerStart + headerLength], as: UTF8.self) else {
@@ -50,7 +57,10 @@ public enum NPY {
         for part in inner.split(separator: ",") {
             let t = part.trimmingCharacters(in: " ")
             if t.isEmpty { continue }
-            guard let d = Int(t), d >= 0 else { throw fail("shape \(shapeText) is not understood") }
+            guard let d = Int(t), d >= 0 else {
+                let shown = shapeText.firstIndex(of: ")").map { String(shapeText[...$0]) } ?? String(shapeText.prefix(40))
+                throw fail("shape \(shown.filter { !$0.isNewline }) is not understood")
+            }
             shape.append(d)
         }
         guard shape.count <= BundleLayout.maximumRank else { throw fail("\(shape.count) dims > \(BundleLayout.maximumRank)") }
@@ -85,6 +95,10 @@ public enum NPY {
 
     /// Reads an `.npy` file.
     public static func read(path: String) throws(FormatError) -> Tensor {
+        var st = stat()
+        if stat(path, &st) == 0, Int(st.st_size) > maximumFileSize {
+            throw FormatError(file: path, message: "file of \(st.st_size) bytes exceeds the limit \(maximumFileSize) (\(maximumElements) float64 values)")
+        }
         guard let bytes = readFile(path) else {
             throw FormatError(file: path, message: "cannot read: \(String(cString: strerror(errno)))")
         }

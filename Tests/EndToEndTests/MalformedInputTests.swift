@@ -512,66 +512,96 @@ struct MalformedSourceCLITests {
     }
 }
 
-// MARK: - Atomic writes: kill `kiln convert` mid-write
+// MARK: - Atomic writes: kill `kiln convert` / `kiln fuse` mid-write
 
 @Suite(.enabled(if: E2E.enabled, "full ResNet-50 fixtures: run `make test`"), .serialized)
 struct AtomicWriteKillTests {
-    /// SIGKILL at several moments of a full-size conversion, including the moment the temporary file appears
-    /// and while it grows: afterwards the destination is the old file or the complete new one, never a partial
-    /// one, and nothing is left but it and at most the documented `.NAME.tmp-XXXXXX`.
-    @Test func killedConversionLeavesTheOldFileOrTheNewOne() throws {
+    /// The size of the unnamed temporary file (O_TMPFILE: `/proc/PID/fd/N` → `DIR/#INODE (deleted)`) that
+    /// process `pid` is writing in `dir`, or nil while it has none open.
+    static func temporarySize(pid: Int32, dir: String) -> Int? {
+        let fds = "/proc/\(pid)/fd"
+        for fd in (try? FileManager.default.contentsOfDirectory(atPath: fds)) ?? [] {
+            guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "\(fds)/\(fd)"),
+                  target.hasPrefix("\(dir)/"), target.hasSuffix("(deleted)") || target.contains(".tmp-") else { continue }
+            var st = stat()
+            if stat("\(fds)/\(fd)", &st) == 0 { return Int(st.st_size) }
+        }
+        return nil
+    }
+
+    /// SIGKILL during a full-size `kiln convert` and `kiln fuse`: at random moments of the whole run, and at
+    /// random points of the write itself (the temporary file holding a random fraction of the bundle, or all of
+    /// it). Afterwards the destination is the old file or the complete new one, never a partial one, and nothing
+    /// else is in the folder (the temporary file has no name until it is complete: O_TMPFILE, then link and
+    /// rename).
+    @Test(arguments: ["convert", "fuse"])
+    func killedWriteLeavesTheOldFileOrTheNewOne(_ command: String) throws {
         guard E2E.available else { #expect(E2E.available); return }
-        let source = "\(E2E.fixtures)/resnet50_k3.h5"
-        let dir = try E2E.tempDir()
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let made = try E2E.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: made) }
+        let dir = URL(fileURLWithPath: made).resolvingSymlinksInPath().path
         let out = "\(dir)/model.kiln"
         let reference = "\(dir)/reference.kiln"
+        func arguments(_ destination: String) -> [String] {
+            command == "convert"
+                ? ["convert", "\(E2E.fixtures)/resnet50_k3.h5", "-o", destination]
+                : ["fuse", "\(E2E.fixtures)/resnet50_notop_k3.h5", "\(E2E.fixtures)/head_k3.h5", "-o", destination, "--preprocess", "caffe"]
+        }
 
         var start = Date()
-        #expect(try E2E.run("kiln", ["convert", source, "-o", reference]).status == 0)
+        let r = try E2E.run("kiln", arguments(reference))
+        #expect(r.status == 0, "\(r.stderr)")
         let duration = Date().timeIntervalSince(start)
         let new = try Data(contentsOf: URL(fileURLWithPath: reference))
         try FileManager.default.removeItem(atPath: reference)
         let old = Data(try BundleWriter.serialize(Hardening.classifier()))
 
+        enum Moment { case time(Double), written(Double) }
+        var generator = SystemRandomNumberGenerator()
+        let moments: [Moment] = (0..<4).map { _ in .time(Double.random(in: 0..<0.9, using: &generator)) }
+            + (0..<6).map { _ in .written(Double.random(in: 0..<1, using: &generator)) } + [.written(1), .written(1)]
         var outcomes: [String] = []
-        var strays: Set<String> = []
-        let moments: [String] = ["temp appears", "temp half written", "temp fully written"] + [0.1, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99].map { "\($0)" }
+        var killedWriting = 0
         for moment in moments {
             try old.write(to: URL(fileURLWithPath: out))
             let p = Process()
             p.executableURL = URL(fileURLWithPath: "\(E2E.bin)/kiln")
-            p.arguments = ["convert", source, "-o", out]
+            p.arguments = arguments(out)
             p.standardOutput = FileHandle.nullDevice
             p.standardError = FileHandle.nullDevice
             start = Date()
             try p.run()
-            func temps() -> [String] {
-                ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).filter { $0.hasPrefix(".model.kiln.tmp-") && !strays.contains($0) }
-            }
-            func tempSize() -> Int {
-                temps().compactMap { (try? FileManager.default.attributesOfItem(atPath: "\(dir)/\($0)"))?[.size] as? Int }.max() ?? -1
-            }
-            if let fraction = Double(moment) {
-                while p.isRunning, Date().timeIntervalSince(start) < fraction * duration { usleep(1000) }
-            } else {
-                let needed = moment == "temp appears" ? 0 : moment == "temp half written" ? new.count / 2 : new.count
-                while p.isRunning, tempSize() < needed { usleep(200) }
+            var seen: Int? = nil
+            switch moment {
+            case .time(let fraction):
+                while p.isRunning, Date().timeIntervalSince(start) < fraction * duration { usleep(500) }
+            case .written(let fraction):
+                let needed = Int(fraction * Double(new.count))
+                while p.isRunning {
+                    if let size = Self.temporarySize(pid: p.processIdentifier, dir: dir) {
+                        seen = size
+                        if size >= needed { break }
+                    }
+                    usleep(100)
+                }
             }
             let wasRunning = p.isRunning
             kill(p.processIdentifier, SIGKILL)
             p.waitUntilExit()
+            if wasRunning, seen != nil { killedWriting += 1 }
             let now = try Data(contentsOf: URL(fileURLWithPath: out))
             let state = now == old ? "old" : now == new ? "new" : "PARTIAL (\(now.count) bytes)"
-            #expect(now == old || now == new, "killed at \(moment): the destination holds neither the old nor the new bundle")
-            let left = temps()
-            #expect(left.count <= 1, "killed at \(moment): \(left)")
-            strays.formUnion(left)
-            outcomes.append("\(moment): \(wasRunning ? "killed" : "had finished"), \(state), \(left.count) temporary left")
+            let label: String
+            switch moment {
+            case .time(let f): label = String(format: "at %.2f of the run", f)
+            case .written(let f): label = String(format: "with %.0f%% written", f * 100)
+            }
+            #expect(now == old || now == new, "\(command) killed \(label): the destination holds neither the old nor the new bundle")
+            let left = try FileManager.default.contentsOfDirectory(atPath: dir)
+            #expect(left == ["model.kiln"], "\(command) killed \(label): \(left)")
+            outcomes.append("\(label): \(wasRunning ? "killed" : "had finished")\(seen.map { " (temporary at \($0) bytes)" } ?? ""), \(state)")
         }
-        let all = try FileManager.default.contentsOfDirectory(atPath: dir)
-        #expect(all.allSatisfy { $0 == "model.kiln" || ($0.hasPrefix(".model.kiln.tmp-") && $0.count == ".model.kiln.tmp-XXXXXX".count) }, "\(all)")
-        print("atomic write, conversion of \(Int(duration * 1000)) ms killed at: " + outcomes.joined(separator: "; "))
-        print("atomic write: \(strays.count) stray temporary files after \(moments.count) kills (the writer does not clean them up)")
+        #expect(killedWriting >= 4, "\(command): only \(killedWriting) runs were killed while writing")
+        print("atomic write, kiln \(command) (\(Int(duration * 1000)) ms, \(new.count) bytes) killed " + outcomes.joined(separator: "; "))
     }
 }

@@ -11,10 +11,6 @@ func fuzzFailure(_ message: String) -> Never {
     abort()
 }
 
-/// `KILN_FUZZ_STRICT=1` turns off the skipping of inputs that reach a reported, not yet fixed gap (each
-/// target says which, where it skips).
-let strict = getenv("KILN_FUZZ_STRICT").map { String(cString: $0) == "1" } ?? false
-
 /// The libFuzzer input as an array.
 func fuzzBytes(_ data: UnsafePointer<UInt8>?, _ size: Int) -> [UInt8] {
     guard let data, size > 0 else { return [] }
