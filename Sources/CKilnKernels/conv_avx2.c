@@ -283,8 +283,10 @@ static inline __attribute__((always_inline)) void winograd_input_a(const wino_jo
             for (int i = 0; i < alpha; i++)
                 KILN_UNROLL
                 for (int k = 0; k < alpha; k++) {
-                    const float *p = image + ((size_t)(iy0 + i) * s->in_w + (size_t)(ix0 + k)) * cin + c;
-                    d[i][k] = interior || (rows_ok[i] && cols_ok[k]) ? _mm256_loadu_ps(p) : _mm256_setzero_ps();
+                    // The address is formed only for taps inside the image (one outside is not a valid pointer).
+                    d[i][k] = interior || (rows_ok[i] && cols_ok[k])
+                        ? _mm256_loadu_ps(image + ((size_t)(iy0 + i) * s->in_w + (size_t)(ix0 + k)) * cin + c)
+                        : _mm256_setzero_ps();
                 }
             if (alpha == 6) {
                 KILN_UNROLL

@@ -26,8 +26,8 @@
 #define KILN_STALL_NS 1000000
 // Stalls within this many jobs that switch the pool to the caller alone, and for how many jobs.
 #define KILN_STALL_WINDOW 256
-#define KILN_STALLS_TO_SERIALIZE 2
-#define KILN_SERIAL_JOBS 4096
+#define KILN_STALLS_TO_SERIALIZE 8
+#define KILN_SERIAL_JOBS 512
 
 typedef void (*kiln_task_fn)(void *, size_t, int);
 

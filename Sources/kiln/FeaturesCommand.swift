@@ -44,14 +44,18 @@ extension String {
 }
 
 /// `kiln fuse`'s check: a head written by `kiln train-head` records the backbone its features came from.
+/// A head from `kiln train-head --baseline` reads raw pixels, not features: refused before anything is attached.
+func refuseBaselineHead(headPath: String) throws {
+    guard let recorded = (try? KerasHeadExport.recordedBackbone(path: headPath)) ?? nil, recorded.hasPrefix("baseline") else { return }
+    throw CLIError("\((headPath as NSString).lastPathComponent) was trained on raw pixels (--baseline), not on backbone features; it cannot be fused")
+}
+
 func checkHeadBackbone(headPath: String, backbone makeIdentity: () throws -> BackboneIdentity) throws {
     // Only HDF5 heads can carry the record (a .keras zip or another file: nothing to check).
     guard let recorded = (try? KerasHeadExport.recordedBackbone(path: headPath)) ?? nil else { return }
+    try refuseBaselineHead(headPath: headPath)
     let backbone = try makeIdentity()
     let headName = (headPath as NSString).lastPathComponent
-    if recorded.hasPrefix("baseline") {
-        throw CLIError("\(headName) was trained on raw pixels (--baseline), not on backbone features; it cannot be fused")
-    }
     if BackboneIdentity.key(recorded) != BackboneIdentity.key(backbone.text) {
         throw CLIError("\(headName) was trained on features of another backbone or setting: it records '\(recorded)', this fuse gives '\(backbone.text)'; extract features with this backbone and settings (kiln features) and train again, or fuse with the recorded ones")
     }

@@ -90,6 +90,7 @@ struct Fuse: ParsableCommand {
         let headName = (head as NSString).lastPathComponent
         let backboneGraph = try loadGraph(path: backbone, config: backboneConfig)
         let headGraph = try loadGraph(path: head, config: headConfig)
+        try refuseBaselineHead(headPath: head)
         let cutName = try cut ?? backboneGraph.defaultCut()
         var graph = try backboneGraph.attachingHead(headGraph, cut: cutName, backboneName: backboneName, headName: headName)
         // Images arrive NHWC: an NCHW (ONNX) backbone's leading transpose goes.
