@@ -5,6 +5,12 @@ extension Graph {
     /// runtime does not execute (a BatchNormalization that followed no convolution, for example).
     public func lower() throws(GraphError) -> FrozenModel {
         let shapes = try inferShapes()
+        // A bundle holds no empty values (its reader refuses a dimension of 0): say which layer makes one.
+        for node in nodes {
+            if let shape = shapes[node.name], shape.contains(where: { ($0 ?? 1) < 1 }) {
+                throw GraphError(layer: node.name, message: "\(node.op.kindName) gives an empty output \(describe(shape)): a dimension of size 0")
+            }
+        }
         var valueIDs: [String: Int] = [:]
         var valueNames: [String] = []
         var inputs: [PortRecord] = []

@@ -230,6 +230,20 @@ func relativeMaxError(_ a: [Float], _ b: [Float]) -> Float {
         #expect(g.node(named: "hidden") == nil)
     }
 
+    /// Found by the keras-config fuzz target (fuzz/regressions/keras-config): a Dense with 0 units lowered to a
+    /// bundle that its own reader refused. Lowering now names the layer.
+    @Test func emptyOutputIsNamedAtLowering() throws {
+        let g = Graph(nodes: [
+            GraphNode(name: "in", op: .input(shape: [nil, 4]), inputs: []),
+            GraphNode(name: "classes", op: .dense(DenseSpec(kernel: WeightTensor(shape: [4, 0], values: []), bias: WeightTensor(shape: [0], values: []), activation: .softmax)), inputs: ["in"]),
+        ], outputs: [GraphOutput(port: "classes", node: "classes")])
+        #expect {
+            _ = try g.lower()
+        } throws: { error in
+            "\(error)".contains("layer 'classes'") && "\(error)".contains("a dimension of size 0")
+        }
+    }
+
     @Test func unfoldableBatchNormIsNamedAtLowering() throws {
         var r = SeededRandom(state: 1)
         var g = Graph(nodes: [
