@@ -102,13 +102,13 @@ public func decodeElements(_ raw: UnsafeRawBufferPointer, type: ElementType, sha
         case .int8PerChannel:
             // Row by row: the channel is the innermost axis (no division per element).
             let channels = max(shape.last ?? 1, 1)
-            let scales = (n + 3) / 4 * 4
+            let scalesAt = (n + 3) / 4 * 4
+            let scale = (0..<channels).map { c in
+                Float(bitPattern: UInt32(littleEndian: src.loadUnaligned(fromByteOffset: scalesAt + 4 * c, as: UInt32.self)))
+            }
             var i = 0
             while i + channels <= n {
-                for c in 0..<channels {
-                    let scale = Float(bitPattern: UInt32(littleEndian: src.loadUnaligned(fromByteOffset: scales + 4 * c, as: UInt32.self)))
-                    o[i + c] = Float(src.load(fromByteOffset: i + c, as: Int8.self)) * scale
-                }
+                for c in 0..<channels { o[i + c] = Float(src.load(fromByteOffset: i + c, as: Int8.self)) * scale[c] }
                 i += channels
             }
             for k in i..<n { o[k] = 0 }
