@@ -80,15 +80,16 @@ struct KilnBench: ParsableCommand {
             var samples: [Double] = []
             // Per op: the fastest of the timed runs (robust to the odd preemption on a busy machine).
             var fastest = [Double](repeating: .infinity, count: plan.opSeconds.count)
+            var perRun: [[Double]] = []
             var previous = plan.opSeconds
             for _ in 0..<iterations {
                 let t = monotonic()
                 outputs = try plan.run(input: x)
                 samples.append(monotonic() - t)
                 if profile {
-                    for i in fastest.indices {
-                        fastest[i] = min(fastest[i], plan.opSeconds[i] - previous[i])
-                    }
+                    let spent = fastest.indices.map { plan.opSeconds[$0] - previous[$0] }
+                    for i in fastest.indices { fastest[i] = min(fastest[i], spent[i]) }
+                    perRun.append(spent)
                     previous = plan.opSeconds
                 }
             }
@@ -116,12 +117,20 @@ struct KilnBench: ParsableCommand {
             print("{" + fields.joined(separator: ", ") + "}")
             if profile {
                 let total = fastest.reduce(0, +)
-                var line = "op (fastest of \(iterations) runs)\n"
-                for (name, seconds) in zip(plan.opNames, fastest) {
-                    line += name + String(repeating: " ", count: max(1, 22 - name.count))
-                        + fixed(seconds * 1000, 3).leftPadded(8) + " ms " + fixed(seconds / total * 100, 1).leftPadded(5) + "%\n"
+                // Per op, also the median over the timed runs: far above the fastest where the op is at the
+                // mercy of the machine (a stalled thread, cold caches).
+                let medians = fastest.indices.map { i -> Double in
+                    let sorted = perRun.map { $0[i] }.sorted()
+                    return sorted[sorted.count / 2]
                 }
-                line += "sum of fastest " + fixed(total * 1000, 3) + " ms\n"
+                var line = "op (of \(iterations) runs)       fastest     median   share\n"
+                for (i, name) in plan.opNames.enumerated() {
+                    line += name + String(repeating: " ", count: max(1, 22 - name.count))
+                        + fixed(fastest[i] * 1000, 3).leftPadded(8) + " ms " + fixed(medians[i] * 1000, 3).leftPadded(8)
+                        + " ms " + fixed(fastest[i] / total * 100, 1).leftPadded(5) + "%\n"
+                }
+                line += "sum of fastest " + fixed(total * 1000, 3) + " ms, of medians "
+                    + fixed(medians.reduce(0, +) * 1000, 3) + " ms\n"
                 var bytes = Array(line.utf8)
                 _ = write(2, &bytes, bytes.count)
             }

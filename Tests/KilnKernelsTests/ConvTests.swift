@@ -205,14 +205,14 @@ struct ConvTester: Sendable, CustomTestStringConvertible {
 
     /// Winograd F(2,3) and F(4,3): images smaller than, equal to and just past one tile and many tiles, partial
     /// tiles at the bottom/right, "same", valid and asymmetric pads, batches, channel counts that leave the last
-    /// 16-column panel half empty, every epilogue.
+    /// 16-column panel half empty (and channels in multiples of 16, for the 16-lane transforms), every epilogue.
     static let winogradSweep: [ConvTester] = {
         guard ConvAlgorithm.avx2Available else { return [] }
         var cases: [ConvTester] = []
         var seed: UInt64 = 900
         let sizes: [(Int, Int)] = [(1, 1), (2, 3), (4, 4), (5, 7), (6, 6), (7, 7), (9, 13), (14, 14), (17, 5)]
         let pads: [(Int, Int, Int, Int)] = [(1, 1, 1, 1), (0, 0, 0, 0), (0, 1, 1, 0), (2, 2, 2, 2)]
-        let channels: [(Int, Int)] = [(8, 8), (16, 24), (24, 40), (64, 16)]
+        let channels: [(Int, Int)] = [(8, 8), (16, 24), (24, 40), (64, 16), (32, 48)]
         for (i, (h, w)) in sizes.enumerated() {
             for (j, (t, b, l, r)) in pads.enumerated() where h + t + b >= 3 && w + l + r >= 3 {
                 let (inC, outC) = channels[(i + j) % channels.count]
