@@ -94,7 +94,9 @@ public final class ExecutionPlan: @unchecked Sendable {
                 guard packed.matches(g) || kernels == .reference else {
                     throw RuntimeError(op: op.name, "weights packed for \(packed.algorithm) do not fit \(g)")
                 }
-                kind = .conv(g, packed, kernel: kernel, bias: bias, relu: a.activation == .relu)
+                let weights = kernels == .fast
+                    ? model.convWeights(step: index, packed: packed, kernel: kernel, geometry: g) : packed
+                kind = .conv(g, weights, kernel: kernel, bias: bias, relu: a.activation == .relu)
             case let .dense(act, kernel, bias, inF, outF):
                 kind = .dense(kernel: kernel, bias: bias, batch: ins[0][0], inFeatures: inF, outFeatures: outF,
                               relu: act == .relu, softmax: act == .softmax)

@@ -1,5 +1,12 @@
 import KilnFormat
 import KilnKernels
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// A dense float32 tensor, row-major (NHWC for images).
 public struct Tensor: Sendable, Equatable {
@@ -42,6 +49,10 @@ public final class Model: @unchecked Sendable {
     public let bundle: Bundle
     public var frozen: FrozenModel { bundle.model }
     let steps: [Step]
+    /// Convolution weights packed again for plans with many rows (`ConvAlgorithm.forLargerBatch`), by step:
+    /// made by the first such plan and kept, so that only a process that runs larger batches holds them.
+    private var largerBatchWeights: [Int: PackedConvWeights] = [:]
+    private let largerBatchLock = ModelLock()
 
     /// A validated op with its decoded attributes and weights.
     struct Step {
@@ -60,6 +71,21 @@ public final class Model: @unchecked Sendable {
             case flatten
             case transpose([Int])
             case pad(PadAttributes, values: TensorPayload?)
+        }
+    }
+
+    /// The weights a plan of `geometry` runs step `index` with: the load-time packing, or one for larger batches.
+    func convWeights(step index: Int, packed: PackedConvWeights, kernel: TensorPayload,
+                     geometry: ConvGeometry) -> PackedConvWeights {
+        guard let better = ConvAlgorithm.forLargerBatch(packed.algorithm, geometry: geometry) else { return packed }
+        return largerBatchLock.locked {
+            if let made = largerBatchWeights[index], made.algorithm == better { return made }
+            let made = kernel.withFloats {
+                packConvWeightsHWIO($0.baseAddress!, kernelH: packed.kernelH, kernelW: packed.kernelW,
+                                    inC: packed.inC, outC: packed.outC, algorithm: better)
+            }
+            largerBatchWeights[index] = made
+            return made
         }
     }
 
@@ -274,4 +300,22 @@ public final class Model: @unchecked Sendable {
 
 func describeDims(_ shape: [Int64]) -> String {
     "[" + shape.map { $0 < 0 ? "?" : String($0) }.joined(separator: ", ") + "]"
+}
+
+/// A mutex for the model's lazily packed weights (plans may be made on several threads at once).
+final class ModelLock: @unchecked Sendable {
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+
+    init() { pthread_mutex_init(mutex, nil) }
+
+    deinit {
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
+    }
+
+    func locked<T>(_ body: () -> T) -> T {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return body()
+    }
 }
