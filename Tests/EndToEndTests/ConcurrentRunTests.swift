@@ -97,4 +97,45 @@ import KilnRuntime
         #expect(results.mismatches.isEmpty, "\(results.mismatches.prefix(5))")
         print("concurrent runs: \(results.runs) runs on \(inputs.count) threads, kernel threads \(kernelThreads()), \(results.mismatches.count) mismatches")
     }
+
+    /// Plans of a larger batch repack a layer's weights for another algorithm (`ConvAlgorithm.forLargerBatch`),
+    /// once per model, under a lock: plans made on many threads at once, for batches on both sides of the switch,
+    /// all give the reference kernels' result.
+    @Test func largerBatchPackingWhilePlanningConcurrently() throws {
+        guard ConvAlgorithm.avx2Available else { return }
+        // One 3×3 layer of 136 channels (F(2,3) at load; F(4,3) from 64 tiles on: batch 4 of 16×16 images).
+        var state: UInt64 = 7
+        let weights = (0..<(3 * 3 * 136 * 136)).map { _ -> Float in
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            return Float(Int32(truncatingIfNeeded: state >> 32)) / Float(Int32.max) * 0.05
+        }
+        let frozen = FrozenModel(
+            valueNames: ["x", "y"],
+            inputs: [PortRecord(name: "x", value: 0, shape: [-1, -1, -1, 136])],
+            outputs: [PortRecord(name: "y", value: 1, shape: [-1, -1, -1, 136])],
+            ops: [OpRecord(opcode: .conv2d, name: "conv", inputs: [0], output: 1,
+                           attributes: Conv2DAttributes(kernelH: 3, kernelW: 3, strideH: 1, strideW: 1, padding: .same,
+                                                        activation: .relu).encoded, tensors: [0, 1])],
+            tensors: [TensorRecord(name: "w", shape: [3, 3, 136, 136], floats: weights),
+                      TensorRecord(name: "b", shape: [136], floats: (0..<136).map { Float($0 % 7) * 0.01 })])
+        let model = try Model(bundle: Bundle(bytes: BundleWriter.serialize(frozen)))
+        let batches = [1, 4, 6, 8, 2, 4, 8, 5]
+        let inputs = batches.enumerated().map { Self.input($0.offset, shape: [$0.element, 16, 16, 136]) }
+        let expected = try inputs.map { try model.run($0, kernels: .reference) }
+        final class Errors: @unchecked Sendable {
+            let lock = NSLock()
+            var worst: [Float]
+            init(_ n: Int) { worst = [Float](repeating: .infinity, count: n) }
+            func set(_ i: Int, _ e: Float) { lock.lock(); worst[i] = e; lock.unlock() }
+        }
+        let errors = Errors(inputs.count)
+        DispatchQueue.concurrentPerform(iterations: inputs.count) { i in
+            guard let got = try? model.run(inputs[i]) else { return }
+            let want = expected[i][0].values
+            let scale = want.map(abs).max() ?? 1
+            errors.set(i, zip(want, got[0].values).map { abs($0 - $1) }.max().map { $0 / scale } ?? .infinity)
+        }
+        // F(4,3)'s tolerance in the kernel tests (the reference is direct convolution in float32).
+        #expect(errors.worst.allSatisfy { $0 <= 1e-4 }, "\(zip(batches, errors.worst).map { "batch \($0): \($1)" })")
+    }
 }

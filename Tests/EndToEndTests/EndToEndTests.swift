@@ -161,6 +161,33 @@ struct ResNet50BundleTests {
         #expect(a != nil && a == FileManager.default.contents(atPath: "\(dir)/b.kiln"))
     }
 
+    /// Larger batches run other algorithms for some layers (F(4,3) for the 14² stage, F(2,3) for the 7² stage:
+    /// `ConvAlgorithm.forLargerBatch`): the fixture's two images repeated to batches of 4 and 8 still give Keras'
+    /// outputs for them, row for row, within 1e-4, with the same top-1.
+    @Test(arguments: [4, 8])
+    func largerBatchesMatchKeras(_ batch: Int) throws {
+        guard E2E.available else { #expect(E2E.available); return }
+        let dir = try E2E.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let bundle = "\(dir)/r.kiln"
+        #expect(try E2E.run("kiln", ["convert", "\(E2E.fixtures)/\(source)", "-o", bundle]).status == 0)
+        let images = try NPY.read(path: "\(E2E.fixtures)/input_224.npy")
+        let keras = try NPY.read(path: "\(E2E.fixtures)/expected/resnet50_k3.input_224.npy")
+        let rows = images.shape[0], imageSize = images.values.count / rows, classes = keras.shape[1]
+        let repeated = (0..<batch).flatMap { images.values[($0 % rows) * imageSize..<($0 % rows + 1) * imageSize] }
+        try NPY.write(Tensor(shape: [batch] + images.shape.dropFirst(), values: repeated), to: "\(dir)/x.npy")
+        let want = (0..<batch).flatMap { keras.values[($0 % rows) * classes..<($0 % rows + 1) * classes] }
+        let r = try E2E.run("kiln-run", [bundle, "--input", "\(dir)/x.npy", "--output", "\(dir)/y.npy"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let got = try NPY.read(path: "\(dir)/y.npy")
+        #expect(got.shape == [batch, classes])
+        let err = relativeMaxError(want, got.values)
+        #expect(err <= 1e-4, "batch \(batch): output relative error \(err)")
+        print("parity resnet50_k3.h5 at batch \(batch): output max|Δ|/max|ref| = \(err)")
+        let top1 = E2E.cases.first { $0.model == source && $0.input == "input_224.npy" }?.top1 ?? []
+        #expect(top1.count == rows && argmaxRows(got) == (0..<batch).map { top1[$0 % rows] })
+    }
+
     /// A changed byte in any section stops loading with the section's name, and nothing is written.
     @Test func damagedBundleNamesTheSection() throws {
         guard E2E.available else { #expect(E2E.available); return }

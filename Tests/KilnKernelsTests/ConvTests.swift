@@ -336,6 +336,38 @@ struct ConvFastTests {
         expectClose(actual, expected, shape: [2, g.outH, g.outW, 7], relativeTolerance: 1e-5, "OIHW-packed conv")
     }
 
+    @Test("algorithm policy: load-time choice by channels; larger batches switch to the larger tile from 64 tiles on")
+    func algorithmPolicy() throws {
+        guard ConvAlgorithm.avx2Available else { return }
+        func choose(_ inC: Int, _ outC: Int, k: Int = 3, stride: Int = 1) -> ConvAlgorithm {
+            ConvAlgorithm.choose(kernelH: k, kernelW: k, inC: inC, outC: outC, strideH: stride, strideW: stride,
+                                 dilationH: 1, dilationW: 1)
+        }
+        #expect(choose(64, 64) == .winograd(tile: 4))
+        #expect(choose(128, 128) == .winograd(tile: 4))
+        #expect(choose(256, 256) == .winograd(tile: 2))
+        #expect(choose(512, 512) == .gemm)
+        #expect(choose(128, 128, stride: 2) == .gemm)
+        #expect(choose(64, 64, k: 1) == .gemm)
+        #expect(choose(12, 12) == .gemm)  // not multiples of 8
+        func larger(_ current: ConvAlgorithm, batch: Int, size: Int, channels: Int = 256, stride: Int = 1,
+                    kernel: Int = 3) throws -> ConvAlgorithm? {
+            let g = try ConvGeometry(batch: batch, inH: size, inW: size, inC: channels, outC: channels,
+                                     kernelH: kernel, kernelW: kernel, strideH: stride, strideW: stride,
+                                     padTop: kernel / 2, padBottom: kernel / 2, padLeft: kernel / 2, padRight: kernel / 2)
+            return ConvAlgorithm.forLargerBatch(current, geometry: g)
+        }
+        // ResNet-50's 14² stage: 16 F(4,3) tiles per image, so from batch 4 on; the 7² stage: 16 F(2,3) tiles.
+        #expect(try larger(.winograd(tile: 2), batch: 1, size: 14) == nil)
+        #expect(try larger(.winograd(tile: 2), batch: 3, size: 14) == nil)
+        #expect(try larger(.winograd(tile: 2), batch: 4, size: 14) == .winograd(tile: 4))
+        #expect(try larger(.gemm, batch: 1, size: 7, channels: 512) == nil)
+        #expect(try larger(.gemm, batch: 4, size: 7, channels: 512) == .winograd(tile: 2))
+        #expect(try larger(.gemm, batch: 8, size: 28, channels: 512, stride: 2) == nil)
+        #expect(try larger(.gemm, batch: 8, size: 28, channels: 512, kernel: 1) == nil)
+        #expect(try larger(.winograd(tile: 4), batch: 64, size: 56) == nil)
+    }
+
     @Test("portable workspace sizing: none for pointwise, whole im2col rows within the budget otherwise")
     func workspaceSizing() throws {
         func floats(_ g: ConvGeometry) -> Int { FastKernels.convWorkspaceFloats(for: g, algorithm: .portable) }
