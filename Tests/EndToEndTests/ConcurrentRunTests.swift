@@ -119,7 +119,7 @@ import KilnRuntime
             tensors: [TensorRecord(name: "w", shape: [3, 3, 136, 136], floats: weights),
                       TensorRecord(name: "b", shape: [136], floats: (0..<136).map { Float($0 % 7) * 0.01 })])
         let model = try Model(bundle: Bundle(bytes: BundleWriter.serialize(frozen)))
-        let batches = [1, 4, 6, 8, 2, 4, 8, 5]
+        let batches = [1, 4, 2, 4, 5, 1]
         let inputs = batches.enumerated().map { Self.input($0.offset, shape: [$0.element, 16, 16, 136]) }
         let expected = try inputs.map { try model.run($0, kernels: .reference) }
         final class Errors: @unchecked Sendable {
