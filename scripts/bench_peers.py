@@ -272,8 +272,12 @@ def drive(args):
     load_before = os.getloadavg()
     log(f"{args.rounds} rounds over {', '.join(runtimes)}; {args.threads} threads each")
     for r in range(args.rounds):
+        # Each round starts with the next runtime (kiln, openvino, ..., then kiln again): on this kind of shared
+        # machine whoever runs first in a round measured a few percent faster, and no runtime should always get
+        # that seat.
+        order = runtimes[r % len(runtimes):] + runtimes[:r % len(runtimes)]
         # Cold start and peak RSS: one batch-1 prediction in a fresh process.
-        for rt in runtimes:
+        for rt in order:
             out = os.path.join(work, f"cold_{rt}.npy")
             if rt == "kiln":
                 # Peak RSS: the deployment binary, kiln-run, start to exit (its output written).
@@ -290,7 +294,7 @@ def drive(args):
                 cold[rt].append(json.loads(text.strip().splitlines()[-1])["first_wall"] - start)
             rss[rt].append(maxrss / 1024)
         # Batch-1 latency.
-        for rt in runtimes:
+        for rt in order:
             if rt == "kiln":
                 cmd = [kiln_bench, args.bundle, "--input", args_input, "--batch", "1", "--warmup", str(args.warmup),
                        "--iterations", str(args.iterations), "--threads", str(args.threads)]
@@ -299,7 +303,7 @@ def drive(args):
             _, _, text, _ = spawn(cmd)
             lat[rt] += json.loads(text.strip().splitlines()[-1])["samples_s"]
         # Batch-8 throughput; its output (rows alternate the fixture's two images) is checked against Keras.
-        for rt in runtimes:
+        for rt in order:
             out = os.path.join(work, f"b8_{rt}.npy")
             if rt == "kiln":
                 cmd = [kiln_bench, args.bundle, "--input", args_input, "--batch", "8", "--warmup", "1",
@@ -334,7 +338,7 @@ def drive(args):
     # Ratios kiln/peer: below 1 is better for latency, RSS and cold start, above 1 for throughput.
     print()
     print(f"Machine: {machine()}; load average {load_before[0]:.2f} before, {load_after[0]:.2f} after")
-    print(f"ResNet-50 224x224 (7.72 GFLOP/image), {args.threads} threads each, {args.rounds} alternating rounds; "
+    print(f"ResNet-50 224x224 (7.72 GFLOP/image), {args.threads} threads each, {args.rounds} alternating rounds (each led by the next runtime); "
           f"{k['latency_samples']} batch-1 runs and {k['throughput_samples']} batch-8 runs per runtime")
     print()
     header = f"{'':28}" + "".join(f"{rt:>13}" for rt in runtimes) + "".join(f"{'kiln/' + p[:8]:>14}" for p in peers)
@@ -415,9 +419,9 @@ def main():
     d.add_argument("--fixtures", required=True)
     d.add_argument("--work", required=True, help="scratch folder for inputs and outputs")
     d.add_argument("--peers", nargs="*", default=["openvino", "onnxruntime", "tflite"])
-    d.add_argument("--rounds", type=int, default=3)
+    d.add_argument("--rounds", type=int, default=4, help="rounds; each starts with the next runtime")
     d.add_argument("--warmup", type=int, default=3)
-    d.add_argument("--iterations", type=int, default=10, help="timed batch-1 runs per round")
+    d.add_argument("--iterations", type=int, default=8, help="timed batch-1 runs per round")
     d.add_argument("--batch-iterations", type=int, default=2, help="timed batch-8 runs per round")
     d.add_argument("--threads", type=int, default=2)
     d.add_argument("--weight-bytes", type=int, required=True, help="bytes of weights in the bundle")
