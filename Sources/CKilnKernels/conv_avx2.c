@@ -239,32 +239,6 @@ static inline void tile_origin(const wino_job *j, size_t t, size_t *b, long *y0,
 #define VMAX _mm256_max_ps
 #define WINOGRAD_NAME(name) name##_8
 #include "winograd_transforms.h"
-// With alpha a constant (the tile arrays then live in registers).
-static void winograd_input_8(const wino_job *j, size_t first, size_t last) {
-    if (j->p.alpha == 6)
-        winograd_input_a_8(j, first, last, 6);
-    else
-        winograd_input_a_8(j, first, last, 4);
-}
-
-static void winograd_output_8(const wino_job *j, size_t first, size_t last) {
-    if (j->p.alpha == 6)
-        winograd_output_a_8(j, first, last, 6);
-    else
-        winograd_output_a_8(j, first, last, 4);
-}
-#undef VEC
-#undef VLANES
-#undef VADD
-#undef VSUB
-#undef VFMADD
-#undef VFNMADD
-#undef VSET1
-#undef VZERO
-#undef VLOAD
-#undef VSTORE
-#undef VMAX
-#undef WINOGRAD_NAME
 
 // And on 16 channels at a time, where the CPU has AVX-512 and the channels are multiples of 16: half the
 // instructions, the same arithmetic in the same order per channel (so the same results, bit for bit).
@@ -283,32 +257,6 @@ static void winograd_output_8(const wino_job *j, size_t first, size_t last) {
 #define VMAX _mm512_max_ps
 #define WINOGRAD_NAME(name) name##_16
 #include "winograd_transforms.h"
-// With alpha a constant (the tile arrays then live in registers).
-static void winograd_input_16(const wino_job *j, size_t first, size_t last) {
-    if (j->p.alpha == 6)
-        winograd_input_a_16(j, first, last, 6);
-    else
-        winograd_input_a_16(j, first, last, 4);
-}
-
-static void winograd_output_16(const wino_job *j, size_t first, size_t last) {
-    if (j->p.alpha == 6)
-        winograd_output_a_16(j, first, last, 6);
-    else
-        winograd_output_a_16(j, first, last, 4);
-}
-#undef VEC
-#undef VLANES
-#undef VADD
-#undef VSUB
-#undef VFMADD
-#undef VFNMADD
-#undef VSET1
-#undef VZERO
-#undef VLOAD
-#undef VSTORE
-#undef VMAX
-#undef WINOGRAD_NAME
 #pragma clang attribute pop
 #pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
 

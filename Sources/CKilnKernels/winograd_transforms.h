@@ -1,7 +1,7 @@
 // The Winograd input and output transforms, written once for a vector type and included by conv_avx2.c once per
 // instruction set (8 lanes of AVX2, 16 of AVX-512), inside that set's target region. The includer defines VEC,
-// VLANES, the V* operations and WINOGRAD_NAME (which suffixes the function names); channel counts must be
-// multiples of VLANES. Everything is undefined again at the end.
+// VLANES, the V* operations and WINOGRAD_NAME (which suffixes the function names: winograd_input_8, ...);
+// channel counts must be multiples of VLANES. Everything is undefined again at the end.
 
 // The 1-D input transforms B^T x, on VLANES channels at a time.
 #define BT4(x0, x1, x2, x3, x4, x5, y)                                                                         \
@@ -172,7 +172,34 @@ static inline __attribute__((always_inline)) void WINOGRAD_NAME(winograd_output_
     }
 }
 
+// With alpha a constant (the tile arrays then live in registers).
+static void WINOGRAD_NAME(winograd_input)(const wino_job *j, size_t first, size_t last) {
+    if (j->p.alpha == 6)
+        WINOGRAD_NAME(winograd_input_a)(j, first, last, 6);
+    else
+        WINOGRAD_NAME(winograd_input_a)(j, first, last, 4);
+}
+
+static void WINOGRAD_NAME(winograd_output)(const wino_job *j, size_t first, size_t last) {
+    if (j->p.alpha == 6)
+        WINOGRAD_NAME(winograd_output_a)(j, first, last, 6);
+    else
+        WINOGRAD_NAME(winograd_output_a)(j, first, last, 4);
+}
+
 #undef BT4
 #undef BT2
 #undef AT4
 #undef AT2
+#undef VEC
+#undef VLANES
+#undef VADD
+#undef VSUB
+#undef VFMADD
+#undef VFNMADD
+#undef VSET1
+#undef VZERO
+#undef VLOAD
+#undef VSTORE
+#undef VMAX
+#undef WINOGRAD_NAME
