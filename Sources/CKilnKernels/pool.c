@@ -3,7 +3,10 @@
 // On a machine busier than its cores, a worker is sometimes preempted in the middle of a task, and the caller
 // then waits for it for a whole scheduler time slice (milliseconds, against tasks of tens of microseconds): two
 // threads then run slower than one. The pool notices such stalls and, while they keep coming, runs jobs on the
-// caller alone (the workers sleep), trying both threads again every few thousand jobs.
+// caller alone (the workers sleep) for a while: 64 jobs (about half a ResNet-50 run) the first time, twice as
+// many each time the stalls come back right after, up to 1024, and 64 again once both threads have run 2048
+// jobs without stalling. A burst of stalls on an otherwise quiet machine (a process's first runs on a VM whose
+// second CPU was idle) then costs half a run on one thread, not several runs.
 //
 // Tasks are claimed from one atomic ticket that holds the job's generation and the next task index, so a worker
 // that wakes late (descheduled on a busy machine) can never claim a task of a job that is over, and the caller
@@ -27,7 +30,10 @@
 // Stalls within this many jobs that switch the pool to the caller alone, and for how many jobs.
 #define KILN_STALL_WINDOW 256
 #define KILN_STALLS_TO_SERIALIZE 8
-#define KILN_SERIAL_JOBS 512
+// Jobs on the caller alone: the first time, the most, and clean jobs after which it is the first time again.
+#define KILN_SERIAL_JOBS_FIRST 64
+#define KILN_SERIAL_JOBS_MOST 1024
+#define KILN_CLEAN_JOBS 2048
 
 typedef void (*kiln_task_fn)(void *, size_t, int);
 
@@ -51,8 +57,11 @@ static struct {
     unsigned jobs_since_stall;
     unsigned recent_stalls;
     unsigned serial_jobs_left;
+    unsigned serial_period;      // jobs on the caller alone the next time stalls keep coming
+    unsigned jobs_since_serial;  // parallel jobs since the last serial period
 } pool = {
     .threads = 1,
+    .serial_period = KILN_SERIAL_JOBS_FIRST,
     .mutex = PTHREAD_MUTEX_INITIALIZER,
     .wake = PTHREAD_COND_INITIALIZER,
     .call = PTHREAD_MUTEX_INITIALIZER,
@@ -215,11 +224,16 @@ void kiln_parallel_for(size_t count, void (*task)(void *, size_t, int), void *co
         pool.recent_stalls = pool.jobs_since_stall < KILN_STALL_WINDOW ? pool.recent_stalls + 1 : 1;
         pool.jobs_since_stall = 0;
         if (pool.recent_stalls >= KILN_STALLS_TO_SERIALIZE) {
-            pool.serial_jobs_left = KILN_SERIAL_JOBS;
+            pool.serial_jobs_left = pool.serial_period;
+            pool.serial_period = pool.serial_period * 2 < KILN_SERIAL_JOBS_MOST ? pool.serial_period * 2
+                                                                                  : KILN_SERIAL_JOBS_MOST;
             pool.recent_stalls = 0;
+            pool.jobs_since_serial = 0;
         }
     } else if (pool.jobs_since_stall < KILN_STALL_WINDOW) {
         pool.jobs_since_stall++;
     }
+    if (pool.jobs_since_serial < KILN_CLEAN_JOBS && ++pool.jobs_since_serial == KILN_CLEAN_JOBS)
+        pool.serial_period = KILN_SERIAL_JOBS_FIRST;
     pthread_mutex_unlock(&pool.call);
 }

@@ -239,5 +239,12 @@ public final class AlignedFloatBuffer: @unchecked Sendable {
         floats = raw.bindMemory(to: Float.self, capacity: max(count, 1))
     }
 
+    /// Writes every page now (zeros), so that the first run that uses the buffer does not stop in page faults:
+    /// a fresh mapping's pages are made on first touch, transparent huge pages perhaps by compacting memory
+    /// first, and a kernel thread waiting there for milliseconds looks to the pool like a preempted one.
+    public func prefault() {
+        floats.update(repeating: 0, count: max(count, 1))
+    }
+
     deinit { kiln_large_free(floats, byteCount) }
 }

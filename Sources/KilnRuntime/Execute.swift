@@ -166,9 +166,11 @@ public final class ExecutionPlan: @unchecked Sendable {
         }
         memory = MemoryPlan(values: values)
         arena = AlignedFloatBuffer(floats: memory.arenaFloats)
+        arena.prefault()
         plannedThreads = kernelThreads()
         workspaceFloats = Self.workspaceNeed(ops, kernels: kernels)
         workspace = AlignedFloatBuffer(floats: workspaceFloats)
+        workspace.prefault()
         opSeconds = [Double](repeating: 0, count: ops.count)
     }
 
@@ -204,6 +206,7 @@ public final class ExecutionPlan: @unchecked Sendable {
             let need = Self.workspaceNeed(ops, kernels: kernels)
             if need > workspaceFloats {
                 workspace = AlignedFloatBuffer(floats: need)
+                workspace.prefault()
                 workspaceFloats = need
             }
         }
