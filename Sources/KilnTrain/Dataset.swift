@@ -142,9 +142,14 @@ public struct FeatureExtraction {
         var featureCount = cache != nil && reused > 0 ? cache!.featureCount : -1
         var done = 0
         var start = 0
+        // A backbone whose batch dimension is fixed (an ONNX export for batches of exactly N) runs N images at a
+        // time, the last batch filled up with copies of its last image.
+        let fixedBatch = model.frozen.inputs.first?.shape.first.flatMap { $0 > 0 ? Int($0) : nil }
+        let step = fixedBatch ?? batch
+        let imageFloats = resize.height * resize.width * 3
         progress(0, todo.count)
         while start < todo.count {
-            let chunk = todo[start..<min(start + batch, todo.count)]
+            let chunk = todo[start..<min(start + step, todo.count)]
             var input: [Float] = []
             var pixelRows: [[Float]] = []
             var positions: [Int] = []
@@ -161,9 +166,15 @@ public struct FeatureExtraction {
                 }
             }
             if !positions.isEmpty {
-                let tensor = Tensor(shape: [positions.count, resize.height, resize.width, 3], values: input)
+                var batchRows = positions.count
+                if let fixedBatch, batchRows < fixedBatch {
+                    let last = Array(input[(batchRows - 1) * imageFloats..<batchRows * imageFloats])
+                    for _ in batchRows..<fixedBatch { input += last }
+                    batchRows = fixedBatch
+                }
+                let tensor = Tensor(shape: [batchRows, resize.height, resize.width, 3], values: input)
                 let out = try model.run(tensor)[outputIndex]
-                let d = out.values.count / positions.count
+                let d = out.values.count / batchRows
                 if featureCount < 0 { featureCount = d }
                 guard d == featureCount else {
                     throw DatasetError("the backbone gives \(d) features per image, the cached rows have \(featureCount)")

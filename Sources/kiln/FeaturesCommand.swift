@@ -69,62 +69,26 @@ struct ResolvedBackbone {
     var identity: BackboneIdentity
 }
 
-func resolveBackbone(path: String, config: String?, cut: String?, preprocess: Preprocessing?, inputSize: String?,
-                     resize: ResizeMethod?, note: (String) -> Void) throws -> ResolvedBackbone {
+func resolveBackbone(path: String, config: String?, options: BackboneOptions, note: (String) -> Void) throws -> ResolvedBackbone {
     let name = (path as NSString).lastPathComponent
-    var graph = try loadGraph(path: path, config: config)
-    let cutName = try cut ?? graph.defaultCut()
-    guard graph.node(named: cutName) != nil else { throw CLIError("\(name): no layer '\(cutName)' to cut at") }
+    let backbone = try loadGraph(path: path, config: config)
+    var graph = backbone
+    let cutName = try options.cutName(in: backbone)
+    guard backbone.node(named: cutName) != nil else { throw CLIError("\(name): no layer '\(cutName)' to cut at") }
     graph.outputs = [GraphOutput(port: cutName, node: cutName)]
-    func metaString(_ k: String) -> String? { if case .string(let s)? = graph.metadata[k] { return s } else { return nil } }
-    let folded = metaString("input.preprocessing").flatMap { Preprocessing(rawValue: $0) }.map { $0 != .none } ?? false
-    let chosen: Preprocessing
-    if let preprocess {
-        chosen = preprocess
-    } else if folded {
-        chosen = .none
-        note("preprocessing: already folded into \(name)")
-    } else if metaString("source.framework") == "keras", graph.node(named: "conv1_conv") != nil {
-        chosen = .caffe
-        note("preprocessing: caffe (Keras applications ResNet-50's preprocess_input); override with --preprocess")
-    } else {
-        chosen = .none
-        note("preprocessing: none (images go in as 0-255 RGB); set --preprocess")
-    }
-    if folded, chosen != .none { throw CLIError("\(name) already has its preprocessing folded in; use --preprocess none") }
-    try graph.prependPreprocessing(chosen)
-    let inputShape: SymbolicShape = {
-        if let n = graph.nodes.first, case .input(let s) = n.op { return s }
-        return []
-    }()
-    var size: (Int, Int)
-    if let inputSize {
-        guard let s = parseSize(inputSize) else { throw ValidationError("--input-size '\(inputSize)' is not HxW") }
-        size = s
-    } else if case .int(let h)? = graph.metadata["input.height"], case .int(let w)? = graph.metadata["input.width"] {
-        size = (Int(h), Int(w))
-    } else if inputShape.count == 4, let h = inputShape[1], let w = inputShape[2] {
-        size = (h, w)
-    } else {
-        size = (224, 224)
-        note("input size: 224x224 (the input takes any size; set --input-size)")
-    }
-    if inputShape.count == 4, let h = inputShape[1], let w = inputShape[2], (h, w) != size {
-        throw CLIError("--input-size \(size.0)x\(size.1) but \(name) takes \(h)x\(w)")
-    }
-    let method = resize ?? metaString("input.resize").flatMap(ResizeMethod.init(rawValue:)) ?? (chosen == .torch ? .torchvision : .kerasNearest)
+    // Images arrive NHWC: an NCHW (ONNX) backbone's leading transpose goes, as in `kiln fuse`.
+    if graph.takingNHWCInput() { note("input: \(name) takes NCHW; images go in NHWC (its transpose is dropped)") }
+    let input = try options.resolve(backbone: backbone, name: name, entering: graph, note: note)
+    try graph.prependPreprocessing(input.preprocessing)
     try graph.optimizeForInference()
     let frozen = try graph.lower()
     let model = try Model(bundle: try Bundle(bytes: try BundleWriter.serialize(frozen)))
     guard let index = model.frozen.outputs.firstIndex(where: { $0.name == cutName }) ?? (model.frozen.outputs.count == 1 ? 0 : nil) else {
         throw CLIError("\(name): the cut '\(cutName)' is not an output")
     }
-    let shorter = method == .torchvision ? Int((Double(min(size.0, size.1)) / 0.875).rounded()) : nil
-    let resizer = try InputResize(name: method.rawValue, height: size.0, width: size.1, shorter: shorter)
-    let preprocessingText = folded ? (metaString("input.preprocessing") ?? "none") : chosen.rawValue
-    let identity = BackboneIdentity(checksum: try BackboneIdentity.checksum(ofFile: path), file: name, cut: cutName,
-                                    preprocessing: preprocessingText, height: size.0, width: size.1, resize: method.rawValue)
-    return ResolvedBackbone(model: model, outputIndex: index, resize: resizer, identity: identity)
+    let resizer = try InputResize(name: input.resize.rawValue, height: input.height, width: input.width,
+                                  shorter: input.resizeShorter)
+    return ResolvedBackbone(model: model, outputIndex: index, resize: resizer, identity: try input.identity(ofFile: path))
 }
 
 struct Features: ParsableCommand {
@@ -149,17 +113,7 @@ struct Features: ParsableCommand {
     @Option(name: .shortAndLong, help: "The features file to write (.npz).")
     var output: String
 
-    @Option(name: .long, help: "The layer whose output is the feature (default: the last global average pool).")
-    var cut: String?
-
-    @Option(name: .long, help: "Preprocessing to fold in: caffe, torch, tf or none (default: implied by the backbone, as kiln fuse).")
-    var preprocess: Preprocessing?
-
-    @Option(name: .long, help: "Image size HxW (default: the model's, else 224x224).")
-    var inputSize: String?
-
-    @Option(name: .long, help: "Resizing: keras-nearest (default), keras-bilinear or torchvision.")
-    var resize: ResizeMethod?
+    @OptionGroup var backboneOptions: BackboneOptions
 
     @Option(name: .long, help: "Model config JSON for a weights-only backbone file.")
     var config: String?
@@ -191,8 +145,7 @@ struct Features: ParsableCommand {
             print(String(format: "  imbalance: the largest class has %.1fx the images of the smallest (consider --class-weight balanced)", Double(hi) / Double(lo)))
         }
         fflush(nil)
-        let resolved = try resolveBackbone(path: backbone, config: config, cut: cut, preprocess: preprocess, inputSize: inputSize,
-                                           resize: resize, note: note)
+        let resolved = try resolveBackbone(path: backbone, config: config, options: backboneOptions, note: note)
         var cache: FeatureSet?
         if FileManager.default.fileExists(atPath: output) {
             do {

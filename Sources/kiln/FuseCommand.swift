@@ -62,20 +62,10 @@ struct Fuse: ParsableCommand {
     @Option(name: .shortAndLong, help: "The bundle to write.")
     var output: String
 
-    @Option(name: .long, help: "The backbone layer whose output feeds the head (default: the global average pool).")
-    var cut: String?
-
-    @Option(name: .long, help: "Preprocessing the model was trained with: caffe, torch, tf or none (default: what the source implies).")
-    var preprocess: Preprocessing?
+    @OptionGroup var backboneOptions: BackboneOptions
 
     @Option(name: .long, help: "Class names, one per line, or 'imagenet' for the 1000 ImageNet classes.")
     var labels: String?
-
-    @Option(name: .long, help: "Image size the model takes, HxW (default: the input's fixed size, else 224x224).")
-    var inputSize: String?
-
-    @Option(name: .long, help: "How kiln-run resizes images: keras-nearest (load_img's default), keras-bilinear, torchvision.")
-    var resize: ResizeMethod?
 
     @OptionGroup var storage: StorageOptions
 
@@ -91,59 +81,15 @@ struct Fuse: ParsableCommand {
         let backboneGraph = try loadGraph(path: backbone, config: backboneConfig)
         let headGraph = try loadGraph(path: head, config: headConfig)
         try refuseBaselineHead(headPath: head)
-        let cutName = try cut ?? backboneGraph.defaultCut()
+        let cutName = try backboneOptions.cutName(in: backboneGraph)
         var graph = try backboneGraph.attachingHead(headGraph, cut: cutName, backboneName: backboneName, headName: headName)
         // Images arrive NHWC: an NCHW (ONNX) backbone's leading transpose goes.
         if graph.takingNHWCInput() { note("input: \(backboneName) takes NCHW; the fused bundle takes NHWC (its transpose is dropped)") }
-
-        // Preprocessing: explicit, or implied by the source.
-        let alreadyFolded: Bool = {
-            if case .string(let p)? = backboneGraph.metadata["input.preprocessing"], Preprocessing(rawValue: p) != nil, p != "none" { return true }
-            return false
-        }()
-        let framework: String = { if case .string(let f)? = backboneGraph.metadata["source.framework"] { return f } else { return "" } }()
-        let chosen: Preprocessing
-        if let preprocess {
-            chosen = preprocess
-        } else if alreadyFolded {
-            chosen = .none
-            note("preprocessing: already folded into \(backboneName)")
-        } else if framework == "keras", backboneGraph.node(named: "conv1_conv") != nil {
-            chosen = .caffe
-            note("preprocessing: caffe (Keras applications ResNet-50's preprocess_input); override with --preprocess")
-        } else {
-            chosen = .none
-            note("preprocessing: none (the bundle takes what \(backboneName)'s first layer takes); set --preprocess to fold it")
-        }
-        if alreadyFolded, chosen != .none {
-            throw CLIError("\(backboneName) already has its preprocessing folded in; use --preprocess none")
-        }
-        try graph.prependPreprocessing(chosen)
-
-        // Image size and resizing, for kiln-run on image files.
-        let inputShape: SymbolicShape = {
-            if let n = graph.nodes.first, case .input(let s) = n.op { return s }
-            return []
-        }()
-        var size: (Int, Int)
-        if let inputSize {
-            guard let s = parseSize(inputSize) else { throw ValidationError("--input-size '\(inputSize)' is not HxW") }
-            size = s
-        } else if inputShape.count == 4, let h = inputShape[1], let w = inputShape[2] {
-            size = (h, w)
-        } else {
-            size = (224, 224)
-            note("input size: 224x224 (the input takes any size; set --input-size)")
-        }
-        if inputShape.count == 4, let h = inputShape[1], let w = inputShape[2], (h, w) != size {
-            throw CLIError("--input-size \(size.0)x\(size.1) but \(backboneName) takes \(h)x\(w)")
-        }
-        let resizeMethod = resize ?? (chosen == .torch ? .torchvision : .kerasNearest)
-        try checkHeadBackbone(headPath: head) {  // a head from `kiln train-head` records its features' backbone
-            BackboneIdentity(checksum: try BackboneIdentity.checksum(ofFile: backbone), file: backboneName, cut: cutName,
-                             preprocessing: alreadyFolded ? (backboneGraph.metadata["input.preprocessing"].flatMap { if case .string(let s) = $0 { return s } else { return nil } } ?? "none") : chosen.rawValue,
-                             height: size.0, width: size.1, resize: resizeMethod.rawValue)
-        }
+        // Cut, preprocessing, image size and resizing: resolved as `kiln features` resolves them.
+        let input = try backboneOptions.resolve(backbone: backboneGraph, name: backboneName, entering: graph, note: note)
+        try graph.prependPreprocessing(input.preprocessing)
+        // A head from `kiln train-head` records the backbone its features came from.
+        try checkHeadBackbone(headPath: head) { try input.identity(ofFile: backbone) }
 
         let headParameters = headGraph.parameterCount
         try graph.optimizeForInference()
@@ -169,13 +115,13 @@ struct Fuse: ParsableCommand {
         }
         frozen.metadata["kiln.converter_version"] = .string(KilnVersion.string)
         frozen.metadata["input.layout"] = .string("NHWC")
-        frozen.metadata["input.preprocessing"] = .string(alreadyFolded ? (backboneGraph.metadata["input.preprocessing"].flatMap { if case .string(let s) = $0 { return s } else { return nil } } ?? "none") : chosen.rawValue)
-        frozen.metadata["input.color"] = .string(chosen == .none && !alreadyFolded ? "as the source model" : "RGB 0-255")
-        frozen.metadata["input.height"] = .int(Int64(size.0))
-        frozen.metadata["input.width"] = .int(Int64(size.1))
-        frozen.metadata["input.resize"] = .string(resizeMethod.rawValue)
-        if resizeMethod == .torchvision {
-            frozen.metadata["input.resize_shorter"] = .int(Int64((Double(min(size.0, size.1)) / 0.875).rounded()))
+        frozen.metadata["input.preprocessing"] = .string(input.recordedPreprocessing)
+        frozen.metadata["input.color"] = .string(input.preprocessing == .none && !input.alreadyFolded ? "as the source model" : "RGB 0-255")
+        frozen.metadata["input.height"] = .int(Int64(input.height))
+        frozen.metadata["input.width"] = .int(Int64(input.width))
+        frozen.metadata["input.resize"] = .string(input.resize.rawValue)
+        if let shorter = input.resizeShorter {
+            frozen.metadata["input.resize_shorter"] = .int(Int64(shorter))
         }
         frozen.metadata["fuse.backbone"] = .string(backboneName)
         frozen.metadata["fuse.head"] = .string(headName)
@@ -183,7 +129,7 @@ struct Fuse: ParsableCommand {
         frozen.metadata["fuse.backbone_parameters"] = .int(Int64(total - headParameters))
         try BundleWriter.write(frozen.storingWeights(as: storage.weights), to: output, compression: storage.compression)
         let bytes = (try? FileManager.default.attributesOfItem(atPath: output)[.size] as? Int) ?? 0
-        print("wrote \(output): \(frozen.ops.count) ops, \(total) parameters (backbone \(total - headParameters), head \(headParameters)), \(bytes) bytes; cut at '\(cutName)', preprocessing \(chosen.rawValue)")
+        print("wrote \(output): \(frozen.ops.count) ops, \(total) parameters (backbone \(total - headParameters), head \(headParameters)), \(bytes) bytes; cut at '\(cutName)', preprocessing \(input.preprocessing.rawValue)")
     }
 
     func note(_ text: String) {

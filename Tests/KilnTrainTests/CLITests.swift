@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import KilnKeras
+import KilnRuntime
 @testable import KilnTrain
 
 /// `kiln features` and `kiln train-head` through the binary: the release one of `make test` (KILN_BIN), else
@@ -16,9 +17,9 @@ enum KilnBinary {
 
     struct Result { var status: Int32; var stdout: String; var stderr: String }
 
-    static func run(_ args: [String]) throws -> Result {
+    static func run(_ args: [String], tool: String = "kiln") throws -> Result {
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: "\(folder)/kiln")
+        p.executableURL = URL(fileURLWithPath: "\(folder)/\(tool)")
         p.arguments = args
         let out = Pipe(), err = Pipe()
         p.standardOutput = out
@@ -121,6 +122,46 @@ struct CLITests {
         #expect(pixels.stderr.contains("baseline.h5 was trained on raw pixels (--baseline), not on backbone features; it cannot be fused"), "\(pixels.stderr)")
         #expect(!FileManager.default.fileExists(atPath: dir + "/other.kiln"))
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir).allSatisfy { !$0.contains(".tmp") })
+    }
+
+    /// An NCHW ONNX backbone with a fixed batch of 2 (as model-zoo exports are): `kiln features` drops its input
+    /// transpose as `kiln fuse` does (it used to read the NCHW input's C×H as the image size and fail), fills up
+    /// the last batch, and a head trained on those features fuses with the same backbone; the fused bundle's
+    /// probabilities for each image equal the head's on that image's features.
+    @Test func featuresOfAnNCHWOnnxBackboneFuseWithIt() throws {
+        let dir = try tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let data = try dataFolder(dir, classes: ["one", "seven", "zero"], perClass: 5)  // 15 images: 7 batches of 2 and 1
+        let onnx = root + "/samples/onnx/micro_v1_opset7.onnx"
+        let npz = dir + "/f.npz"
+        let features = try KilnBinary.run(["features", onnx, data, "-o", npz])
+        #expect(features.status == 0, "\(features.stderr)")
+        #expect(features.stderr.contains("micro_v1_opset7.onnx takes NCHW; images go in NHWC"), "\(features.stderr)")
+        #expect(features.stdout.contains("15 images × 28 features ('avgpool', 40x48 keras-nearest, preprocessing none)"), "\(features.stdout)")
+        let set = try FeatureSet.read(path: npz)
+        let head = dir + "/head.h5"
+        #expect(try KilnBinary.run(["train-head", npz, "-o", head, "--epochs", "3"]).status == 0)
+        let fused = try KilnBinary.run(["fuse", onnx, head, "-o", dir + "/fused.kiln"])
+        #expect(fused.status == 0, "\(fused.stderr)")
+
+        // The head alone on the features, and the fused bundle on the images.
+        #expect(try KilnBinary.run(["convert", head, "-o", dir + "/head.kiln"]).status == 0)
+        try NPY.write(Tensor(shape: [set.count, set.featureCount], values: set.features), to: dir + "/x.npy")
+        let alone = try KilnBinary.run([dir + "/head.kiln", "--input", dir + "/x.npy", "--output", dir + "/p.npy"], tool: "kiln-run")
+        #expect(alone.status == 0, "\(alone.stderr)")
+        let p = try NPY.read(path: dir + "/p.npy")
+        let run = try KilnBinary.run([dir + "/fused.kiln", data, "--format", "csv", "--top", "3"], tool: "kiln-run")
+        #expect(run.status == 0, "\(run.stderr)")
+        var worst: Float = 0, rows = 0
+        for line in run.stdout.split(separator: "\n").dropFirst() {
+            let f = line.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+            guard f.count >= 5, let c = Int(f[2]), let prob = Float(f[4]),
+                  let r = set.files.firstIndex(where: { f[0].hasSuffix("/" + $0) }) else { continue }
+            worst = max(worst, abs(prob - p.values[r * 3 + c]))
+            rows += 1
+        }
+        #expect(rows == 15 * 3)
+        #expect(worst <= 1e-5, "fused bundle against head on features: \(worst)")
     }
 
     @Test func emptyClassFolderIsAnError() throws {

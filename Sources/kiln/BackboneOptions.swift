@@ -1,0 +1,103 @@
+import ArgumentParser
+import Foundation
+import KilnGraph
+
+/// The backbone options `kiln features` and `kiln fuse` share. They resolve in one place (`resolve`), so that the
+/// features a head is trained on come through exactly the cut, preprocessing, image size and resizing the fused
+/// bundle applies, and the identity `kiln features` records is the one `kiln fuse` computes.
+struct BackboneOptions: ParsableArguments {
+    @Option(name: .long, help: "The backbone layer to cut at: its output is what the head takes (default: the last global average pool).")
+    var cut: String?
+
+    @Option(name: .long, help: "Preprocessing the backbone was trained with, folded in: caffe, torch, tf or none (default: what the source implies).")
+    var preprocess: Preprocessing?
+
+    @Option(name: .long, help: "Image size the model takes, HxW (default: the size the backbone records, else its input's fixed size, else 224x224).")
+    var inputSize: String?
+
+    @Option(name: .long, help: "How images are resized: keras-nearest (load_img's default), keras-bilinear or torchvision (default: what the backbone records; torchvision with --preprocess torch).")
+    var resize: ResizeMethod?
+
+    /// The layer to cut at: `--cut`, else the backbone's last global average pool (whether it exists is for the
+    /// cutting to say).
+    func cutName(in backbone: Graph) throws -> String {
+        try cut ?? backbone.defaultCut()
+    }
+
+    /// Resolves the options for `backbone` (as loaded; `name` for messages) and `graph`, the graph images will
+    /// enter (the cut backbone, or the fused model), whose input must already be NHWC (`takingNHWCInput`).
+    /// Defaults are said through `note`.
+    func resolve(backbone: Graph, name: String, entering graph: Graph, note: (String) -> Void) throws -> BackboneInput {
+        func metaString(_ key: String) -> String? {
+            if case .string(let s)? = backbone.metadata[key] { return s } else { return nil }
+        }
+        let cutName = try cutName(in: backbone)
+
+        // Preprocessing: explicit, or implied by the source; none where the backbone has it folded in already.
+        let foldedName = metaString("input.preprocessing").flatMap { Preprocessing(rawValue: $0) }.flatMap { $0 == .none ? nil : $0 }
+        let chosen: Preprocessing
+        if let preprocess {
+            chosen = preprocess
+        } else if foldedName != nil {
+            chosen = .none
+            note("preprocessing: already folded into \(name)")
+        } else if metaString("source.framework") == "keras", backbone.node(named: "conv1_conv") != nil {
+            chosen = .caffe
+            note("preprocessing: caffe (Keras applications ResNet-50's preprocess_input); override with --preprocess")
+        } else {
+            chosen = .none
+            note("preprocessing: none (images go in as 0-255 RGB, as \(name)'s first layer takes them); set --preprocess to fold one in")
+        }
+        if foldedName != nil, chosen != .none {
+            throw CLIError("\(name) already has its preprocessing folded in; use --preprocess none")
+        }
+
+        // Image size: explicit, recorded by the backbone (a .kiln), the input's fixed size, or 224x224.
+        let inputShape: SymbolicShape = {
+            if let n = graph.nodes.first, case .input(let s) = n.op { return s }
+            return []
+        }()
+        let fixed: (Int, Int)? = inputShape.count == 4 ? inputShape[1].flatMap { h in inputShape[2].map { (h, $0) } } : nil
+        let size: (Int, Int)
+        if let inputSize {
+            guard let s = parseSize(inputSize) else { throw ValidationError("--input-size '\(inputSize)' is not HxW") }
+            size = s
+        } else if case .int(let h)? = backbone.metadata["input.height"], case .int(let w)? = backbone.metadata["input.width"] {
+            size = (Int(h), Int(w))
+        } else if let fixed {
+            size = fixed
+        } else {
+            size = (224, 224)
+            note("input size: 224x224 (the input takes any size; set --input-size)")
+        }
+        if let fixed, fixed != size {
+            throw CLIError("--input-size \(size.0)x\(size.1) but \(name) takes \(fixed.0)x\(fixed.1)")
+        }
+        let method = resize ?? metaString("input.resize").flatMap(ResizeMethod.init(rawValue:))
+            ?? (chosen == .torch ? .torchvision : .kerasNearest)
+        return BackboneInput(cut: cutName, preprocessing: chosen,
+                             recordedPreprocessing: foldedName?.rawValue ?? chosen.rawValue, alreadyFolded: foldedName != nil,
+                             height: size.0, width: size.1, resize: method)
+    }
+}
+
+/// What `BackboneOptions` resolve to for one backbone.
+struct BackboneInput {
+    var cut: String
+    /// Folded in front of the graph: none where the backbone has its own folded in already.
+    var preprocessing: Preprocessing
+    /// The preprocessing images get, as recorded: the folded-in one's name, else `preprocessing`'s.
+    var recordedPreprocessing: String
+    var alreadyFolded: Bool
+    var height: Int, width: Int
+    var resize: ResizeMethod
+
+    /// The shorter side torchvision-style resizing scales to first (256 for 224), else nil.
+    var resizeShorter: Int? { resize == .torchvision ? Int((Double(min(height, width)) / 0.875).rounded()) : nil }
+
+    /// The identity `kiln features` records and `kiln fuse` checks, for the backbone file at `path`.
+    func identity(ofFile path: String) throws -> BackboneIdentity {
+        BackboneIdentity(checksum: try BackboneIdentity.checksum(ofFile: path), file: (path as NSString).lastPathComponent,
+                         cut: cut, preprocessing: recordedPreprocessing, height: height, width: width, resize: resize.rawValue)
+    }
+}
