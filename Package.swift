@@ -68,7 +68,7 @@ let package = Package(
         .target(name: "KilnONNX", dependencies: ["CONNX", "CProtobufC", "KilnGraph"]),
         // Transfer learning without Python: image folders → features (.npz, cached), a softmax head trained
         // with Adam through OpenBLAS, metrics and plots, and the head saved as a Keras-loadable .h5.
-        .target(name: "KilnTrain", dependencies: ["KilnKeras", "KilnRuntime", "KilnImage", "COpenBLAS"]),
+        .target(name: "KilnTrain", dependencies: ["KilnKeras", "KilnRuntime", "KilnKernels", "KilnImage", "COpenBLAS"]),
         // Benchmark of the head trainer (4,000 × 2048 features, 50 epochs).
         .executableTarget(name: "kiln-train-bench", dependencies: ["KilnTrain"]),
         // The toolchain CLI: convert, fuse, inspect, verify, compare, features, train-head.

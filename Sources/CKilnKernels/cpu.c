@@ -60,3 +60,26 @@ int kiln_cpu_has_avx512(void) {
     }
     return v;
 }
+
+// MARK: - Denormals
+
+#if defined(__x86_64__)
+#include <xmmintrin.h>
+// MXCSR bits: flush-to-zero (results) and denormals-are-zero (inputs).
+#define KILN_MXCSR_FTZ (1u << 15)
+#define KILN_MXCSR_DAZ (1u << 6)
+
+unsigned kiln_flush_denormals(void) {
+    const unsigned previous = _mm_getcsr();
+    _mm_setcsr(previous | KILN_MXCSR_FTZ | KILN_MXCSR_DAZ);
+    return previous;
+}
+
+void kiln_restore_float_mode(unsigned mode) { _mm_setcsr(mode); }
+
+unsigned kiln_float_mode(void) { return _mm_getcsr(); }
+#else
+unsigned kiln_flush_denormals(void) { return 0; }
+void kiln_restore_float_mode(unsigned mode) { (void)mode; }
+unsigned kiln_float_mode(void) { return 0; }
+#endif

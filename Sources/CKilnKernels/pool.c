@@ -46,6 +46,7 @@ static struct {
     _Atomic(kiln_task_fn) task;
     _Atomic(void *) context;
     _Atomic size_t count;
+    _Atomic unsigned float_mode;  // the caller's floating-point mode (MXCSR), which workers take for the job
     _Atomic uint64_t ticket;   // generation << 32 | next task index
     _Atomic unsigned generation;
     _Atomic size_t done;       // tasks of the current job finished
@@ -78,6 +79,8 @@ static void run_tasks(unsigned generation, int thread) {
     const kiln_task_fn task = atomic_load(&pool.task);
     void *const context = atomic_load(&pool.context);
     const size_t count = atomic_load(&pool.count);
+    const unsigned mode = atomic_load(&pool.float_mode);
+    if (thread != 0 && kiln_float_mode() != mode) kiln_restore_float_mode(mode);
     uint64_t ticket = atomic_load(&pool.ticket);
     for (;;) {
         if ((unsigned)(ticket >> 32) != generation) return;
@@ -192,6 +195,7 @@ void kiln_parallel_for(size_t count, void (*task)(void *, size_t, int), void *co
     atomic_store(&pool.task, task);
     atomic_store(&pool.context, context);
     atomic_store(&pool.count, count);
+    atomic_store(&pool.float_mode, kiln_float_mode());
     atomic_store(&pool.done, 0);
     atomic_store(&pool.ticket, (uint64_t)generation << 32);
     atomic_store(&pool.generation, generation);  // seq_cst: publishes the job, then sleepers is read

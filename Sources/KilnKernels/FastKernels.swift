@@ -381,6 +381,37 @@ extension FastKernels {
     }
 }
 
+/// C [m, n] = op(A) · op(B) + beta · C, row-major and contiguous: op(A) is A [m, k] or, with `transA`, the
+/// transpose of A [k, m]; op(B) is B [k, n] or, with `transB`, the transpose of B [n, k]. On the AVX2/AVX-512
+/// GEMM and the kernels' threads where the CPU has AVX2 and the product pays for packing B on every call (16 or
+/// more columns, a million or more multiply-adds: a hidden layer's products in head training, 3× faster there
+/// than Debian's OpenBLAS, which picks an SSE3 kernel on some CPUs), else OpenBLAS. The same inputs give the
+/// same bits on any thread count.
+public func sgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<Float>, b: UnsafePointer<Float>,
+                  beta: Float, c: UnsafeMutablePointer<Float>) {
+    precondition(m >= 0 && n >= 0 && k >= 0, "sgemm sizes must not be negative")
+    if ConvAlgorithm.avx2Available, n >= 16, m.multipliedReportingOverflow(by: n).partialValue * k >= 1 << 20,
+       kiln_sgemm(transA ? 1 : 0, transB ? 1 : 0, m, n, k, a, b, beta, c) == 0 {
+        return
+    }
+    cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                Int32(m), Int32(n), Int32(k), 1, a, Int32(transA ? m : k), b, Int32(transB ? k : n), beta, c, Int32(n))
+}
+
+/// A thread's floating-point mode, as `flushDenormals` found it.
+public struct FloatMode: Sendable {
+    fileprivate let raw: UInt32
+}
+
+/// Flushes denormal floats to zero (inputs and results) on the calling thread, and on the kernels' threads while
+/// they work for it, until `restoreFloatMode`; returns the mode before. For training, where vanishing gradients
+/// and Adam's moments reach denormals and every operation on one costs a hundred times more on x86 (TensorFlow
+/// trains with them flushed too).
+public func flushDenormals() -> FloatMode { FloatMode(raw: kiln_flush_denormals()) }
+
+/// Restores the calling thread's mode from before `flushDenormals`.
+public func restoreFloatMode(_ mode: FloatMode) { kiln_restore_float_mode(mode.raw) }
+
 /// Sets how many threads the kernels use (process-wide): the AVX2 kernels' pool (the caller plus count − 1
 /// workers, at most 64) and OpenBLAS's for the portable path. Call before planning or running, not during: a
 /// workspace sized for fewer threads is too small for more.

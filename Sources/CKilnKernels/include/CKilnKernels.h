@@ -23,6 +23,17 @@ int kiln_cpu_has_avx2_fma(void);
 /// runs on 16-float registers. 0 when KILN_CPU is `portable` or `avx2`. Cached after the first call.
 int kiln_cpu_has_avx512(void);
 
+// MARK: - Floating-point mode
+
+/// Sets flush-to-zero and denormals-are-zero on the calling thread (x86-64 MXCSR; nothing elsewhere) and returns
+/// the mode before, for kiln_restore_float_mode. Arithmetic on denormal floats runs a hundred times slower on x86;
+/// TensorFlow trains with them flushed too. The pool's workers take the caller's mode for each job.
+unsigned kiln_flush_denormals(void);
+/// Restores a mode kiln_flush_denormals returned, on the calling thread.
+void kiln_restore_float_mode(unsigned mode);
+/// The calling thread's floating-point mode (MXCSR on x86-64, else 0).
+unsigned kiln_float_mode(void);
+
 // MARK: - Thread pool
 
 /// Sets the number of threads the kernels use (the caller plus count - 1 workers), 1...64. Not during a call.
@@ -78,6 +89,14 @@ size_t kiln_conv_workspace_floats(const kiln_conv_shape *shape, int threads);
 /// kiln_conv_workspace_floats(shape, kiln_threads_get()) floats, 64-byte aligned. Runs on the pool.
 void kiln_conv2d(const kiln_conv_shape *shape, const float *input, const float *weights, const float *bias,
                  const float *residual, float *output, float *workspace);
+
+/// (AVX2 + FMA only.) C [m, n] = op(A) · op(B) + beta · C, all row-major and contiguous: op(A) is A [m, k], or the
+/// transpose of A [k, m] when trans_a; op(B) is B [k, n], or the transpose of B [n, k] when trans_b. B is packed
+/// (and a transposed operand copied) on every call, into memory allocated for the call; the product runs on the
+/// pool as a pointwise convolution does. For the training of small heads, whose operands change every step.
+/// Returns 0, or -1 when memory for the copies cannot be had (C untouched).
+int kiln_sgemm(int trans_a, int trans_b, size_t m, size_t n, size_t k, const float *a, const float *b, float beta,
+               float *c);
 
 /// y = relu?(x · w + bias): x [batch, in], w row-major [in, out] (unpacked), bias [out] or NULL, y [batch, out].
 void kiln_dense(const float *x, const float *w, const float *bias, float *y, size_t batch, size_t in, size_t out,
