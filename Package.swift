@@ -87,8 +87,10 @@ let package = Package(
             .product(name: "ZIPFoundation", package: "ZIPFoundation"),
         ]),
         .testTarget(name: "KilnONNXTests", dependencies: ["KilnONNX", "KilnGraph", "KilnFormat", "KilnRuntime"]),
-        .testTarget(name: "KilnImageTests", dependencies: ["KilnImage", "KilnFormat", "KilnRuntime"]),
-        .testTarget(name: "KilnTrainTests", dependencies: ["KilnTrain", "KilnKeras", "KilnRuntime"]),
-        .testTarget(name: "EndToEndTests", dependencies: ["KilnFormat", "KilnRuntime"]),
+        .testTarget(name: "KilnImageTests", dependencies: ["KilnImage", "KilnFormat", "KilnRuntime", "KilnTestSupport"]),
+        .testTarget(name: "KilnTrainTests", dependencies: ["KilnTrain", "KilnKeras", "KilnRuntime", "KilnTestSupport"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["KilnFormat", "KilnRuntime", "KilnTestSupport"]),
+        // Helpers the test targets share (running the release binaries, temporary directories).
+        .target(name: "KilnTestSupport", path: "Tests/KilnTestSupport"),
     ]
 )

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import KilnTestSupport
 import KilnFormat
 import KilnRuntime
 
@@ -36,32 +37,14 @@ enum E2E {
         return list.filter { $0.input != nil && $0.expected != nil }
     }()
 
-    struct Result {
-        var status: Int32
-        var stdout: String
-        var stderr: String
-    }
+    typealias Result = ProcessResult
 
     @discardableResult
     static func run(_ tool: String, _ args: [String]) throws -> Result {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "\(bin)/\(tool)")
-        p.arguments = args
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return Result(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+        try runProcess("\(bin)/\(tool)", args)
     }
 
-    static func tempDir() throws -> String {
-        let d = FileManager.default.temporaryDirectory.appendingPathComponent("kiln-e2e-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
-        return d
-    }
+    static func tempDir() throws -> String { try makeTemporaryDirectory(prefix: "kiln-e2e") }
 
     /// Converts `model` once per test process, with avg_pool exposed when the model has it.
     static func convert(_ c: Case, into dir: String) throws -> String {

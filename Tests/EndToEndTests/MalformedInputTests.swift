@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Foundation
 import Testing
+import KilnTestSupport
 import KilnFormat
 import KilnRuntime
 
@@ -26,18 +27,7 @@ enum Hardening {
     /// Runs a release binary under `ulimit -v` (KiB). A crash shows as a status other than 0, 1 and 64.
     @discardableResult
     static func run(_ tool: String, _ args: [String], memoryKB: Int = 8 << 20) throws -> E2E.Result {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/bin/sh")
-        p.arguments = ["-c", "ulimit -v \(memoryKB); exec \"$0\" \"$@\"", "\(E2E.bin)/\(tool)"] + args
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        let status = p.terminationReason == .uncaughtSignal ? 128 + p.terminationStatus : p.terminationStatus
-        return E2E.Result(status: status, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+        try runProcess("/bin/sh", ["-c", "ulimit -v \(memoryKB); exec \"$0\" \"$@\"", "\(E2E.bin)/\(tool)"] + args)
     }
 
     /// Expects exit status 1 and exactly one line on stderr containing every fragment.

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import KilnTestSupport
 import KilnFormat
 import KilnImage
 import KilnRuntime
@@ -15,32 +16,13 @@ enum KilnRunBinary {
     static var available: Bool { FileManager.default.isExecutableFile(atPath: "\(folder)/kiln-run") }
     static var enabled: Bool { available || ImageFixtures.required }
 
-    struct Result {
-        var status: Int32
-        var stdout: String
-        var stderr: String
-        var lines: [String] { stdout.split(separator: "\n", omittingEmptySubsequences: true).map(String.init) }
-    }
+    typealias Result = ProcessResult
 
     static func run(_ args: [String], tool: String = "kiln-run") throws -> Result {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "\(folder)/\(tool)")
-        p.arguments = args
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return Result(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+        try runProcess("\(folder)/\(tool)", args)
     }
 
-    static func tempDir() throws -> String {
-        let d = FileManager.default.temporaryDirectory.appendingPathComponent("kiln-images-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
-        return d
-    }
+    static func tempDir() throws -> String { try makeTemporaryDirectory(prefix: "kiln-images") }
 }
 
 /// A tiny image classifier bundle: global average pool of the raw RGB pixels, then Dense(3 → 3, softmax)

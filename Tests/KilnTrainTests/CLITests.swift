@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import KilnTestSupport
 import KilnKeras
 import KilnRuntime
 @testable import KilnTrain
@@ -15,20 +16,10 @@ enum KilnBinary {
     static var available: Bool { FileManager.default.isExecutableFile(atPath: "\(folder)/kiln") }
     static var enabled: Bool { available || env["KILN_REQUIRE_FIXTURES"] == "1" }
 
-    struct Result { var status: Int32; var stdout: String; var stderr: String }
+    typealias Result = ProcessResult
 
     static func run(_ args: [String], tool: String = "kiln") throws -> Result {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "\(folder)/\(tool)")
-        p.arguments = args
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return Result(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+        try runProcess("\(folder)/\(tool)", args)
     }
 }
 

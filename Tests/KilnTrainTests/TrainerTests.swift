@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import KilnTestSupport
 import KilnKeras
 import KilnGraph
 @testable import KilnTrain
@@ -22,11 +23,7 @@ func blobs(perClass: Int, seed: UInt64, spread: Double = 0.6) -> (x: [Float], la
     return (x, labels)
 }
 
-func tempDir() throws -> String {
-    let d = FileManager.default.temporaryDirectory.appendingPathComponent("kiln-train-\(UUID().uuidString)").path
-    try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
-    return d
-}
+func tempDir() throws -> String { try makeTemporaryDirectory(prefix: "kiln-train") }
 
 @Suite struct SplitTests {
     @Test func stratifiedKeepsClassProportions() {
