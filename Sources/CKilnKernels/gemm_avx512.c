@@ -11,7 +11,8 @@
 
 // rows x (16 * np) tile: rows rows of A times a kc x 16 slice of np adjacent packed panels (b0, b0 + panel).
 KILN_INLINE void micro512(const int rows, const int np, size_t kc, const float *restrict a, size_t lda,
-                          const float *restrict b0, size_t panel, float *c, size_t ldc, const kiln_tile_epilogue *e) {
+                          const float *restrict b0, size_t panel, float *c, size_t ldc, const kiln_tile_epilogue *e,
+                          const char *prefetch, size_t prefetch_panel) {
     __m512 acc[28];
     if (e->first) {
         __m512 bias[2];
@@ -36,6 +37,11 @@ KILN_INLINE void micro512(const int rows, const int np, size_t kc, const float *
     for (int i = 0; i < rows; i++) ar[i] = a + i * lda;
     const float *b1 = b0 + panel;
     for (size_t k = 0; k < kc; k++) {
+        if (prefetch) {
+            // The next slice of B, one line per panel per k: on its way from memory while this one is used.
+            _mm_prefetch(prefetch + 64 * k, _MM_HINT_T1);
+            if (np == 2) _mm_prefetch(prefetch + prefetch_panel + 64 * k, _MM_HINT_T1);
+        }
         const __m512 x0 = _mm512_load_ps(b0);
         b0 += KILN_GEMM_NR;
         __m512 x1 = x0;
@@ -61,11 +67,20 @@ KILN_INLINE void micro512(const int rows, const int np, size_t kc, const float *
 #define R2 12
 #define R1 14
 static void tile2(int rows, size_t kc, const float *a, size_t lda, const float *b, size_t panel, float *c, size_t ldc,
-                  const kiln_tile_epilogue *e) {
+                  const kiln_tile_epilogue *e, const char *prefetch) {
+    if (prefetch) {
+        switch (rows) {
+#define CASE(r) case r: micro512(r, 2, kc, a, lda, b, panel, c, ldc, e, prefetch, panel * sizeof(float)); break;
+        CASE(12) CASE(11) CASE(10) CASE(9) CASE(8) CASE(7) CASE(6) CASE(5) CASE(4) CASE(3) CASE(2)
+        default: micro512(1, 2, kc, a, lda, b, panel, c, ldc, e, prefetch, panel * sizeof(float)); break;
+#undef CASE
+        }
+        return;
+    }
     switch (rows) {
-#define CASE(r) case r: micro512(r, 2, kc, a, lda, b, panel, c, ldc, e); break;
+#define CASE(r) case r: micro512(r, 2, kc, a, lda, b, panel, c, ldc, e, 0, 0); break;
     CASE(12) CASE(11) CASE(10) CASE(9) CASE(8) CASE(7) CASE(6) CASE(5) CASE(4) CASE(3) CASE(2)
-    default: micro512(1, 2, kc, a, lda, b, panel, c, ldc, e); break;
+    default: micro512(1, 2, kc, a, lda, b, panel, c, ldc, e, 0, 0); break;
 #undef CASE
     }
 }
@@ -73,9 +88,9 @@ static void tile2(int rows, size_t kc, const float *a, size_t lda, const float *
 static void tile1(int rows, size_t kc, const float *a, size_t lda, const float *b, float *c, size_t ldc,
                   const kiln_tile_epilogue *e) {
     switch (rows) {
-#define CASE(r) case r: micro512(r, 1, kc, a, lda, b, 0, c, ldc, e); break;
+#define CASE(r) case r: micro512(r, 1, kc, a, lda, b, 0, c, ldc, e, 0, 0); break;
     CASE(14) CASE(13) CASE(12) CASE(11) CASE(10) CASE(9) CASE(8) CASE(7) CASE(6) CASE(5) CASE(4) CASE(3) CASE(2)
-    default: micro512(1, 1, kc, a, lda, b, 0, c, ldc, e); break;
+    default: micro512(1, 1, kc, a, lda, b, 0, c, ldc, e, 0, 0); break;
 #undef CASE
     }
 }
@@ -105,8 +120,11 @@ size_t kiln_gemm_rows_avx512(const kiln_gemm *g, const float *a, size_t lda, siz
                 float *c = g->c + (row0 + i) * g->ldc + j0;
                 e.residual = g->residual ? g->residual + (row0 + i) * g->ldr + j0 : 0;
                 const float *ap = a + i * lda + k0;
+                // The first tile of a pair fetches the next pair's slice ahead (at batch 1 the weights stream from
+                // memory, and each slice is used by only a few tiles).
+                const char *ahead = i == 0 && p + 3 < end ? (const char *)(bp + 2 * panel) : 0;
                 if (pair)
-                    tile2(mr, kc, ap, lda, bp, panel, c, g->ldc, &e);
+                    tile2(mr, kc, ap, lda, bp, panel, c, g->ldc, &e, ahead);
                 else
                     tile1(mr, kc, ap, lda, bp, c, g->ldc, &e);
             }

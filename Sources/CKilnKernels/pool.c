@@ -126,7 +126,9 @@ static void set_threads(int count) {
         pthread_t worker;
         pthread_attr_t attr;
         pthread_attr_init(&attr);
-        pthread_attr_setstacksize(&attr, 256 * 1024);
+        // 1 MiB of address space (pages are only touched as used): the GEMM's unrolled register tiles make large
+        // frames in unoptimised, sanitised builds (256 KiB overflowed under ASan).
+        pthread_attr_setstacksize(&attr, 1024 * 1024);
         const int thread = pool.started + 1;
         const int failed = pthread_create(&worker, &attr, worker_main, (void *)(intptr_t)thread);
         pthread_attr_destroy(&attr);
