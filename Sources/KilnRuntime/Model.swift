@@ -79,7 +79,8 @@ public final class Model: @unchecked Sendable {
                      geometry: ConvGeometry) -> PackedConvWeights {
         guard let better = ConvAlgorithm.forLargerBatch(packed.algorithm, geometry: geometry) else { return packed }
         return largerBatchLock.locked {
-            if let made = largerBatchWeights[index], made.algorithm == better { return made }
+            // A step has one larger-batch algorithm (its load-time one fixes it): made once, then reused.
+            if let made = largerBatchWeights[index] { return made }
             let made = kernel.withFloats {
                 packConvWeightsHWIO($0.baseAddress!, kernelH: packed.kernelH, kernelW: packed.kernelW,
                                     inC: packed.inC, outC: packed.outC, algorithm: better)

@@ -82,14 +82,6 @@ extension Head {
     }
 }
 
-/// C[m,n] = A[m,k]·B[k,n] + beta·C (row-major), with optional transposes: on the runtime's AVX2/AVX-512 GEMM
-/// (`KilnKernels.sgemm`; OpenBLAS on CPUs without AVX2, whose Debian build picks an SSE3 kernel on some).
-@inline(__always)
-func gemm(_ transA: Bool, _ transB: Bool, m: Int, n: Int, k: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>,
-          beta: Float, _ c: UnsafeMutablePointer<Float>) {
-    sgemm(transA: transA, transB: transB, m: m, n: n, k: k, a: a, b: b, beta: beta, c: c)
-}
-
 func denseForward(_ x: [Float], rows: Int, layer: DenseWeights) -> [Float] {
     var out = [Float](repeating: 0, count: rows * layer.units)
     guard rows > 0 else { return out }
@@ -97,7 +89,8 @@ func denseForward(_ x: [Float], rows: Int, layer: DenseWeights) -> [Float] {
     x.withUnsafeBufferPointer { xp in
         layer.kernel.withUnsafeBufferPointer { wp in
             out.withUnsafeMutableBufferPointer { op in
-                gemm(false, false, m: rows, n: layer.units, k: layer.inputs, xp.baseAddress!, wp.baseAddress!, beta: 1, op.baseAddress!)
+                sgemm(transA: false, transB: false, m: rows, n: layer.units, k: layer.inputs, a: xp.baseAddress!,
+                      b: wp.baseAddress!, beta: 1, c: op.baseAddress!)
             }
         }
     }
@@ -157,9 +150,9 @@ public enum HeadTrainer {
         // every step many times slower (kiln-train-bench's Dense(256) head: 113 s for 50 epochs, 15 s flushed).
         let floatMode = flushDenormals()
         defer { restoreFloatMode(floatMode) }
-        // The products here are small (a batch of rows × a few thousand features × the classes): where they fall
-        // to OpenBLAS (CPUs without AVX2), one of its threads does them faster than several waking and waiting
-        // for each other. Restored on return.
+        // The products here are small (a batch of rows × a few thousand features × the classes): those that fall
+        // to OpenBLAS (the narrow and small ones, every one on CPUs without AVX2) run faster on one of its threads
+        // than on several waking and waiting for each other. Restored on return.
         let blasThreads = openblas_get_num_threads()
         openblas_set_num_threads(1)
         defer { openblas_set_num_threads(blasThreads) }
@@ -343,7 +336,8 @@ private func gemmInto(_ a: [Float], _ b: [Float], _ c: inout [Float], m: Int, n:
     a.withUnsafeBufferPointer { ap in
         b.withUnsafeBufferPointer { bp in
             c.withUnsafeMutableBufferPointer { cp in
-                gemm(transA, transB, m: m, n: n, k: k, ap.baseAddress!, bp.baseAddress!, beta: beta, cp.baseAddress!)
+                sgemm(transA: transA, transB: transB, m: m, n: n, k: k, a: ap.baseAddress!, b: bp.baseAddress!,
+                      beta: beta, c: cp.baseAddress!)
             }
         }
     }
