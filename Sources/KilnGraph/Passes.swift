@@ -4,8 +4,8 @@ import KilnFormat
 /// keeps the graph valid; a graph output is never fused away (its producer keeps a value of its own).
 extension Graph {
     /// Runs every pass: drop identities, fold batch norm, fold zero padding, fuse residual adds and
-    /// activations, remove dead nodes. Afterwards no BatchNormalization, Dropout or ZeroPadding remains
-    /// unless it could not be folded (lowering then names it).
+    /// activations, hoist strides, remove dead nodes. Afterwards no BatchNormalization, Dropout or
+    /// ZeroPadding remains unless it could not be folded (lowering then names it).
     public mutating func optimizeForInference() throws(GraphError) {
         _ = try inferShapes()
         dropIdentities()
@@ -14,6 +14,7 @@ extension Graph {
         foldZeroPadding()
         fuseResidualAdds()
         fuseActivations()
+        hoistStrides()
         eliminateDeadNodes()
         _ = try inferShapes()
     }
@@ -221,5 +222,67 @@ extension Graph {
             live.formUnion(node.inputs)
         }
         nodes.removeAll { !live.contains($0.name) }
+    }
+
+    /// Moves a subsampling up the graph, so that only the values that are read are computed.
+    ///
+    /// A 1×1 convolution with stride s and no padding reads its input only at every s-th row and column.
+    /// When every reader of a convolution `p` is such a 1×1 convolution (the same s, reading `p` as its
+    /// input, not as a residual), `p` itself can compute only those cells: its stride is multiplied by s
+    /// with the same padding (output i of the new `p` is output s·i of the old one, and the count is
+    /// ceil(old / s), what the readers produced), and the readers become stride 1. A residual that `p`
+    /// adds is subsampled the same way by a 1×1 max-pool with stride s (a strided copy). Applied until
+    /// nothing changes, the stride travels through a chain: in ResNet-50 v1 the stride-2 1×1
+    /// convolutions that open stages 3, 4 and 5 hand their stride to the previous block's last 1×1
+    /// convolution and from it to its 3×3 convolution (a quarter of their work), as OpenVINO does.
+    /// "same" padding is resolved only where `p` has stride 1 (then it does not depend on the size).
+    public mutating func hoistStrides() {
+        func zeroPadded1x1(_ c: ConvSpec) -> Bool {
+            guard c.kernel.shape[0] == 1, c.kernel.shape[1] == 1 else { return false }
+            return c.padding == .same || c.padding == .valid
+        }
+        var changed = true
+        while changed {
+            changed = false
+            for (k, node) in nodes.enumerated() {
+                guard case .conv2d(var conv) = node.op, !outputs.contains(where: { $0.node == node.name }) else { continue }
+                let readers = nodes.indices.filter { nodes[$0].inputs.contains(node.name) }
+                guard let first = readers.first, case .conv2d(let r0) = nodes[first].op, r0.strideH * r0.strideW > 1
+                else { continue }
+                let (sh, sw) = (r0.strideH, r0.strideW)
+                let allStrided1x1 = readers.allSatisfy { i in
+                    guard case .conv2d(let r) = nodes[i].op else { return false }
+                    return zeroPadded1x1(r) && r.strideH == sh && r.strideW == sw && nodes[i].inputs[0] == node.name
+                        && !nodes[i].inputs.dropFirst().contains(node.name)
+                }
+                guard allStrided1x1 else { continue }
+                if conv.padding == .same {
+                    guard conv.strideH == 1, conv.strideW == 1 else { continue }
+                    let th = (conv.kernel.shape[0] - 1) * conv.dilationH, tw = (conv.kernel.shape[1] - 1) * conv.dilationW
+                    conv.padding = .explicit(top: th / 2, bottom: th - th / 2, left: tw / 2, right: tw - tw / 2)
+                }
+                conv.strideH *= sh
+                conv.strideW *= sw
+                if conv.hasResidual {
+                    var name = node.name + "/residual_stride"
+                    while index(of: name) != nil { name += "_" }
+                    let pool = PoolSpec(kernelH: 1, kernelW: 1, strideH: sh, strideW: sw, padding: .valid)
+                    nodes.insert(GraphNode(name: name, op: .maxPool(pool), inputs: [node.inputs[1]]), at: k)
+                    nodes[k + 1].inputs[1] = name
+                }
+                let at = conv.hasResidual ? k + 1 : k
+                nodes[at].op = .conv2d(conv)
+                for i in readers {
+                    let j = conv.hasResidual && i >= k ? i + 1 : i
+                    guard case .conv2d(var r) = nodes[j].op else { continue }
+                    r.strideH = 1
+                    r.strideW = 1
+                    r.padding = .valid
+                    nodes[j].op = .conv2d(r)
+                }
+                changed = true
+                break
+            }
+        }
     }
 }

@@ -258,3 +258,114 @@ func relativeMaxError(_ a: [Float], _ b: [Float]) -> Float {
         }
     }
 }
+
+/// `hoistStrides`: the stride of the 1×1 convolutions that open a ResNet stage moves up into the block before.
+@Suite struct StrideHoistingTests {
+    /// A bottleneck block (1×1, 3×3 "same", 1×1 + residual, ReLU) read by two stride-2 1×1 convolutions (the
+    /// next stage's projection and first convolution, whose sum is the output), as in ResNet-50 v1.
+    /// `extraReader` adds a stride-1 reader of the block output; `blockStride` makes the 3×3 strided.
+    func stageTransition(extraReader: Bool = false) -> Graph {
+        var r = SeededRandom(state: 11)
+        func conv(_ k: Int, _ cin: Int, _ cout: Int, stride: Int = 1, padding: WindowPadding = .valid) -> GraphOp {
+            .conv2d(ConvSpec(kernel: r.tensor([k, k, cin, cout], -0.5, 0.5), bias: r.tensor([cout]), strideH: stride, strideW: stride, padding: padding))
+        }
+        var nodes: [GraphNode] = [
+            GraphNode(name: "in", op: .input(shape: [nil, nil, nil, 5]), inputs: []),
+            GraphNode(name: "stem", op: conv(3, 5, 8, padding: .same), inputs: ["in"]),
+            GraphNode(name: "stem_bn", op: r.bn(8, epsilon: 1e-3), inputs: ["stem"]),
+            GraphNode(name: "stem_out", op: .activation(.relu), inputs: ["stem_bn"]),
+            GraphNode(name: "b1", op: conv(1, 8, 4), inputs: ["stem_out"]),
+            GraphNode(name: "b1_bn", op: r.bn(4, epsilon: 1e-3), inputs: ["b1"]),
+            GraphNode(name: "b1_relu", op: .activation(.relu), inputs: ["b1_bn"]),
+            GraphNode(name: "b2", op: conv(3, 4, 4, padding: .same), inputs: ["b1_relu"]),
+            GraphNode(name: "b2_bn", op: r.bn(4, epsilon: 1e-3), inputs: ["b2"]),
+            GraphNode(name: "b2_relu", op: .activation(.relu), inputs: ["b2_bn"]),
+            GraphNode(name: "b3", op: conv(1, 4, 8), inputs: ["b2_relu"]),
+            GraphNode(name: "b3_bn", op: r.bn(8, epsilon: 1e-3), inputs: ["b3"]),
+            GraphNode(name: "add", op: .add(activation: .none), inputs: ["stem_out", "b3_bn"]),
+            GraphNode(name: "out", op: .activation(.relu), inputs: ["add"]),
+            GraphNode(name: "next_1", op: conv(1, 8, 6, stride: 2), inputs: ["out"]),
+            GraphNode(name: "next_0", op: conv(1, 8, 6, stride: 2), inputs: ["out"]),
+            GraphNode(name: "next_add", op: .add(activation: .relu), inputs: ["next_0", "next_1"]),
+        ]
+        var outputs = [GraphOutput(port: "next_add", node: "next_add")]
+        if extraReader {
+            nodes.append(GraphNode(name: "side", op: conv(1, 8, 2), inputs: ["out"]))
+            outputs.append(GraphOutput(port: "side", node: "side"))
+        }
+        return Graph(nodes: nodes, outputs: outputs)
+    }
+
+    func conv(_ g: Graph, _ name: String) -> ConvSpec? {
+        guard let n = g.node(named: name), case .conv2d(let c) = n.op else { return nil }
+        return c
+    }
+
+    /// Even and odd sizes (the last row and column of a stride-2 reader), batch 1 and 2: the optimised bundle
+    /// gives the unoptimised graph's outputs; the 3×3 now has stride 2 with its "same" padding made explicit, the
+    /// block's last 1×1 adds a strided copy of its residual, and the readers have stride 1.
+    @Test(arguments: [[1, 8, 8, 5], [2, 9, 11, 5], [1, 1, 2, 5]])
+    func transitionMatchesTheUnoptimisedGraph(shape: [Int]) throws {
+        let g = stageTransition()
+        var r = SeededRandom(state: UInt64(shape[2]))
+        let x = (0..<shape.reduce(1, *)).map { _ in r.uniform(-2, 2) }
+        let want = try g.evaluateReference(input: x, shape: shape)["next_add"]!
+        #expect(want.shape == [shape[0], (shape[1] + 1) / 2, (shape[2] + 1) / 2, 6])
+        for kernels in [KernelChoice.reference, .fast] {
+            let got = try runThroughBundle(g, input: x, shape: shape, kernels: kernels)[0]
+            #expect(got.shape == want.shape)
+            #expect(relativeMaxError(want.values, got.values) < 1e-5)
+        }
+        var o = g
+        try o.optimizeForInference()
+        let b2 = conv(o, "b2"), b3 = conv(o, "b3")
+        #expect(b2?.strideH == 2 && b2?.strideW == 2 && b2?.padding == .explicit(top: 1, bottom: 1, left: 1, right: 1))
+        #expect(b3?.strideH == 1 && b3?.hasResidual == true)
+        #expect(o.node(named: "b3")?.inputs == ["b2", "b3/residual_stride"])
+        guard let copy = o.node(named: "b3/residual_stride"), case .maxPool(let p) = copy.op else {
+            Issue.record("no strided residual copy"); return
+        }
+        #expect(p == PoolSpec(kernelH: 1, kernelW: 1, strideH: 2, strideW: 2, padding: .valid))
+        #expect(copy.inputs == ["stem"])
+        #expect(conv(o, "next_0")?.strideH == 1 && conv(o, "next_1")?.strideW == 1)
+        #expect(conv(o, "stem")?.strideH == 1 && conv(o, "b1")?.strideH == 1)
+    }
+
+    /// A reader that needs every cell keeps the block at full resolution; the readers keep their stride.
+    @Test func aFullResolutionReaderStopsTheStride() throws {
+        let g = stageTransition(extraReader: true)
+        var o = g
+        try o.optimizeForInference()
+        #expect(conv(o, "b2")?.strideH == 1 && conv(o, "b3")?.strideH == 1)
+        #expect(conv(o, "next_0")?.strideH == 2 && conv(o, "next_1")?.strideH == 2)
+        #expect(o.node(named: "b3/residual_stride") == nil)
+        var r = SeededRandom(state: 2)
+        let x = (0..<(7 * 6 * 5)).map { _ in r.uniform(-2, 2) }
+        let want = try g.evaluateReference(input: x, shape: [1, 7, 6, 5])
+        let got = try runThroughBundle(g, input: x, shape: [1, 7, 6, 5], kernels: .fast)
+        #expect(relativeMaxError(want["next_add"]!.values, got[0].values) < 1e-5)
+        #expect(relativeMaxError(want["side"]!.values, got[1].values) < 1e-5)
+    }
+
+    /// "same" padding of a strided convolution depends on the input size: it is not moved into. A block output
+    /// that is a graph output is not subsampled either.
+    @Test func stridedSamePaddingAndOutputsStay() throws {
+        var r = SeededRandom(state: 4)
+        let g = Graph(nodes: [
+            GraphNode(name: "in", op: .input(shape: [nil, nil, nil, 3]), inputs: []),
+            GraphNode(name: "down", op: .conv2d(ConvSpec(kernel: r.tensor([3, 3, 3, 4]), bias: nil, strideH: 2, strideW: 2, padding: .same)), inputs: ["in"]),
+            GraphNode(name: "pick", op: .conv2d(ConvSpec(kernel: r.tensor([1, 1, 4, 2]), bias: nil, strideH: 2, strideW: 2, padding: .valid)), inputs: ["down"]),
+        ], outputs: [GraphOutput(port: "pick", node: "pick")])
+        var o = g
+        try o.optimizeForInference()
+        #expect(conv(o, "down")?.strideH == 2 && conv(o, "down")?.padding == .same && conv(o, "pick")?.strideH == 2)
+        let x = (0..<(9 * 10 * 3)).map { _ in r.uniform(-1, 1) }
+        let want = try g.evaluateReference(input: x, shape: [1, 9, 10, 3])["pick"]!.values
+        #expect(relativeMaxError(want, try runThroughBundle(g, input: x, shape: [1, 9, 10, 3], kernels: .fast)[0].values) < 1e-5)
+
+        var h = stageTransition()
+        h.outputs.append(GraphOutput(port: "out", node: "out"))
+        try h.optimizeForInference()
+        #expect(conv(h, "b3")?.strideH == 1 && conv(h, "next_0")?.strideH == 2)
+    }
+}
