@@ -28,6 +28,10 @@ static gemm_plan plan_gemm(const kiln_conv_shape *s, int threads) {
     p.k = (size_t)s->kernel_h * s->kernel_w * s->in_c;
     p.panels = kiln_div_up((size_t)s->out_c, KILN_GEMM_NR);
     size_t blocks = kiln_div_up(p.m, KILN_GEMM_MC);
+    // A whole number of blocks per thread where there are a few per thread: each then packs its own im2col rows
+    // (kept in its cache) rather than sharing rows another thread wrote.
+    if (threads > 1 && blocks >= (size_t)threads * 2 && blocks < (size_t)threads * 8)
+        blocks = kiln_round_up(blocks, (size_t)threads);
     p.mc = kiln_round_up(kiln_div_up(p.m, blocks), 6);
     p.mblocks = kiln_div_up(p.m, p.mc);
     const size_t wanted = threads > 1 ? (size_t)threads * 4 : 1;
@@ -99,10 +103,16 @@ typedef struct conv_gemm_job {
     float *workspace;  // shared im2col rows [m, k], or one block of mc rows per thread
 } conv_gemm_job;
 
+/// Shared im2col rows in pieces of about m / (4 threads), not per row block: a 7x7 layer is one block.
+static size_t im2col_piece_rows(const gemm_plan *p, int threads) {
+    return kiln_div_up(p->m, kiln_min(p->m, (size_t)(threads > 1 ? threads * 4 : 1)));
+}
+
 static void conv_gemm_im2col_task(void *context, size_t index, int thread) {
     (void)thread;
     const conv_gemm_job *j = context;
-    const size_t row0 = index * j->p.mc, rows = kiln_min(j->p.mc, j->p.m - row0);
+    const size_t piece = im2col_piece_rows(&j->p, kiln_threads_get());
+    const size_t row0 = index * piece, rows = kiln_min(piece, j->p.m - row0);
     im2col(j->s, j->input, row0, rows, j->workspace + row0 * j->p.k);
 }
 
@@ -142,7 +152,8 @@ static void conv_gemm(const kiln_conv_shape *s, const float *input, const float 
     j.g = (kiln_gemm){.m = j.p.m, .n = (size_t)s->out_c, .k = j.p.k, .b = weights, .c = output,
                       .ldc = (size_t)s->out_c, .bias = bias, .residual = residual, .ldr = (size_t)s->out_c,
                       .relu = s->relu};
-    if (j.p.shared_im2col) kiln_parallel_for(j.p.mblocks, conv_gemm_im2col_task, &j);
+    if (j.p.shared_im2col)
+        kiln_parallel_for(kiln_div_up(j.p.m, im2col_piece_rows(&j.p, kiln_threads_get())), conv_gemm_im2col_task, &j);
     kiln_parallel_for(j.p.mblocks * j.p.pchunks, conv_gemm_task, &j);
 }
 

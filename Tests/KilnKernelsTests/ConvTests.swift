@@ -200,6 +200,10 @@ struct ConvTester: Sendable, CustomTestStringConvertible {
                                 $0.padRight = 3 }.fused)
         add(ConvTester().with { $0.inH = 7; $0.inW = 7; $0.inC = 64; $0.outC = 80
                                 $0.padTop = 1; $0.padBottom = 1; $0.padLeft = 1; $0.padRight = 1 }.fused)
+        // A few row blocks per thread, rounded up to a whole number per thread (22 x 23 = 506 rows: 5 blocks, 6
+        // on 2 threads), from a stride-2 3x3 as `hoistStrides` makes them.
+        add(ConvTester().with { $0.inH = 44; $0.inW = 45; $0.inC = 16; $0.outC = 40; $0.strideH = 2; $0.strideW = 2
+                                $0.padTop = 1; $0.padBottom = 1; $0.padLeft = 1; $0.padRight = 1 }.fused)
         return cases
     }()
 
