@@ -123,6 +123,22 @@ size_t kiln_gemm_rows_avx512(const kiln_gemm *g, const float *a, size_t lda, siz
                 // The first tile of a pair fetches the next pair's slice ahead (at batch 1 the weights stream from
                 // memory, and each slice is used by only a few tiles).
                 const char *ahead = i == 0 && p + 3 < end ? (const char *)(bp + 2 * panel) : 0;
+                if (e.first && g->residual) {
+                    // The next tile's residual rows and output rows, on their way while this tile computes: at
+                    // 56x56 they are 3 MiB each, out of the caches since they were written.
+                    const size_t ni = i + step < rows ? i + step : 0, nj = i + step < rows ? j0 : j0 + 2 * KILN_GEMM_NR;
+                    if (ni != 0 || p + 2 < end) {
+                        const size_t nr = rows - ni < step ? rows - ni : step;
+                        for (size_t r = 0; r < nr; r++) {
+                            const char *cr = (const char *)(g->c + (row0 + ni + r) * g->ldc + nj);
+                            _mm_prefetch(cr, _MM_HINT_ET0);
+                            _mm_prefetch(cr + 64, _MM_HINT_ET0);
+                            const char *rr = (const char *)(g->residual + (row0 + ni + r) * g->ldr + nj);
+                            _mm_prefetch(rr, _MM_HINT_T0);
+                            _mm_prefetch(rr + 64, _MM_HINT_T0);
+                        }
+                    }
+                }
                 if (pair)
                     tile2(mr, kc, ap, lda, bp, panel, c, g->ldc, &e, ahead);
                 else
