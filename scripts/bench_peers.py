@@ -338,7 +338,7 @@ def drive(args):
     # Ratios kiln/peer: below 1 is better for latency, RSS and cold start, above 1 for throughput.
     print()
     print(f"Machine: {machine()}; load average {load_before[0]:.2f} before, {load_after[0]:.2f} after")
-    print(f"ResNet-50 224x224 (7.72 GFLOP/image), {args.threads} threads each, {args.rounds} alternating rounds (each led by the next runtime); "
+    print(f"ResNet-50 224x224 (7.72 GFLOP/image as Keras counts it; kiln executes 6.97), {args.threads} threads each, {args.rounds} alternating rounds (each led by the next runtime); "
           f"{k['latency_samples']} batch-1 runs and {k['throughput_samples']} batch-8 runs per runtime")
     print()
     header = f"{'':28}" + "".join(f"{rt:>13}" for rt in runtimes) + "".join(f"{'kiln/' + p[:8]:>14}" for p in peers)
