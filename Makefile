@@ -47,7 +47,8 @@ fixtures-malformed: fixtures
 # Unit tests on committed samples, plus the end-to-end parity tests on the full ResNet-50 fixtures
 # through the release binaries. Nothing is skipped: missing fixtures fail the end-to-end suite.
 # The hardening tests run the malformed corpus and the damaged bundles through the binaries, and kill
-# `kiln convert` / `kiln fuse` mid-write.
+# `kiln convert` / `kiln fuse` mid-write. Then the kernel tests again on the AVX2 + FMA kernels alone (what an
+# AVX2-only CPU such as Zen 3 runs; on an AVX-512 machine the first pass reaches them only for narrow panels).
 test: release fixtures fixtures-images fixtures-onnx fixtures-compact fixtures-train fixtures-malformed
 	KILN_FIXTURES="$(KILN_CACHE)/fixtures" KILN_IMAGE_FIXTURES="$(KILN_CACHE)/fixtures-images" \
 	KILN_FIXTURES_ONNX="$(KILN_CACHE)/fixtures-onnx" KILN_FIXTURES_COMPACT="$(KILN_CACHE)/fixtures-compact" \
@@ -55,6 +56,7 @@ test: release fixtures fixtures-images fixtures-onnx fixtures-compact fixtures-t
 	KILN_MALFORMED="$(KILN_CACHE)/malformed" \
 	KILN_BIN="$$(swift build -c release --show-bin-path)" KILN_REQUIRE_FIXTURES=1 \
 		swift test
+	KILN_CPU=avx2 swift test --skip-build --filter KilnKernelsTests
 
 # Kiln against OpenVINO, ONNX Runtime and TFLite on the fixture ResNet-50, side by side (scripts/bench):
 # prints the table with kiln/peer ratios and writes benchmarks/resnet50.csv. BENCH_ARGS go to the driver.
