@@ -20,6 +20,7 @@ typedef struct gemm_plan {
     size_t mc, mblocks;
     size_t ppc, pchunks;
     int shared_im2col;  // few row blocks: im2col all rows once (in parallel), then share them
+    size_t piece;       // rows per task of the shared im2col: about m / (4 threads), a 7x7 layer being one block
 } gemm_plan;
 
 static gemm_plan plan_gemm(const kiln_conv_shape *s, int threads) {
@@ -39,6 +40,7 @@ static gemm_plan plan_gemm(const kiln_conv_shape *s, int threads) {
     p.ppc = kiln_div_up(p.panels, chunks);
     p.pchunks = kiln_div_up(p.panels, p.ppc);
     p.shared_im2col = !is_pointwise(s) && p.pchunks > 1;
+    p.piece = kiln_div_up(p.m, kiln_min(p.m, wanted));
     return p;
 }
 
@@ -103,16 +105,10 @@ typedef struct conv_gemm_job {
     float *workspace;  // shared im2col rows [m, k], or one block of mc rows per thread
 } conv_gemm_job;
 
-/// Shared im2col rows in pieces of about m / (4 threads), not per row block: a 7x7 layer is one block.
-static size_t im2col_piece_rows(const gemm_plan *p, int threads) {
-    return kiln_div_up(p->m, kiln_min(p->m, (size_t)(threads > 1 ? threads * 4 : 1)));
-}
-
 static void conv_gemm_im2col_task(void *context, size_t index, int thread) {
     (void)thread;
     const conv_gemm_job *j = context;
-    const size_t piece = im2col_piece_rows(&j->p, kiln_threads_get());
-    const size_t row0 = index * piece, rows = kiln_min(piece, j->p.m - row0);
+    const size_t row0 = index * j->p.piece, rows = kiln_min(j->p.piece, j->p.m - row0);
     im2col(j->s, j->input, row0, rows, j->workspace + row0 * j->p.k);
 }
 
@@ -152,8 +148,7 @@ static void conv_gemm(const kiln_conv_shape *s, const float *input, const float 
     j.g = (kiln_gemm){.m = j.p.m, .n = (size_t)s->out_c, .k = j.p.k, .b = weights, .c = output,
                       .ldc = (size_t)s->out_c, .bias = bias, .residual = residual, .ldr = (size_t)s->out_c,
                       .relu = s->relu};
-    if (j.p.shared_im2col)
-        kiln_parallel_for(kiln_div_up(j.p.m, im2col_piece_rows(&j.p, kiln_threads_get())), conv_gemm_im2col_task, &j);
+    if (j.p.shared_im2col) kiln_parallel_for(kiln_div_up(j.p.m, j.p.piece), conv_gemm_im2col_task, &j);
     kiln_parallel_for(j.p.mblocks * j.p.pchunks, conv_gemm_task, &j);
 }
 
