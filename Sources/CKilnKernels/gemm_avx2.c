@@ -135,14 +135,8 @@ void kiln_gemm_rows(const kiln_gemm *g, const float *a, size_t lda, size_t row0,
             const int width = g->n - j0 < KILN_GEMM_NR ? (int)(g->n - j0) : KILN_GEMM_NR;
             const float *bp = g->b + j0 * g->k + k0 * KILN_GEMM_NR;  // a 16 KiB slice, front to back
             e.bias = g->bias ? g->bias + j0 : 0;
-            // The next slice of weights (the next panel's, or after the last panel the first panel's next slice),
-            // a share of its lines before each row tile: at batch 1 the weights stream from memory, and a slice is
-            // read by only a few tiles.
-            const char *ahead = 0;
-            if (p + 1 < p1)
-                ahead = (const char *)(bp + KILN_GEMM_NR * g->k);
-            else if (k0 + kc < g->k)
-                ahead = (const char *)(g->b + p0 * KILN_GEMM_NR * g->k + (k0 + kc) * KILN_GEMM_NR);
+            // The next slice of weights, a share of its lines before each row tile.
+            const char *ahead = kiln_gemm_next_slice(g, p, 1, p0, p1, k0, kc);
             const size_t tiles = kiln_div_up(rows, 6);
             for (size_t i = 0; i < rows; i += 6) {
                 const int mr = rows - i < 6 ? (int)(rows - i) : 6;

@@ -120,16 +120,8 @@ size_t kiln_gemm_rows_avx512(const kiln_gemm *g, const float *a, size_t lda, siz
                 float *c = g->c + (row0 + i) * g->ldc + j0;
                 e.residual = g->residual ? g->residual + (row0 + i) * g->ldr + j0 : 0;
                 const float *ap = a + i * lda + k0;
-                // The first tile of a pair fetches the next pair's slice ahead, or after the last pair the first
-                // pair's next slice (at batch 1 the weights stream from memory, and each slice is used by only a
-                // few tiles).
-                const char *ahead = 0;
-                if (i == 0 && pair) {
-                    if (p + 3 < end)
-                        ahead = (const char *)(bp + 2 * panel);
-                    else if (k0 + kc < g->k && p0 + 1 < end)
-                        ahead = (const char *)(g->b + p0 * KILN_GEMM_NR * g->k + (k0 + kc) * KILN_GEMM_NR);
-                }
+                // The first tile of a pair fetches the next pair's slice of weights.
+                const char *ahead = i == 0 && pair ? kiln_gemm_next_slice(g, p, 2, p0, end, k0, kc) : 0;
                 if (e.first && g->residual) {
                     // The next tile's residual rows and output rows, on their way while this tile computes: at
                     // 56x56 they are 3 MiB each, out of the caches since they were written.

@@ -31,6 +31,18 @@ typedef struct kiln_gemm {
     int relu;
 } kiln_gemm;
 
+/// The packed B the GEMM reads after the slice of panels [p, p + span) at rows [k0, k0 + kc) of a pass over the
+/// panels [p0, end): the next span's slice while a whole span follows, else the first span's next slice, else
+/// NULL. The drivers prefetch it while the current slice is used (at batch 1 the weights stream from memory, and
+/// each slice is read by only a few row tiles).
+static inline const char *kiln_gemm_next_slice(const kiln_gemm *g, size_t p, size_t span, size_t p0, size_t end,
+                                               size_t k0, size_t kc) {
+    if (p + 2 * span <= end) return (const char *)(g->b + (p + span) * KILN_GEMM_NR * g->k + k0 * KILN_GEMM_NR);
+    if (k0 + kc < g->k && p0 + span <= end)
+        return (const char *)(g->b + p0 * KILN_GEMM_NR * g->k + (k0 + kc) * KILN_GEMM_NR);
+    return 0;
+}
+
 /// Rows [row0, row0 + rows) of C for the B panels [p0, p1); `a` points at A's row row0 (row stride lda).
 void kiln_gemm_rows(const kiln_gemm *g, const float *a, size_t lda, size_t row0, size_t rows, size_t p0, size_t p1);
 
