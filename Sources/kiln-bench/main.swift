@@ -78,8 +78,7 @@ struct KilnBench: ParsableCommand {
             plan.profiling = profile
             let cpuBefore = cpuSeconds()
             var samples: [Double] = []
-            // Per op: the fastest of the timed runs (robust to the odd preemption on a busy machine).
-            var fastest = [Double](repeating: .infinity, count: plan.opSeconds.count)
+            // Per timed run, the seconds each op took (with --profile).
             var perRun: [[Double]] = []
             var previous = plan.opSeconds
             for _ in 0..<iterations {
@@ -87,9 +86,7 @@ struct KilnBench: ParsableCommand {
                 outputs = try plan.run(input: x)
                 samples.append(monotonic() - t)
                 if profile {
-                    let spent = fastest.indices.map { plan.opSeconds[$0] - previous[$0] }
-                    for i in fastest.indices { fastest[i] = min(fastest[i], spent[i]) }
-                    perRun.append(spent)
+                    perRun.append(plan.opSeconds.indices.map { plan.opSeconds[$0] - previous[$0] })
                     previous = plan.opSeconds
                 }
             }
@@ -116,13 +113,13 @@ struct KilnBench: ParsableCommand {
             fields.append("\"samples_s\": [" + list + "]")
             print("{" + fields.joined(separator: ", ") + "}")
             if profile {
+                // Per op, the fastest of the timed runs (robust to the odd preemption on a busy machine) and the
+                // median: far above the fastest where the op is at the mercy of the machine (a stalled thread,
+                // cold caches).
+                let perOp = plan.opSeconds.indices.map { i in perRun.map { $0[i] }.sorted() }
+                let fastest = perOp.map { $0[0] }
+                let medians = perOp.map { $0[$0.count / 2] }
                 let total = fastest.reduce(0, +)
-                // Per op, also the median over the timed runs: far above the fastest where the op is at the
-                // mercy of the machine (a stalled thread, cold caches).
-                let medians = fastest.indices.map { i -> Double in
-                    let sorted = perRun.map { $0[i] }.sorted()
-                    return sorted[sorted.count / 2]
-                }
                 var line = "op (of \(iterations) runs)       fastest     median   share\n"
                 for (i, name) in plan.opNames.enumerated() {
                     line += name + String(repeating: " ", count: max(1, 22 - name.count))
