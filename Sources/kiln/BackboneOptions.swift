@@ -24,14 +24,13 @@ struct BackboneOptions: ParsableArguments {
         try cut ?? backbone.defaultCut()
     }
 
-    /// Resolves the options for `backbone` (as loaded; `name` for messages) and `graph`, the graph images will
-    /// enter (the cut backbone, or the fused model), whose input must already be NHWC (`takingNHWCInput`).
-    /// Defaults are said through `note`.
-    func resolve(backbone: Graph, name: String, entering graph: Graph, note: (String) -> Void) throws -> BackboneInput {
+    /// Resolves the options for `backbone` (as loaded; `name` for messages), cut at `cut` (`cutName(in:)`), and
+    /// `graph`, the graph images will enter (the cut backbone, or the fused model), whose input must already be
+    /// NHWC (`takingNHWCInput`). Defaults are said through `note`.
+    func resolve(backbone: Graph, name: String, cut: String, entering graph: Graph, note: (String) -> Void) throws -> BackboneInput {
         func metaString(_ key: String) -> String? {
             if case .string(let s)? = backbone.metadata[key] { return s } else { return nil }
         }
-        let cutName = try cutName(in: backbone)
 
         // Preprocessing: explicit, or implied by the source; none where the backbone has it folded in already.
         let foldedName = metaString("input.preprocessing").flatMap { Preprocessing(rawValue: $0) }.flatMap { $0 == .none ? nil : $0 }
@@ -75,7 +74,7 @@ struct BackboneOptions: ParsableArguments {
         }
         let method = resize ?? metaString("input.resize").flatMap(ResizeMethod.init(rawValue:))
             ?? (chosen == .torch ? .torchvision : .kerasNearest)
-        return BackboneInput(cut: cutName, preprocessing: chosen,
+        return BackboneInput(cut: cut, preprocessing: chosen,
                              recordedPreprocessing: foldedName?.rawValue ?? chosen.rawValue, alreadyFolded: foldedName != nil,
                              height: size.0, width: size.1, resize: method)
     }

@@ -78,7 +78,7 @@ func resolveBackbone(path: String, config: String?, options: BackboneOptions, no
     graph.outputs = [GraphOutput(port: cutName, node: cutName)]
     // Images arrive NHWC: an NCHW (ONNX) backbone's leading transpose goes, as in `kiln fuse`.
     if graph.takingNHWCInput() { note("input: \(name) takes NCHW; images go in NHWC (its transpose is dropped)") }
-    let input = try options.resolve(backbone: backbone, name: name, entering: graph, note: note)
+    let input = try options.resolve(backbone: backbone, name: name, cut: cutName, entering: graph, note: note)
     try graph.prependPreprocessing(input.preprocessing)
     try graph.optimizeForInference()
     let frozen = try graph.lower()

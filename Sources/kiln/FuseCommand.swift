@@ -86,7 +86,8 @@ struct Fuse: ParsableCommand {
         // Images arrive NHWC: an NCHW (ONNX) backbone's leading transpose goes.
         if graph.takingNHWCInput() { note("input: \(backboneName) takes NCHW; the fused bundle takes NHWC (its transpose is dropped)") }
         // Cut, preprocessing, image size and resizing: resolved as `kiln features` resolves them.
-        let input = try backboneOptions.resolve(backbone: backboneGraph, name: backboneName, entering: graph, note: note)
+        let input = try backboneOptions.resolve(backbone: backboneGraph, name: backboneName, cut: cutName, entering: graph,
+                                                note: note)
         try graph.prependPreprocessing(input.preprocessing)
         // A head from `kiln train-head` records the backbone its features came from.
         try checkHeadBackbone(headPath: head) { try input.identity(ofFile: backbone) }
