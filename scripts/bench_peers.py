@@ -338,7 +338,8 @@ def drive(args):
     # Ratios kiln/peer: below 1 is better for latency, RSS and cold start, above 1 for throughput.
     print()
     print(f"Machine: {machine()}; load average {load_before[0]:.2f} before, {load_after[0]:.2f} after")
-    print(f"ResNet-50 224x224 (7.72 GFLOP/image as Keras counts it; kiln executes 6.97), {args.threads} threads each, {args.rounds} alternating rounds (each led by the next runtime); "
+    print(f"ResNet-50 224x224 (7.72 GFLOP/image as Keras counts it; kiln executes {args.kiln_flops / 1e9:.2f}), "
+          f"{args.threads} threads each, {args.rounds} alternating rounds (each led by the next runtime); "
           f"{k['latency_samples']} batch-1 runs and {k['throughput_samples']} batch-8 runs per runtime")
     print()
     header = f"{'':28}" + "".join(f"{rt:>13}" for rt in runtimes) + "".join(f"{'kiln/' + p[:8]:>14}" for p in peers)
@@ -425,6 +426,7 @@ def main():
     d.add_argument("--batch-iterations", type=int, default=2, help="timed batch-8 runs per round")
     d.add_argument("--threads", type=int, default=2)
     d.add_argument("--weight-bytes", type=int, required=True, help="bytes of weights in the bundle")
+    d.add_argument("--kiln-flops", type=int, required=True, help="FLOPs per image of the bundle (kiln inspect)")
     d.add_argument("--csv")
     args = p.parse_args()
     {"convert": convert, "worker": worker, "drive": drive}[args.command](args)
