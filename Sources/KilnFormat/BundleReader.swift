@@ -5,15 +5,19 @@ import Darwin
 #endif
 
 /// A damaged, truncated or unsupported bundle. One line: the file, the section, what is wrong.
-public struct BundleError: Error, CustomStringConvertible, Sendable, Equatable {
+public struct BundleError: KindedError, Sendable, Equatable {
     public var file: String?
     public var section: String?
     public var message: String
+    /// `.badBundle` for damaged files, `.unsupported` for a version or feature from the future, `.badInput`
+    /// when the path cannot be opened.
+    public var kind: ErrorKind
 
-    public init(file: String? = nil, section: String? = nil, message: String) {
+    public init(file: String? = nil, section: String? = nil, message: String, kind: ErrorKind = .badBundle) {
         self.file = file
         self.section = section
         self.message = message
+        self.kind = kind
     }
 
     public var description: String {
@@ -55,17 +59,17 @@ public final class Bundle: @unchecked Sendable {
     /// Maps and validates the file at `path`.
     public convenience init(contentsOf path: String) throws(BundleError) {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw BundleError(file: path, message: "cannot open: \(errnoText())") }
+        guard fd >= 0 else { throw BundleError(file: path, message: "cannot open: \(errnoText())", kind: .badInput) }
         defer { close(fd) }
         var st = stat()
-        guard fstat(fd, &st) == 0 else { throw BundleError(file: path, message: "cannot stat: \(errnoText())") }
-        guard (st.st_mode & S_IFMT) == S_IFREG else { throw BundleError(file: path, message: "not a regular file") }
+        guard fstat(fd, &st) == 0 else { throw BundleError(file: path, message: "cannot stat: \(errnoText())", kind: .badInput) }
+        guard (st.st_mode & S_IFMT) == S_IFREG else { throw BundleError(file: path, message: "not a regular file", kind: .badInput) }
         let size = Int(st.st_size)
         guard size >= BundleLayout.headerSize else {
             throw BundleError(file: path, message: "file is \(size) bytes, shorter than the \(BundleLayout.headerSize)-byte header")
         }
         let mapped = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0)
-        guard let mapped, mapped != MAP_FAILED else { throw BundleError(file: path, message: "cannot map: \(errnoText())") }
+        guard let mapped, mapped != MAP_FAILED else { throw BundleError(file: path, message: "cannot map: \(errnoText())", kind: .badInput) }
         try self.init(base: UnsafeRawPointer(mapped), size: size, path: path) { p, n in
             munmap(UnsafeMutableRawPointer(mutating: p), n)
         }
@@ -131,7 +135,7 @@ struct BundleParser {
         let major = try h.u16()
         let minor = try h.u16()
         guard major == BundleLayout.versionMajor else {
-            throw BundleError(section: "header", message: "bundle version \(major).\(minor) is not supported by this reader (version \(BundleLayout.versionMajor).x)")
+            throw BundleError(section: "header", message: "bundle version \(major).\(minor) is not supported by this reader (version \(BundleLayout.versionMajor).x)", kind: .unsupported)
         }
         let headerSize = try h.u32()
         let sectionCount = Int(try h.u32())

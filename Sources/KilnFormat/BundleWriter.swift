@@ -92,7 +92,7 @@ public enum BundleWriter {
             var template = Array("\(dir)/.\(base).tmp-XXXXXX".utf8CString)
             fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
             guard fd >= 0 else {
-                throw BundleError(file: path, message: "cannot create a temporary file in '\(folder)': \(errnoText())")
+                throw BundleError(file: path, message: "cannot create a temporary file in '\(folder)': \(errnoText())", kind: .badInput)
             }
             tempPath = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         }
@@ -115,13 +115,13 @@ public enum BundleWriter {
         if writeFailed {
             let reason = errnoText()
             close(fd)
-            throw BundleError(file: path, message: "write failed after \(written) bytes: \(reason)")
+            throw BundleError(file: path, message: "write failed after \(written) bytes: \(reason)", kind: .badInput)
         }
         fchmod(fd, 0o644)
         if fsync(fd) != 0 {
             let reason = errnoText()
             close(fd)
-            throw BundleError(file: path, message: "fsync failed: \(reason)")
+            throw BundleError(file: path, message: "fsync failed: \(reason)", kind: .badInput)
         }
         if tempPath == nil {
             // Give the finished file a name next to the destination (a fresh one: linkat never overwrites).
@@ -138,12 +138,12 @@ public enum BundleWriter {
             guard tempPath != nil else {
                 let reason = errnoText()
                 close(fd)
-                throw BundleError(file: path, message: "cannot name the finished temporary file in '\(folder)': \(reason)")
+                throw BundleError(file: path, message: "cannot name the finished temporary file in '\(folder)': \(reason)", kind: .badInput)
             }
         }
         close(fd)
         guard rename(tempPath!, path) == 0 else {
-            throw BundleError(file: path, message: "cannot move the finished file into place: \(errnoText())")
+            throw BundleError(file: path, message: "cannot move the finished file into place: \(errnoText())", kind: .badInput)
         }
         ok = true
     }
@@ -236,28 +236,28 @@ public enum BundleWriter {
         let values = model.valueNames.count
         var defined = [Bool](repeating: false, count: values)
         for port in model.inputs {
-            guard port.value < values else { throw BundleError(message: "input '\(port.name)' names value \(port.value) of \(values)") }
+            guard port.value < values else { throw BundleError(message: "input '\(port.name)' names value \(port.value) of \(values)", kind: .internal) }
             defined[port.value] = true
         }
         for op in model.ops {
             for v in op.inputs where v >= values || !defined[v] {
-                throw BundleError(message: "op '\(op.name)' reads value \(v) before it is written")
+                throw BundleError(message: "op '\(op.name)' reads value \(v) before it is written", kind: .internal)
             }
             guard op.output < values, !defined[op.output] else {
-                throw BundleError(message: "op '\(op.name)' writes value \(op.output), which is out of range or already written")
+                throw BundleError(message: "op '\(op.name)' writes value \(op.output), which is out of range or already written", kind: .internal)
             }
             defined[op.output] = true
             for t in op.tensors where t >= model.tensors.count {
-                throw BundleError(message: "op '\(op.name)' uses tensor \(t) of \(model.tensors.count)")
+                throw BundleError(message: "op '\(op.name)' uses tensor \(t) of \(model.tensors.count)", kind: .internal)
             }
         }
         for port in model.outputs where port.value >= values || !defined[port.value] {
-            throw BundleError(message: "output '\(port.name)' is never written")
+            throw BundleError(message: "output '\(port.name)' is never written", kind: .internal)
         }
         for t in model.tensors {
             let count = t.payload.withStoredBytes { $0.count }
             guard count == t.byteCount else {
-                throw BundleError(message: "tensor '\(t.name)' has \(count) bytes, its shape \(t.shape) as \(t.elementType) needs \(t.byteCount)")
+                throw BundleError(message: "tensor '\(t.name)' has \(count) bytes, its shape \(t.shape) as \(t.elementType) needs \(t.byteCount)", kind: .internal)
             }
         }
     }

@@ -378,9 +378,10 @@ public enum WindowPadding: Sendable, Equatable {
     }
 }
 
-/// A malformed attribute list.
-public struct AttributeError: Error, CustomStringConvertible, Sendable {
+/// A malformed attribute list: the bundle (or the graph being lowered) is inconsistent.
+public struct AttributeError: KindedError, Sendable {
     public var message: String
+    public var kind: ErrorKind { .badBundle }
     public var description: String { message }
 }
 

@@ -92,7 +92,7 @@ public final class ExecutionPlan: @unchecked Sendable {
             case let .conv(a, kernel, packed, bias, ks):
                 let g = try model.convGeometry(a, kernelShape: ks, input: ins[0], op: op.name)
                 guard packed.matches(g) || kernels == .reference else {
-                    throw RuntimeError(op: op.name, "weights packed for \(packed.algorithm) do not fit \(g)")
+                    throw RuntimeError(.internal, op: op.name, "weights packed for \(packed.algorithm) do not fit \(g)")
                 }
                 let weights = kernels == .fast
                     ? model.convWeights(step: index, packed: packed, kernel: kernel, geometry: g) : packed
@@ -119,13 +119,13 @@ public final class ExecutionPlan: @unchecked Sendable {
                 kind = .transpose(shape: ins[0], perm: perm)
             case let .pad(p, values):
                 let s = ins[0]
-                guard s.count == 4 else { throw RuntimeError(op: op.name, "needs an NHWC input, got shape \(s)") }
+                guard s.count == 4 else { throw RuntimeError(.badInput, op: op.name, "needs an NHWC input, got shape \(s)") }
                 let g: PadGeometry
                 do {
                     g = try PadGeometry(batch: s[0], inH: s[1], inW: s[2], channels: s[3], padTop: p.top,
                                         padBottom: p.bottom, padLeft: p.left, padRight: p.right)
                 } catch {
-                    throw RuntimeError(op: op.name, error.message)
+                    throw RuntimeError(.badInput, op: op.name, error.message)
                 }
                 kind = .pad(g, values: values)
             }
@@ -198,7 +198,7 @@ public final class ExecutionPlan: @unchecked Sendable {
     public func run(input: UnsafeBufferPointer<Float>) throws(RuntimeError) -> [UnsafeBufferPointer<Float>] {
         let expected = inputShape.reduce(1, *)
         guard input.count == expected, let base = input.baseAddress else {
-            throw RuntimeError("input has \(input.count) values for shape \(inputShape)")
+            throw RuntimeError(.badInput, "input has \(input.count) values for shape \(inputShape)")
         }
         if kernelThreads() != plannedThreads {
             // The kernels' threads changed since planning: size the workspace again.
@@ -230,10 +230,10 @@ public final class ExecutionPlan: @unchecked Sendable {
     /// Runs the plan on `input` and returns copies of the outputs.
     public func run(_ input: Tensor) throws(RuntimeError) -> [Tensor] {
         guard input.shape == inputShape else {
-            throw RuntimeError("input has shape \(input.shape), the plan is for \(inputShape)")
+            throw RuntimeError(.badInput, "input has shape \(input.shape), the plan is for \(inputShape)")
         }
         guard input.values.count == input.shape.reduce(1, *) else {
-            throw RuntimeError("input has \(input.values.count) values for shape \(input.shape)")
+            throw RuntimeError(.badInput, "input has \(input.values.count) values for shape \(input.shape)")
         }
         var outputs: [UnsafeBufferPointer<Float>] = []
         try input.values.withUnsafeBufferPointer { (values) throws(RuntimeError) in

@@ -21,12 +21,14 @@ public struct Tensor: Sendable, Equatable {
     public var count: Int { values.count }
 }
 
-/// An error while loading or running a bundle: the op (layer name) and what is wrong.
-public struct RuntimeError: Error, CustomStringConvertible, Sendable {
+/// An error while loading or running a bundle: its kind, the op (layer name) and what is wrong.
+public struct RuntimeError: KindedError, Sendable {
+    public var kind: ErrorKind
     public var op: String?
     public var message: String
 
-    public init(op: String? = nil, _ message: String) {
+    public init(_ kind: ErrorKind, op: String? = nil, _ message: String) {
+        self.kind = kind
         self.op = op
         self.message = message
     }
@@ -105,12 +107,12 @@ public final class Model: @unchecked Sendable {
         }
         self.steps = steps
         for p in model.inputs where p.shape.count != 4 && p.shape.count != 2 {
-            throw RuntimeError("input '\(p.name)' has rank \(p.shape.count); rank 2 or 4 (NHWC) expected")
+            throw RuntimeError(.unsupported, "input '\(p.name)' has rank \(p.shape.count); rank 2 or 4 (NHWC) expected")
         }
     }
 
     static func validate(_ op: OpRecord, tensors: [TensorRecord]) throws(RuntimeError) -> Step {
-        func fail(_ m: String) -> RuntimeError { RuntimeError(op: op.name, m) }
+        func fail(_ m: String) -> RuntimeError { RuntimeError(.badBundle, op: op.name, m) }
         func arity(_ inputs: ClosedRange<Int>, tensors t: ClosedRange<Int>) throws(RuntimeError) {
             guard inputs.contains(op.inputs.count) else { throw fail("\(op.opcode) has \(op.inputs.count) inputs, expected \(inputs)") }
             guard t.contains(op.tensors.count) else { throw fail("\(op.opcode) has \(op.tensors.count) tensors, expected \(t)") }
@@ -190,14 +192,14 @@ public final class Model: @unchecked Sendable {
     public func plan(inputShape: [Int]) throws(RuntimeError) -> [[Int]?] {
         let model = frozen
         guard model.inputs.count == 1, let port = model.inputs.first else {
-            throw RuntimeError("the bundle has \(model.inputs.count) inputs; one is supported")
+            throw RuntimeError(.unsupported, "the bundle has \(model.inputs.count) inputs; one is supported")
         }
         guard inputShape.count == port.shape.count else {
-            throw RuntimeError("input has shape \(inputShape), the model expects rank \(port.shape.count) \(describeDims(port.shape))")
+            throw RuntimeError(.badInput, "input has shape \(inputShape), the model expects rank \(port.shape.count) \(describeDims(port.shape))")
         }
         for (i, (d, e)) in zip(inputShape, port.shape).enumerated() {
             guard d >= 1, e == -1 || Int64(d) == e else {
-                throw RuntimeError("input has shape \(inputShape), the model expects \(describeDims(port.shape)) (dim \(i))")
+                throw RuntimeError(.badInput, "input has shape \(inputShape), the model expects \(describeDims(port.shape)) (dim \(i))")
             }
         }
         var shapes = [[Int]?](repeating: nil, count: model.valueNames.count)
@@ -206,7 +208,7 @@ public final class Model: @unchecked Sendable {
             let ins = step.record.inputs.map { shapes[$0] ?? [] }
             let out = try outputShape(step, ins)
             guard Self.elementCount(out) != nil else {
-                throw RuntimeError(op: step.record.name, "output shape \(out) has more than the limit of \(Self.maximumValueElements) elements")
+                throw RuntimeError(.badInput, op: step.record.name, "output shape \(out) has more than the limit of \(Self.maximumValueElements) elements")
             }
             shapes[step.record.output] = out
         }
@@ -230,7 +232,7 @@ public final class Model: @unchecked Sendable {
 
     func outputShape(_ step: Step, _ ins: [[Int]]) throws(RuntimeError) -> [Int] {
         let op = step.record
-        func fail(_ m: String) -> RuntimeError { RuntimeError(op: op.name, m) }
+        func fail(_ m: String) -> RuntimeError { RuntimeError(.badInput, op: op.name, m) }
         func nhwc(_ s: [Int]) throws(RuntimeError) -> (Int, Int, Int, Int) {
             guard s.count == 4 else { throw fail("needs an NHWC input, got shape \(s)") }
             return (s[0], s[1], s[2], s[3])
@@ -273,8 +275,8 @@ public final class Model: @unchecked Sendable {
     }
 
     func convGeometry(_ a: Conv2DAttributes, kernelShape ks: [Int], input s: [Int], op: String) throws(RuntimeError) -> ConvGeometry {
-        guard s.count == 4 else { throw RuntimeError(op: op, "needs an NHWC input, got shape \(s)") }
-        guard s[3] == ks[2] else { throw RuntimeError(op: op, "input has \(s[3]) channels, the kernel \(ks) expects \(ks[2])") }
+        guard s.count == 4 else { throw RuntimeError(.badInput, op: op, "needs an NHWC input, got shape \(s)") }
+        guard s[3] == ks[2] else { throw RuntimeError(.badInput, op: op, "input has \(s[3]) channels, the kernel \(ks) expects \(ks[2])") }
         let (t, b) = a.padding.amounts(size: s[1], kernel: a.kernelH, stride: a.strideH, dilation: a.dilationH, vertical: true)
         let (l, r) = a.padding.amounts(size: s[2], kernel: a.kernelW, stride: a.strideW, dilation: a.dilationW, vertical: false)
         do {
@@ -282,19 +284,19 @@ public final class Model: @unchecked Sendable {
                                     strideH: a.strideH, strideW: a.strideW, dilationH: a.dilationH, dilationW: a.dilationW,
                                     padTop: t, padBottom: b, padLeft: l, padRight: r)
         } catch {
-            throw RuntimeError(op: op, error.message)
+            throw RuntimeError(.badInput, op: op, error.message)
         }
     }
 
     func poolGeometry(_ a: Pool2DAttributes, input s: [Int], op: String) throws(RuntimeError) -> PoolGeometry {
-        guard s.count == 4 else { throw RuntimeError(op: op, "needs an NHWC input, got shape \(s)") }
+        guard s.count == 4 else { throw RuntimeError(.badInput, op: op, "needs an NHWC input, got shape \(s)") }
         let (t, b) = a.padding.amounts(size: s[1], kernel: a.kernelH, stride: a.strideH, vertical: true)
         let (l, r) = a.padding.amounts(size: s[2], kernel: a.kernelW, stride: a.strideW, vertical: false)
         do {
             return try PoolGeometry(batch: s[0], inH: s[1], inW: s[2], channels: s[3], kernelH: a.kernelH, kernelW: a.kernelW,
                                     strideH: a.strideH, strideW: a.strideW, padTop: t, padBottom: b, padLeft: l, padRight: r)
         } catch {
-            throw RuntimeError(op: op, error.message)
+            throw RuntimeError(.badInput, op: op, error.message)
         }
     }
 }

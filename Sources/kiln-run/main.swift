@@ -95,7 +95,7 @@ struct KilnRun: ParsableCommand {
         let ports = model.frozen.outputs
         guard let outputName else { return 0 }
         guard let i = ports.firstIndex(where: { $0.name == outputName }) else {
-            throw RuntimeError("no output named '\(outputName)' (outputs: \(ports.map(\.name).joined(separator: ", ")))")
+            throw RuntimeError(.badInput, "no output named '\(outputName)' (outputs: \(ports.map(\.name).joined(separator: ", ")))")
         }
         return i
     }
@@ -192,7 +192,7 @@ struct KilnRun: ParsableCommand {
     func inputResize(_ model: Model) throws -> InputResize {
         let meta = model.frozen.metadata
         guard case .string(let name)? = meta["input.resize"] else {
-            throw RuntimeError("\(bundle): the bundle records no input.resize, so it takes tensors, not images " +
+            throw RuntimeError(.badInput, "\(bundle): the bundle records no input.resize, so it takes tensors, not images " +
                                "(bundles from `kiln fuse` take images); use --input X.npy")
         }
         var height: Int?, width: Int?
@@ -208,17 +208,17 @@ struct KilnRun: ParsableCommand {
             width = w
         }
         guard let height, let width else {
-            throw RuntimeError("\(bundle): the bundle records no input.height/input.width (its input size is free); give --size HxW")
+            throw RuntimeError(.badInput, "\(bundle): the bundle records no input.height/input.width (its input size is free); give --size HxW")
         }
         var shorter: Int?
         if case .int(let s)? = meta["input.resize_shorter"] { shorter = Int(s) }
         let resize = try InputResize(name: name, height: height, width: width, shorter: shorter)
         guard let port = model.frozen.inputs.first, port.shape.count == 4 else {
-            throw RuntimeError("\(bundle): the model input is not an NHWC image")
+            throw RuntimeError(.unsupported, "\(bundle): the model input is not an NHWC image")
         }
         let expected: [Int64] = [-1, Int64(height), Int64(width), 3]
         for axis in 1..<4 where port.shape[axis] != -1 && port.shape[axis] != expected[axis] {
-            throw RuntimeError("\(bundle): input '\(port.name)' has shape \(port.shape), images give [N, \(height), \(width), 3]")
+            throw RuntimeError(.badBundle, "\(bundle): input '\(port.name)' has shape \(port.shape), images give [N, \(height), \(width), 3]")
         }
         return resize
     }
