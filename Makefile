@@ -56,7 +56,7 @@ test: release fixtures fixtures-images fixtures-onnx fixtures-compact fixtures-t
 	KILN_MALFORMED="$(KILN_CACHE)/malformed" \
 	KILN_BIN="$$(swift build -c release --show-bin-path)" KILN_REQUIRE_FIXTURES=1 \
 		swift test
-	KILN_CPU=avx2 swift test --skip-build --filter KilnKernelsTests
+	KILN_CPU=avx2 swift test --skip-build --filter 'KilnKernelsTests|KilnRuntimeTests'
 
 # Kiln against OpenVINO, ONNX Runtime and TFLite on the fixture ResNet-50, side by side (scripts/bench):
 # prints the table with kiln/peer ratios and writes benchmarks/resnet50.csv. BENCH_ARGS go to the driver.

@@ -35,8 +35,9 @@ let package = Package(
         // AVX2+FMA microkernels (each function carries its own target attribute; chosen at run time by cpuid)
         // and the kernels' thread pool.
         .target(name: "CKilnKernels"),
-        // CPU kernels (NHWC float32): a naive reference kernel per op, and the fast ones.
-        .target(name: "KilnKernels", dependencies: ["COpenBLAS", "CKilnKernels"]),
+        // CPU kernels (NHWC float32): a naive reference kernel per op, and the fast ones; activations are
+        // KilnFormat's `Activation` values.
+        .target(name: "KilnKernels", dependencies: ["KilnFormat", "COpenBLAS", "CKilnKernels"]),
         // Loads a bundle, plans shapes and memory, runs batches.
         .target(name: "KilnRuntime", dependencies: ["KilnFormat", "KilnKernels"]),
         // JPEG/PNG decoding and resizing exactly as the training framework did it.
@@ -80,7 +81,9 @@ let package = Package(
         // MARK: Tests (one target per module, plus end to end)
         .testTarget(name: "SystemLibraryTests", dependencies: ["CHDF5", "COpenBLAS", "CZstd", "CProtobufC"]),
         .testTarget(name: "KilnFormatTests", dependencies: ["KilnFormat"]),
-        .testTarget(name: "KilnKernelsTests", dependencies: ["KilnKernels"]),
+        .testTarget(name: "KilnKernelsTests", dependencies: ["KilnKernels", "KilnFormat"]),
+        // The op-test driver: every op's fast plan against its reference plan, guarded buffers.
+        .testTarget(name: "KilnRuntimeTests", dependencies: ["KilnRuntime", "KilnFormat", "KilnKernels"]),
         .testTarget(name: "KilnGraphTests", dependencies: ["KilnGraph", "KilnFormat", "KilnRuntime", "KilnKernels"]),
         .testTarget(name: "KilnKerasTests", dependencies: [
             "KilnKeras", "KilnGraph", "KilnFormat", "KilnRuntime", "CHDF5",

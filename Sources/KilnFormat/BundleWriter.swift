@@ -24,8 +24,10 @@ public enum BundleWriter {
         } else {
             sections.append((.data, data, 0, 0, 0))
         }
-        // Version 1.1 only when a 1.1 feature is used, so plain bundles stay readable by 1.0 readers.
+        // The lowest minor version that holds what the bundle uses, so that plain bundles stay readable by older
+        // readers: 1.2 for the Unary op and the 5-word activations, 1.1 for compact tensors and compression.
         let usesMinor1 = compression != nil || model.tensors.contains { $0.elementType != .float32 }
+        let minor: UInt16 = model.ops.contains(where: \.needsVersion1_2) ? 2 : usesMinor1 ? 1 : 0
 
         let tableOffset = BundleLayout.headerSize
         let tableBytes = sections.count * BundleLayout.sectionEntrySize
@@ -48,7 +50,7 @@ public enum BundleWriter {
         var header = ByteSink()
         header.bytes(BundleLayout.magic)
         header.u16(BundleLayout.versionMajor)
-        header.u16(usesMinor1 ? 1 : 0)
+        header.u16(minor)
         header.u32(UInt32(BundleLayout.headerSize))
         header.u32(UInt32(sections.count))
         header.u32(0)

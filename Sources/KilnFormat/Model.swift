@@ -71,6 +71,8 @@ public enum OpCode: UInt32, Sendable, CaseIterable, CustomStringConvertible {
     case flatten = 10
     /// Permutes the axes: output axis i is input axis perm[i] (attributes: perm).
     case transpose = 11
+    /// y = act(x) elementwise, any rank (attributes: the activation; version 1.2).
+    case unary = 12
 
     public var description: String {
         switch self {
@@ -85,15 +87,9 @@ public enum OpCode: UInt32, Sendable, CaseIterable, CustomStringConvertible {
         case .pad: return "Pad"
         case .flatten: return "Flatten"
         case .transpose: return "Transpose"
+        case .unary: return "Unary"
         }
     }
-}
-
-/// A fused activation applied to an op's result.
-public enum Activation: Int64, Sendable, CaseIterable {
-    case none = 0
-    case relu = 1
-    case softmax = 2
 }
 
 /// How a window op pads its input.
@@ -125,6 +121,16 @@ public struct OpRecord: Sendable, Equatable {
         self.output = output
         self.attributes = attributes
         self.tensors = tensors
+    }
+
+    /// True when the op needs format 1.2: the Unary op, or an activation in the 5-word form.
+    var needsVersion1_2: Bool {
+        switch opcode {
+        case .unary: return true
+        case .conv2d: return attributes.count > 12
+        case .dense, .add: return attributes.count > 1
+        case .maxPool2d, .avgPool2d, .globalAvgPool, .softmax, .relu, .pad, .flatten, .transpose: return false
+        }
     }
 }
 
@@ -239,7 +245,7 @@ public struct FrozenModel: Sendable {
 // MARK: - Typed attribute views
 
 /// Attributes of `conv2d`: [kH, kW, strideH, strideW, padMode, padTop, padBottom, padLeft, padRight,
-/// activation, dilationH, dilationW].
+/// activation (1 word, or 5 from version 1.2), dilationH, dilationW].
 public struct Conv2DAttributes: Sendable, Equatable {
     public var kernelH: Int, kernelW: Int
     public var strideH: Int, strideW: Int
@@ -258,18 +264,59 @@ public struct Conv2DAttributes: Sendable, Equatable {
 
     public var encoded: [Int64] {
         [Int64(kernelH), Int64(kernelW), Int64(strideH), Int64(strideW)] + padding.encoded
-            + [activation.rawValue, Int64(dilationH), Int64(dilationW)]
+            + activation.encoded + [Int64(dilationH), Int64(dilationW)]
     }
 
     public init(decoding a: [Int64]) throws(AttributeError) {
-        guard a.count == 12 else { throw AttributeError(message: "Conv2D has \(a.count) attributes, expected 12") }
-        let k = try positive(a, [0, 1, 2, 3, 10, 11], op: "Conv2D")
-        guard let act = Activation(rawValue: a[9]), act != .softmax else {
-            throw AttributeError(message: "Conv2D activation code \(a[9]) is not relu or none")
-        }
+        guard a.count == 12 || a.count == 16 else { throw AttributeError(message: "Conv2D has \(a.count) attributes, expected 12 or 16") }
+        let (act, width) = try Activation.decode(a[9...], op: "Conv2D")
+        guard 9 + width + 2 == a.count else { throw AttributeError(message: "Conv2D has \(a.count) attributes for a \(width)-word activation") }
+        let k = try positive(a, [0, 1, 2, 3, 9 + width, 10 + width], op: "Conv2D")
         self.init(kernelH: k[0], kernelW: k[1], strideH: k[2], strideW: k[3],
                   padding: try WindowPadding(decoding: Array(a[4..<9])), activation: act,
                   dilationH: k[4], dilationW: k[5])
+    }
+}
+
+/// Attributes of `dense`: [activation] (1 word, or 5 from version 1.2). The 1.0 code 2 means a softmax over each
+/// row after the product (`softmax`); bundles since 1.2 write a Softmax op instead.
+public struct DenseAttributes: Sendable, Equatable {
+    public var activation: Activation
+    /// A softmax over each output row, applied after the activation (the 1.0 fused form).
+    public var softmax: Bool
+
+    public init(activation: Activation, softmax: Bool = false) {
+        self.activation = activation
+        self.softmax = softmax
+    }
+
+    static let legacySoftmax: Int64 = 2
+
+    public var encoded: [Int64] { softmax && activation.isIdentity ? [Self.legacySoftmax] : activation.encoded }
+
+    public init(decoding a: [Int64]) throws(AttributeError) {
+        if a == [Self.legacySoftmax] {
+            self.init(activation: .none, softmax: true)
+            return
+        }
+        let (act, width) = try Activation.decode(a[...], op: "Dense")
+        guard width == a.count else { throw AttributeError(message: "Dense has \(a.count) attributes, expected \(width)") }
+        self.init(activation: act)
+    }
+}
+
+/// Attributes of `add` and `unary`: the activation (1 word, or 5 from version 1.2).
+public struct ActivationAttributes: Sendable, Equatable {
+    public var activation: Activation
+
+    public init(_ activation: Activation) { self.activation = activation }
+
+    public var encoded: [Int64] { activation.encoded }
+
+    public init(decoding a: [Int64], op: OpCode) throws(AttributeError) {
+        let (act, width) = try Activation.decode(a[...], op: "\(op)")
+        guard width == a.count else { throw AttributeError(message: "\(op) has \(a.count) attributes, expected \(width)") }
+        self.init(act)
     }
 }
 
@@ -323,14 +370,6 @@ public func decodePermutation(_ a: [Int64]) throws(AttributeError) -> [Int] {
         throw AttributeError(message: "Transpose permutation \(a) is not a permutation of 0..<\(a.count)")
     }
     return a.map { Int($0) }
-}
-
-/// Attributes of `add`, `dense`: [activation].
-public func decodeActivation(_ a: [Int64], op: String) throws(AttributeError) -> Activation {
-    guard a.count == 1, let act = Activation(rawValue: a[0]) else {
-        throw AttributeError(message: "\(op) needs one activation attribute, got \(a)")
-    }
-    return act
 }
 
 /// Padding of a window op: explicit amounts, or "same" resolved against the input size.

@@ -30,13 +30,15 @@ public enum GraphOp: Sendable {
     case conv2d(ConvSpec)
     /// y = gamma · (x − mean) / sqrt(variance + epsilon) + beta, per channel.
     case batchNorm(BatchNormSpec)
-    /// An elementwise activation (relu), softmax over the last axis, or the identity.
+    /// An elementwise activation (the identity, relu, clamps, …).
     case activation(Activation)
+    /// Softmax over the last axis.
+    case softmax
     /// y = act(a + b).
     case add(activation: Activation)
-    case maxPool(PoolSpec)
+    case maxPool(Pool2DAttributes)
     /// Average pooling; padded cells are not counted.
-    case avgPool(PoolSpec)
+    case avgPool(Pool2DAttributes)
     /// [N, H, W, C] → [N, C].
     case globalAvgPool
     /// [N, ...] → [N, product].
@@ -58,11 +60,10 @@ public enum GraphOp: Sendable {
         case .conv2d: return "Conv2D"
         case .batchNorm: return "BatchNormalization"
         case .activation(let a):
-            switch a {
-            case .none: return "Activation(linear)"
-            case .relu: return "ReLU"
-            case .softmax: return "Softmax"
-            }
+            if a.isIdentity { return "Activation(linear)" }
+            if a.isReLU { return "ReLU" }
+            return "Activation(\(a))"
+        case .softmax: return "Softmax"
         case .add: return "Add"
         case .maxPool: return "MaxPooling2D"
         case .avgPool: return "AveragePooling2D"
@@ -116,27 +117,19 @@ public struct BatchNormSpec: Sendable {
     }
 }
 
-public struct PoolSpec: Sendable, Equatable {
-    public var kernelH: Int, kernelW: Int
-    public var strideH: Int, strideW: Int
-    public var padding: WindowPadding
-
-    public init(kernelH: Int, kernelW: Int, strideH: Int, strideW: Int, padding: WindowPadding) {
-        self.kernelH = kernelH; self.kernelW = kernelW
-        self.strideH = strideH; self.strideW = strideW
-        self.padding = padding
-    }
-}
-
 public struct DenseSpec: Sendable {
     public var kernel: WeightTensor
     public var bias: WeightTensor?
     public var activation: Activation
+    /// A softmax over each output row after the activation (Keras' `Dense(activation="softmax")`); lowered to
+    /// Dense then Softmax.
+    public var softmax: Bool
 
-    public init(kernel: WeightTensor, bias: WeightTensor?, activation: Activation = .none) {
+    public init(kernel: WeightTensor, bias: WeightTensor?, activation: Activation = .none, softmax: Bool = false) {
         self.kernel = kernel
         self.bias = bias
         self.activation = activation
+        self.softmax = softmax
     }
 }
 

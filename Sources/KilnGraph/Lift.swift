@@ -28,16 +28,21 @@ extension Graph {
                                            dilationH: a.dilationH, dilationW: a.dilationW, padding: a.padding, activation: a.activation,
                                            hasResidual: op.inputs.count == 2))
             case .add:
-                graphOp = .add(activation: try attributes(op) { () throws(AttributeError) in try decodeActivation(op.attributes, op: "Add") })
+                graphOp = .add(activation: try attributes(op) { () throws(AttributeError) in
+                    try ActivationAttributes(decoding: op.attributes, op: .add).activation
+                })
+            case .unary:
+                graphOp = .activation(try attributes(op) { () throws(AttributeError) in
+                    try ActivationAttributes(decoding: op.attributes, op: .unary).activation
+                })
             case .maxPool2d, .avgPool2d:
                 let a = try attributes(op) { () throws(AttributeError) in try Pool2DAttributes(decoding: op.attributes) }
-                let spec = PoolSpec(kernelH: a.kernelH, kernelW: a.kernelW, strideH: a.strideH, strideW: a.strideW, padding: a.padding)
-                graphOp = op.opcode == .maxPool2d ? .maxPool(spec) : .avgPool(spec)
+                graphOp = op.opcode == .maxPool2d ? .maxPool(a) : .avgPool(a)
             case .globalAvgPool: graphOp = .globalAvgPool
             case .dense:
-                let act = try attributes(op) { () throws(AttributeError) in try decodeActivation(op.attributes, op: "Dense") }
-                graphOp = .dense(DenseSpec(kernel: try tensor(op, 0), bias: try tensor(op, 1), activation: act))
-            case .softmax: graphOp = .activation(.softmax)
+                let a = try attributes(op) { () throws(AttributeError) in try DenseAttributes(decoding: op.attributes) }
+                graphOp = .dense(DenseSpec(kernel: try tensor(op, 0), bias: try tensor(op, 1), activation: a.activation, softmax: a.softmax))
+            case .softmax: graphOp = .softmax
             case .relu: graphOp = .activation(.relu)
             case .flatten: graphOp = .flatten
             case .transpose:

@@ -50,11 +50,11 @@ extension Graph {
                 let b = addTensor("\(node.name)/bias", c.bias ?? WeightTensor(shape: [c.outChannels], values: [Float](repeating: 0, count: c.outChannels)))
                 emit(.conv2d, attrs.encoded, [w, b])
             case .add(let act):
-                emit(.add, [act.rawValue])
+                emit(.add, ActivationAttributes(act).encoded)
             case .maxPool(let p):
-                emit(.maxPool2d, Pool2DAttributes(kernelH: p.kernelH, kernelW: p.kernelW, strideH: p.strideH, strideW: p.strideW, padding: p.padding).encoded)
+                emit(.maxPool2d, p.encoded)
             case .avgPool(let p):
-                emit(.avgPool2d, Pool2DAttributes(kernelH: p.kernelH, kernelW: p.kernelW, strideH: p.strideH, strideW: p.strideW, padding: p.padding).encoded)
+                emit(.avgPool2d, p.encoded)
             case .globalAvgPool:
                 emit(.globalAvgPool)
             case .flatten:
@@ -65,25 +65,27 @@ extension Graph {
                 let w = addTensor("\(node.name)/kernel", d.kernel)
                 let out = d.kernel.shape[1]
                 let b = addTensor("\(node.name)/bias", d.bias ?? WeightTensor(shape: [out], values: [Float](repeating: 0, count: out)))
-                if d.activation == .softmax {
+                if d.softmax {
                     // Dense(softmax) = Dense then Softmax: two ops, one value each.
                     let logits = define(node.name + "/logits")
                     ops.append(OpRecord(opcode: .dense, name: node.name + "/logits", inputs: ins, output: logits,
-                                        attributes: [Activation.none.rawValue], tensors: [w, b]))
+                                        attributes: DenseAttributes(activation: d.activation).encoded, tensors: [w, b]))
                     ops.append(OpRecord(opcode: .softmax, name: node.name, inputs: [logits], output: define(node.name)))
                 } else {
-                    emit(.dense, [d.activation.rawValue], [w, b])
+                    emit(.dense, DenseAttributes(activation: d.activation).encoded, [w, b])
                 }
-            case .activation(.softmax):
+            case .softmax:
                 emit(.softmax)
-            case .activation(.relu):
-                emit(.relu)
+            case .activation(let a) where a.isReLU:
+                emit(.relu)   // the 1.0 op: bundles without the newer activations stay readable by 1.0 readers
+            case .activation(let a) where !a.isIdentity:
+                emit(.unary, ActivationAttributes(a).encoded)
             case .zeroPad(let t, let b, let l, let r):
                 emit(.pad, PadAttributes(top: t, bottom: b, left: l, right: r).encoded)
             case let .constantPad(t, b, l, r, values):
                 let v = addTensor("\(node.name)/values", WeightTensor(shape: [values.count], values: values))
                 emit(.pad, PadAttributes(top: t, bottom: b, left: l, right: r).encoded, [v])
-            case .activation(.none), .dropout, .batchNorm, .channelAffine:
+            case .activation, .dropout, .batchNorm, .channelAffine:
                 throw GraphError(layer: node.name, message: "\(node.op.kindName) could not be folded into a preceding convolution; the bundle cannot hold it")
             }
         }

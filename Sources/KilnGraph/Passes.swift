@@ -45,7 +45,8 @@ extension Graph {
         for node in nodes {
             let isIdentity: Bool
             switch node.op {
-            case .dropout, .activation(.none): isIdentity = true
+            case .dropout: isIdentity = true
+            case .activation(let a): isIdentity = a.isIdentity
             default: isIdentity = false
             }
             guard isIdentity, let source = node.inputs.first else { continue }
@@ -70,7 +71,7 @@ extension Graph {
             for bn in nodes {
                 guard case .batchNorm(let spec) = bn.op, let src = bn.inputs.first,
                       let k = index(of: src), case .conv2d(var conv) = nodes[k].op,
-                      conv.activation == .none, !conv.hasResidual,
+                      conv.activation.isIdentity, !conv.hasResidual,
                       hasSingleInternalConsumer(src, counts) else { continue }
                 let cout = conv.outChannels
                 guard spec.mean.count == cout else {
@@ -141,12 +142,13 @@ extension Graph {
     public func isNonNegative(_ name: String) -> Bool {
         guard let node = node(named: name) else { return false }
         switch node.op {
-        case .activation(.relu): return true
-        case .activation(.softmax): return true
-        case .conv2d(let c): return c.activation == .relu
-        case .add(let a): return a == .relu
-        case .dense(let d): return d.activation == .relu || d.activation == .softmax
-        case .maxPool, .zeroPad, .dropout, .activation(.none): return node.inputs.first.map(isNonNegative) ?? false
+        case .activation(let a) where a.isNonNegative: return true
+        case .softmax: return true
+        case .conv2d(let c): return c.activation.isNonNegative
+        case .add(let a): return a.isNonNegative
+        case .dense(let d): return d.activation.isNonNegative || d.softmax
+        case .activation(let a) where a.isIdentity: return node.inputs.first.map(isNonNegative) ?? false
+        case .maxPool, .zeroPad, .dropout: return node.inputs.first.map(isNonNegative) ?? false
         case .constantPad(_, _, _, _, let values):
             return values.allSatisfy { $0 >= 0 } && (node.inputs.first.map(isNonNegative) ?? false)
         default: return false
@@ -168,7 +170,7 @@ extension Graph {
                     return (k, name)
                 }.sorted { $0.0 > $1.0 }
                 for (k, name) in candidates {
-                    guard case .conv2d(var conv) = nodes[k].op, conv.activation == .none, !conv.hasResidual,
+                    guard case .conv2d(var conv) = nodes[k].op, conv.activation.isIdentity, !conv.hasResidual,
                           hasSingleInternalConsumer(name, counts),
                           add.inputs[0] != add.inputs[1] else { continue }
                     let residual = add.inputs[0] == name ? add.inputs[1] : add.inputs[0]
@@ -187,23 +189,24 @@ extension Graph {
         }
     }
 
-    /// Fuses a ReLU into the conv, add or dense that feeds it when it is its only reader.
+    /// Fuses an elementwise activation into the conv, add or dense that feeds it when it is its only reader and
+    /// has none of its own (a dense with a softmax keeps it: the softmax comes after).
     public mutating func fuseActivations() {
         var changed = true
         while changed {
             changed = false
             let counts = consumerCounts()
             for act in nodes {
-                guard case .activation(.relu) = act.op, let src = act.inputs.first, let k = index(of: src),
+                guard case .activation(let a) = act.op, !a.isIdentity, let src = act.inputs.first, let k = index(of: src),
                       hasSingleInternalConsumer(src, counts) else { continue }
                 switch nodes[k].op {
-                case .conv2d(var c) where c.activation == .none:
-                    c.activation = .relu
+                case .conv2d(var c) where c.activation.isIdentity:
+                    c.activation = a
                     nodes[k].op = .conv2d(c)
-                case .add(.none):
-                    nodes[k].op = .add(activation: .relu)
-                case .dense(var d) where d.activation == .none:
-                    d.activation = .relu
+                case .add(let own) where own.isIdentity:
+                    nodes[k].op = .add(activation: a)
+                case .dense(var d) where d.activation.isIdentity && !d.softmax:
+                    d.activation = a
                     nodes[k].op = .dense(d)
                 default:
                     continue
@@ -266,7 +269,7 @@ extension Graph {
                 if conv.hasResidual {
                     var name = node.name + "/residual_stride"
                     while index(of: name) != nil { name += "_" }
-                    let pool = PoolSpec(kernelH: 1, kernelW: 1, strideH: sh, strideW: sw, padding: .valid)
+                    let pool = Pool2DAttributes(kernelH: 1, kernelW: 1, strideH: sh, strideW: sw, padding: .valid)
                     nodes.insert(GraphNode(name: name, op: .maxPool(pool), inputs: [node.inputs[1]]), at: k)
                     nodes[k + 1].inputs[1] = name
                 }

@@ -80,7 +80,7 @@ extension Graph {
                                 ReferenceKernels.conv2d(input: x.baseAddress!, weightsHWIO: w.baseAddress!,
                                                         bias: c.bias == nil ? nil : bias.baseAddress,
                                                         residual: residual == nil ? nil : res.baseAddress,
-                                                        output: o.baseAddress!, geometry: g, relu: c.activation == .relu)
+                                                        output: o.baseAddress!, geometry: g, activation: c.activation)
                             }
                         }
                     }
@@ -97,12 +97,14 @@ extension Graph {
             }
             return (ins[0].shape, out)
         case .activation(let a):
-            return (ins[0].shape, Self.activate(ins[0].values, a, columns: ins[0].shape.last ?? 1))
+            return (ins[0].shape, Self.activate(ins[0].values, a))
+        case .softmax:
+            return (ins[0].shape, Self.softmax(ins[0].values, columns: ins[0].shape.last ?? 1))
         case .dropout:
             return ins[0]
         case .add(let a):
             let sum = zip(ins[0].values, ins[1].values).map { $0 + $1 }
-            return (ins[0].shape, Self.activate(sum, a, columns: ins[0].shape.last ?? 1))
+            return (ins[0].shape, Self.activate(sum, a))
         case .maxPool(let p), .avgPool(let p):
             let s = ins[0].shape
             let (t, b) = p.padding.amounts(size: s[1], kernel: p.kernelH, stride: p.strideH, vertical: true)
@@ -136,7 +138,13 @@ extension Graph {
             return ([s[0], s[3]], out)
         case .transpose(let perm):
             let s = ins[0].shape
-            return (perm.map { s[$0] }, transposed(ins[0].values, shape: s, perm: perm))
+            var out = ins[0].values
+            ins[0].values.withUnsafeBufferPointer { x in
+                out.withUnsafeMutableBufferPointer { o in
+                    ReferenceKernels.transpose(input: x.baseAddress!, output: o.baseAddress!, shape: s, perm: perm)
+                }
+            }
+            return (perm.map { s[$0] }, out)
         case .flatten:
             let s = ins[0].shape
             return ([s[0], s.dropFirst().reduce(1, *)], ins[0].values)
@@ -148,46 +156,34 @@ extension Graph {
                     (d.bias?.values ?? []).withUnsafeBufferPointer { bias in
                         out.withUnsafeMutableBufferPointer { o in
                             ReferenceKernels.dense(input: x.baseAddress!, weights: w.baseAddress!, bias: d.bias == nil ? nil : bias.baseAddress,
-                                                   output: o.baseAddress!, batch: n, inFeatures: inF, outFeatures: outF, relu: d.activation == .relu)
+                                                   output: o.baseAddress!, batch: n, inFeatures: inF, outFeatures: outF, activation: d.activation)
                         }
                     }
                 }
             }
-            if d.activation == .softmax { out = Self.activate(out, .softmax, columns: outF) }
+            if d.softmax { out = Self.softmax(out, columns: outF) }
             return ([n, outF], out)
         }
     }
 
-    /// Plain index arithmetic: for each output index, the input index it comes from.
-    func transposed(_ v: [Float], shape: [Int], perm: [Int]) -> [Float] {
-        let rank = shape.count
-        var inStrides = [Int](repeating: 1, count: rank)
-        for i in stride(from: rank - 2, through: 0, by: -1) { inStrides[i] = inStrides[i + 1] * shape[i + 1] }
-        let outShape = perm.map { shape[$0] }
-        var out = [Float](repeating: 0, count: v.count)
-        var index = [Int](repeating: 0, count: rank)
-        for o in 0..<v.count {
-            var rem = o
-            for i in stride(from: rank - 1, through: 0, by: -1) { index[i] = rem % outShape[i]; rem /= outShape[i] }
-            var src = 0
-            for i in 0..<rank { src += index[i] * inStrides[perm[i]] }
-            out[o] = v[src]
+    static func activate(_ v: [Float], _ a: Activation) -> [Float] {
+        if a.isIdentity { return v }
+        var out = v
+        v.withUnsafeBufferPointer { x in
+            out.withUnsafeMutableBufferPointer { o in
+                ReferenceKernels.activate(input: x.baseAddress!, output: o.baseAddress!, count: v.count, activation: a)
+            }
         }
         return out
     }
 
-    static func activate(_ v: [Float], _ a: Activation, columns: Int) -> [Float] {
-        switch a {
-        case .none: return v
-        case .relu: return v.map { max($0, 0) }
-        case .softmax:
-            var out = v
-            v.withUnsafeBufferPointer { x in
-                out.withUnsafeMutableBufferPointer { o in
-                    ReferenceKernels.softmax(input: x.baseAddress!, output: o.baseAddress!, rows: v.count / max(columns, 1), columns: columns)
-                }
+    static func softmax(_ v: [Float], columns: Int) -> [Float] {
+        var out = v
+        v.withUnsafeBufferPointer { x in
+            out.withUnsafeMutableBufferPointer { o in
+                ReferenceKernels.softmax(input: x.baseAddress!, output: o.baseAddress!, rows: v.count / max(columns, 1), columns: columns)
             }
-            return out
         }
+        return out
     }
 }

@@ -82,7 +82,7 @@ extension Graph {
                 if v.count != spec.mean.count { throw fail("\(what) has \(v.count) values, moving_mean \(spec.mean.count)") }
             }
             return inputs[0]
-        case .activation, .dropout:
+        case .activation, .softmax, .dropout:
             try expectArity(1)
             return inputs[0]
         case .add:

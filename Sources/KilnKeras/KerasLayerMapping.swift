@@ -47,7 +47,8 @@ enum KerasLayerMapping {
             case let other: throw fail("padding '\(other)' is not supported (valid or same)")
             }
         }
-        func activation(_ key: String = "activation") throws(KerasImportError) -> Activation {
+        /// The layer's activation: an elementwise one, or a softmax (which only Dense and Activation take).
+        func activation(_ key: String = "activation") throws(KerasImportError) -> (Activation, softmax: Bool) {
             let name: String
             if let s = c[key] as? String {
                 name = s
@@ -58,12 +59,16 @@ enum KerasLayerMapping {
             } else {
                 throw fail("activation \(String(describing: c[key])) is not understood")
             }
-            switch name {
-            case "linear", "None": return .none
-            case "relu": return .relu
-            case "softmax": return .softmax
-            default: throw fail("activation '\(name)' is not supported (relu, softmax, linear)")
+            if name == "softmax" { return (.none, true) }
+            guard let a = kerasActivations[name] else {
+                throw fail("activation '\(name)' is not supported (\(kerasActivations.keys.sorted().joined(separator: ", ")), softmax)")
             }
+            return (a, false)
+        }
+        func elementwiseActivation() throws(KerasImportError) -> Activation {
+            let (a, softmax) = try activation()
+            if softmax { throw fail("activation 'softmax' on \(layer.className) is not supported (Dense and Activation take it)") }
+            return a
         }
 
         switch layer.className {
@@ -108,7 +113,7 @@ enum KerasLayerMapping {
             let (dh, dw) = try window("dilation_rate", default: (1, 1))
             guard (sh == 1 && sw == 1) || (dh == 1 && dw == 1) else { throw fail("strides and dilation > 1 together are not supported") }
             return .conv2d(ConvSpec(kernel: kernel, bias: bias, strideH: sh, strideW: sw, dilationH: dh, dilationW: dw,
-                                    padding: try padding(), activation: try activation()))
+                                    padding: try padding(), activation: try elementwiseActivation()))
         case "BatchNormalization":
             if let axis = c["axis"] as? Int, axis != -1, axis != 3 { throw fail("axis \(axis) is not the channel axis") }
             if let axes = c["axis"] as? [Any], axes.count != 1 || !((axes[0] as? Int).map { $0 == -1 || $0 == 3 } ?? false) {
@@ -129,7 +134,8 @@ enum KerasLayerMapping {
             if variance.values.contains(where: { $0 < 0 }) { throw fail("moving_variance has negative values", tensor: "moving_variance") }
             return .batchNorm(BatchNormSpec(epsilon: epsilon, gamma: gamma?.values, beta: beta?.values, mean: mean.values, variance: variance.values))
         case "Activation":
-            return .activation(try activation())
+            let (a, softmax) = try activation()
+            return softmax ? .softmax : .activation(a)
         case "ReLU":
             let maxValue = c["max_value"] as? Double
             let slope = (c["negative_slope"] as? Double) ?? 0
@@ -145,7 +151,7 @@ enum KerasLayerMapping {
             try channelsLast()
             let (ph, pw) = try window("pool_size", default: (2, 2))
             let (sh, sw) = try window("strides", default: (ph, pw))
-            let spec = PoolSpec(kernelH: ph, kernelW: pw, strideH: sh, strideW: sw, padding: try padding())
+            let spec = Pool2DAttributes(kernelH: ph, kernelW: pw, strideH: sh, strideW: sw, padding: try padding())
             return layer.className == "MaxPooling2D" ? .maxPool(spec) : .avgPool(spec)
         case "GlobalAveragePooling2D":
             try channelsLast()
@@ -165,7 +171,8 @@ enum KerasLayerMapping {
             if let bias, bias.shape != [kernel.shape[1]] {
                 throw fail("bias has shape \(bias.shape), expected [\(kernel.shape[1])]", tensor: "bias")
             }
-            return .dense(DenseSpec(kernel: kernel, bias: bias, activation: try activation()))
+            let (a, softmax) = try activation()
+            return .dense(DenseSpec(kernel: kernel, bias: bias, activation: a, softmax: softmax))
         case "Dropout", "SpatialDropout2D", "GaussianDropout", "GaussianNoise":
             return .dropout
         default:
@@ -173,3 +180,11 @@ enum KerasLayerMapping {
         }
     }
 }
+
+/// Keras' names for the elementwise activations Kiln executes (`activation="…"` and `Activation` layers);
+/// softmax is handled apart (it is an op of its own).
+let kerasActivations: [String: Activation] = [
+    "linear": .none,
+    "None": .none,
+    "relu": .relu,
+]

@@ -1,5 +1,6 @@
 import CKilnKernels
 import COpenBLAS
+import KilnFormat
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -48,7 +49,7 @@ public enum FastKernels {
         }
     }
 
-    /// `output = relu?(conv(input, weights) + bias + residual)`, as `ReferenceKernels.conv2d`.
+    /// `output = activation(conv(input, weights) + bias + residual)`, as `ReferenceKernels.conv2d`.
     ///
     /// - input: `[batch, inH, inW, inC]`
     /// - weights: packed by `packConvWeightsHWIO`/`packConvWeightsOIHW` for this kernel size and channel counts
@@ -63,12 +64,17 @@ public enum FastKernels {
     /// `.portable` (any CPU): a pointwise convolution (1×1, stride 1, unpadded) is one OpenBLAS sgemm
     /// `[pixels, inC] × [inC, outC]` straight on the NHWC input; anything else is im2col over as many output pixels
     /// as the workspace holds, then an sgemm per chunk. `.gemm` and `.winograd` run the AVX2 + FMA kernels of
-    /// CKilnKernels on the kernels' thread pool (`setKernelThreads`). Bias, residual and relu are applied while each
-    /// block of the output is in cache (in registers, for the AVX2 kernels).
+    /// CKilnKernels on the kernels' thread pool (`setKernelThreads`). Bias, residual and ReLU are applied while each
+    /// block of the output is in cache (in registers, for the AVX2 kernels); any other activation in one pass over
+    /// the output afterwards (`activate`).
     public static func conv2d(input: UnsafePointer<Float>, weights: PackedConvWeights,
                               bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>?,
-                              output: UnsafeMutablePointer<Float>, geometry g: ConvGeometry, relu: Bool,
+                              output: UnsafeMutablePointer<Float>, geometry g: ConvGeometry, activation: Activation,
                               workspace: UnsafeMutableBufferPointer<Float>) {
+        let relu = activation.isReLU
+        defer {
+            if !relu && !activation.isIdentity { activate(input: output, output: output, count: g.outputCount, activation: activation) }
+        }
         precondition(weights.matches(g), "packed weights [\(weights.kernelH), \(weights.kernelW), \(weights.inC), "
             + "\(weights.outC)] for \(weights.algorithm) do not fit \(g)")
         if weights.algorithm != .portable {
@@ -124,11 +130,15 @@ public enum FastKernels {
                                algorithm: code, relu: relu ? 1 : 0)
     }
 
-    /// `output = relu?(input · weights + bias)`: input `[batch, inFeatures]`, weights `[inFeatures, outFeatures]`
+    /// `output = activation(input · weights + bias)`: input `[batch, inFeatures]`, weights `[inFeatures, outFeatures]`
     /// row-major (used as stored, no packing), bias `[outFeatures]` or nil, output `[batch, outFeatures]`.
     public static func dense(input: UnsafePointer<Float>, weights: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
                              output: UnsafeMutablePointer<Float>,
-                             batch: Int, inFeatures: Int, outFeatures: Int, relu: Bool) {
+                             batch: Int, inFeatures: Int, outFeatures: Int, activation: Activation) {
+        let relu = activation.isReLU
+        defer {
+            if !relu && !activation.isIdentity { activate(input: output, output: output, count: batch * outFeatures, activation: activation) }
+        }
         precondition(batch > 0 && inFeatures > 0 && outFeatures > 0
                         && batch <= Int32.max && inFeatures <= Int32.max && outFeatures <= Int32.max,
                      "dense sizes batch \(batch), in \(inFeatures), out \(outFeatures) are out of range")
@@ -249,23 +259,56 @@ public enum FastKernels {
         }
     }
 
-    /// `output[i] = relu?(a[i] + b[i])` for `i < count`. `output` may be exactly `a` or `b`.
+    /// `output[i] = activation(a[i] + b[i])` for `i < count`. `output` may be exactly `a` or `b`.
     public static func add(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>,
-                           count: Int, relu: Bool) {
+                           count: Int, activation: Activation) {
+        let relu = activation.isReLU
         if ConvAlgorithm.avx2Available {
             kiln_add(a, b, output, count, relu ? 1 : 0)
-            return
-        }
-        if relu {
+        } else if relu {
             for i in 0..<count { output[i] = reluValue(a[i] + b[i]) }
         } else {
             for i in 0..<count { output[i] = a[i] + b[i] }
         }
+        if !relu && !activation.isIdentity { activate(input: output, output: output, count: count, activation: activation) }
     }
 
-    /// `output[i] = max(input[i], 0)` for `i < count`. `output` may be exactly `input`.
-    public static func relu(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, count: Int) {
-        for i in 0..<count { output[i] = reluValue(input[i]) }
+    /// `output[i] = activation(input[i])` for `i < count`, as `ReferenceKernels.activate` (within a few ulp for the
+    /// transcendental functions). `output` may be exactly `input`. Large counts run on the kernels' pool.
+    public static func activate(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, count: Int,
+                                activation a: Activation) {
+        let code = Int32(a.function.rawValue)
+        if ConvAlgorithm.avx2Available && kiln_activation_supported(code) == 1 {
+            kiln_activate(input, output, count, code, a.alpha, a.beta, a.minimum, a.maximum)
+            return
+        }
+        for i in 0..<count { output[i] = Float(a.referenceValue(Double(input[i]))) }
+    }
+
+    /// Permutes axes, as `ReferenceKernels.transpose`: walks the output in order with a carried input index.
+    public static func transpose(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, shape: [Int],
+                                 perm: [Int]) {
+        let rank = shape.count
+        var inStrides = [Int](repeating: 1, count: rank)
+        for i in stride(from: rank - 2, through: 0, by: -1) { inStrides[i] = inStrides[i + 1] * shape[i + 1] }
+        let outShape = perm.map { shape[$0] }
+        let step = perm.map { inStrides[$0] }
+        let count = shape.reduce(1, *)
+        guard count > 0 else { return }
+        var index = [Int](repeating: 0, count: rank)
+        var src = 0
+        for o in 0..<count {
+            output[o] = input[src]
+            var axis = rank - 1
+            while axis >= 0 {
+                index[axis] += 1
+                src += step[axis]
+                if index[axis] < outShape[axis] { break }
+                src -= step[axis] * outShape[axis]
+                index[axis] = 0
+                axis -= 1
+            }
+        }
     }
 
     /// Constant padding of H and W, as `ReferenceKernels.pad`: padded cells of channel c hold
@@ -291,6 +334,10 @@ public enum FastKernels {
 }
 
 // MARK: - Pieces
+
+/// `max(x, 0)`, written so that it vectorises; NaN becomes 0.
+@inline(__always)
+func reluValue(_ x: Float) -> Float { x > 0 ? x : 0 }
 
 extension FastKernels {
     /// Row-major `C[m, n] = A[m, k] · B[k, n] + beta · C`, all densely packed (lda = k, ldb = ldc = n).

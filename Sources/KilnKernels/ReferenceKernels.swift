@@ -5,6 +5,7 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import KilnFormat
 
 /// Naive loops, one per op: the oracle the fast kernels are tested against.
 ///
@@ -12,7 +13,7 @@ import Darwin
 /// are accumulated in `Double`, and nothing is shared between elements. All tensors are NHWC float32,
 /// contiguous, row-major. Unless a kernel says otherwise, the output must not overlap any input.
 public enum ReferenceKernels {
-    /// `output = relu?(conv(input, weights) + bias + residual)`.
+    /// `output = activation(conv(input, weights) + bias + residual)`.
     ///
     /// - input: `[batch, inH, inW, inC]`
     /// - weightsHWIO: `[kernelH, kernelW, inC, outC]`
@@ -24,7 +25,7 @@ public enum ReferenceKernels {
     /// Padded cells are zero.
     public static func conv2d(input: UnsafePointer<Float>, weightsHWIO: UnsafePointer<Float>,
                               bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>?,
-                              output: UnsafeMutablePointer<Float>, geometry g: ConvGeometry, relu: Bool) {
+                              output: UnsafeMutablePointer<Float>, geometry g: ConvGeometry, activation: Activation) {
         for n in 0..<g.batch {
             for oy in 0..<g.outH {
                 for ox in 0..<g.outW {
@@ -46,8 +47,7 @@ public enum ReferenceKernels {
                         let o = ((n * g.outH + oy) * g.outW + ox) * g.outC + co
                         if let bias { sum += Double(bias[co]) }
                         if let residual { sum += Double(residual[o]) }
-                        let value = Float(sum)
-                        output[o] = relu ? reluValue(value) : value
+                        output[o] = Float(activation.referenceValue(Double(Float(sum))))
                     }
                 }
             }
@@ -124,11 +124,11 @@ public enum ReferenceKernels {
         }
     }
 
-    /// `output = relu?(input · weights + bias)`: input `[batch, inFeatures]`, weights `[inFeatures, outFeatures]`,
+    /// `output = activation(input · weights + bias)`: input `[batch, inFeatures]`, weights `[inFeatures, outFeatures]`,
     /// bias `[outFeatures]` or nil, output `[batch, outFeatures]`.
     public static func dense(input: UnsafePointer<Float>, weights: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
                              output: UnsafeMutablePointer<Float>,
-                             batch: Int, inFeatures: Int, outFeatures: Int, relu: Bool) {
+                             batch: Int, inFeatures: Int, outFeatures: Int, activation: Activation) {
         for n in 0..<batch {
             for o in 0..<outFeatures {
                 var sum = 0.0
@@ -136,8 +136,7 @@ public enum ReferenceKernels {
                     sum += Double(input[n * inFeatures + i]) * Double(weights[i * outFeatures + o])
                 }
                 if let bias { sum += Double(bias[o]) }
-                let value = Float(sum)
-                output[n * outFeatures + o] = relu ? reluValue(value) : value
+                output[n * outFeatures + o] = Float(activation.referenceValue(Double(Float(sum))))
             }
         }
     }
@@ -155,18 +154,38 @@ public enum ReferenceKernels {
         }
     }
 
-    /// `output[i] = relu?(a[i] + b[i])` for `i < count`. `output` may be exactly `a` or `b`.
+    /// `output[i] = activation(a[i] + b[i])` for `i < count`. `output` may be exactly `a` or `b`.
     public static func add(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>,
-                           count: Int, relu: Bool) {
+                           count: Int, activation: Activation) {
         for i in 0..<count {
-            let value = a[i] + b[i]
-            output[i] = relu ? reluValue(value) : value
+            output[i] = Float(activation.referenceValue(Double(a[i] + b[i])))
         }
     }
 
-    /// `output[i] = max(input[i], 0)` for `i < count`. `output` may be exactly `input`.
-    public static func relu(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, count: Int) {
-        for i in 0..<count { output[i] = reluValue(input[i]) }
+    /// `output[i] = activation(input[i])` for `i < count`, from the activation's Double formula, rounded once.
+    /// `output` may be exactly `input`.
+    public static func activate(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, count: Int,
+                                activation: Activation) {
+        for i in 0..<count { output[i] = Float(activation.referenceValue(Double(input[i]))) }
+    }
+
+    /// Permutes axes: output axis i is input axis perm[i]. Each output index is decoded into coordinates and
+    /// the input index computed from them.
+    public static func transpose(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, shape: [Int],
+                                 perm: [Int]) {
+        let rank = shape.count
+        var inStrides = [Int](repeating: 1, count: rank)
+        for i in stride(from: rank - 2, through: 0, by: -1) { inStrides[i] = inStrides[i + 1] * shape[i + 1] }
+        let outShape = perm.map { shape[$0] }
+        let count = shape.reduce(1, *)
+        var index = [Int](repeating: 0, count: rank)
+        for o in 0..<count {
+            var rem = o
+            for i in stride(from: rank - 1, through: 0, by: -1) { index[i] = rem % outShape[i]; rem /= outShape[i] }
+            var src = 0
+            for i in 0..<rank { src += index[i] * inStrides[perm[i]] }
+            output[o] = input[src]
+        }
     }
 
     /// Constant padding of H and W: `[batch, inH, inW, channels]` → `[batch, outH, outW, channels]`.
@@ -190,6 +209,3 @@ public enum ReferenceKernels {
     }
 }
 
-/// `max(x, 0)`, written so that it vectorises; NaN becomes 0.
-@inline(__always)
-func reluValue(_ x: Float) -> Float { x > 0 ? x : 0 }

@@ -4,10 +4,15 @@ import KilnGraph
 /// One handler per ONNX op type. Attributes are read as the model's opset defines them; the comments name
 /// the opset versions where an op changed in a way that matters here.
 extension Converter {
-    static let supportedOps: [String] = [
+    static let supportedOps: [String] = ([
         "Add", "AveragePool", "BatchNormalization", "Cast", "Concat", "Constant", "ConstantOfShape", "Conv", "Div",
         "Dropout", "Flatten", "Gather", "Gemm", "GlobalAveragePool", "Identity", "MatMul", "MaxPool", "Mul", "Pad",
-        "Relu", "Reshape", "Shape", "Slice", "Softmax", "Squeeze", "Sub", "Sum", "Transpose", "Unsqueeze",
+        "Reshape", "Shape", "Slice", "Softmax", "Squeeze", "Sub", "Sum", "Transpose", "Unsqueeze",
+    ] + onnxActivations.keys).sorted()
+
+    /// ONNX's elementwise activations without attributes that Kiln executes, each as its `Activation`.
+    static let onnxActivations: [String: Activation] = [
+        "Relu": .relu,
     ]
 
     /// Converts node `n`; returns one value per output (nil for outputs nothing reads).
@@ -20,9 +25,9 @@ extension Converter {
         switch n.opType {
         case "Conv": return [try conv(n)]
         case "BatchNormalization": return [try batchNorm(n)]
-        case "Relu":
+        case let op where Self.onnxActivations[op] != nil:
             let x = try runtimeInput(n, 0, "X")
-            let node = emit(out, .activation(.relu), inputs: [x.node])
+            let node = emit(out, .activation(Self.onnxActivations[op] ?? .none), inputs: [x.node])
             return [.runtime(RuntimeTensor(node: node, shape: x.shape, irShape: x.irShape, perm: x.perm))]
         case "Add", "Sub", "Mul", "Div": return [try arithmetic(n)]
         case "Sum": return [try sum(n)]
@@ -134,7 +139,7 @@ extension Converter {
         } else if includePad, padding == .same {
             throw fail("count_include_pad with auto_pad SAME_UPPER is not supported")
         }
-        let spec = PoolSpec(kernelH: kernel[0], kernelW: kernel[1], strideH: strides[0], strideW: strides[1], padding: padding)
+        let spec = Pool2DAttributes(kernelH: kernel[0], kernelW: kernel[1], strideH: strides[0], strideW: strides[1], padding: padding)
         let node = emit(n.outputs[0], isMax ? .maxPool(spec) : .avgPool(spec), inputs: [source])
         return .runtime(RuntimeTensor(node: node, shape: [x.shape[0], x.shape[1], oh, ow],
                                       irShape: [x.shape[0], oh, ow, x.shape[1]], perm: nhwc))
@@ -443,12 +448,12 @@ extension Converter {
         let length = product(reduced.map { x.shape[$0] })
         let (node, ir) = try inONNXOrder(x, for: "Softmax")
         if let last = ir.last, let length, last == length || (rank == 2 && ir.count == 2) {
-            let out = emit(n.outputs[0], .activation(.softmax), inputs: [node])
+            let out = emit(n.outputs[0], .softmax, inputs: [node])
             return .runtime(RuntimeTensor(node: out, shape: x.shape, irShape: ir, perm: x.isInONNXOrder ? x.perm : nil))
         }
         if rank == 4, reduced.filter({ x.shape[$0] != .known(1) }) == [1] {
             let image = try layout(x, nhwc, for: "Softmax")
-            let out = emit(n.outputs[0], .activation(.softmax), inputs: [image])
+            let out = emit(n.outputs[0], .softmax, inputs: [image])
             return .runtime(RuntimeTensor(node: out, shape: x.shape, irShape: [x.shape[0], x.shape[2], x.shape[3], x.shape[1]], perm: nhwc))
         }
         throw fail("softmax over axes \(reduced) of \(describe(x.shape)) is not supported")

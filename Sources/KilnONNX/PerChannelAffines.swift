@@ -25,9 +25,9 @@ extension Graph {
                     chain = soleReader(up)
                     root = q
                 }
-                if chain, case .conv2d(let c) = nodes[root].op, c.activation == .none, !c.hasResidual { continue }
+                if chain, case .conv2d(let c) = nodes[root].op, c.activation.isIdentity, !c.hasResidual { continue }
                 let (s, t) = Self.scaleAndShift(spec)
-                if soleReader(src), case .dense(var d) = nodes[p].op, d.activation == .none, d.kernel.shape[1] == s.count {
+                if soleReader(src), case .dense(var d) = nodes[p].op, d.activation.isIdentity, !d.softmax, d.kernel.shape[1] == s.count {
                     let outs = s.count
                     var w = d.kernel.values
                     for i in w.indices { w[i] = Float(Double(w[i]) * s[i % outs]) }

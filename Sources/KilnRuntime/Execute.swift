@@ -51,21 +51,7 @@ public final class ExecutionPlan: @unchecked Sendable {
         var step: Int
         var inputs: [Int]
         var output: Int
-        var kind: Kind
-        enum Kind {
-            case conv(ConvGeometry, PackedConvWeights, kernel: TensorPayload, bias: TensorPayload, relu: Bool)
-            case dense(kernel: TensorPayload, bias: TensorPayload, batch: Int, inFeatures: Int, outFeatures: Int,
-                       relu: Bool, softmax: Bool)
-            case add(count: Int, relu: Bool)
-            case maxPool(PoolGeometry)
-            case avgPool(PoolGeometry)
-            case globalAvgPool(batch: Int, height: Int, width: Int, channels: Int)
-            case softmax(rows: Int, columns: Int)
-            case relu(count: Int)
-            case copy(count: Int)
-            case transpose(shape: [Int], perm: [Int])
-            case pad(PadGeometry, values: TensorPayload?)
-        }
+        var kernel: PlannedKernel
     }
 
     /// Plans a run of `model` on inputs of `inputShape` with `kernels`. Size the kernels' threads
@@ -85,51 +71,11 @@ public final class ExecutionPlan: @unchecked Sendable {
         ops.reserveCapacity(steps.count)
         for (index, step) in steps.enumerated() {
             let op = step.record
-            let ins = op.inputs.map { shapes[$0] ?? [] }
-            let count = (shapes[op.output] ?? []).reduce(1, *)
-            let kind: PlannedOp.Kind
-            switch step.kind {
-            case let .conv(a, kernel, packed, bias, ks):
-                let g = try model.convGeometry(a, kernelShape: ks, input: ins[0], op: op.name)
-                guard packed.matches(g) || kernels == .reference else {
-                    throw RuntimeError(.internal, op: op.name, "weights packed for \(packed.algorithm) do not fit \(g)")
-                }
-                let weights = kernels == .fast
-                    ? model.convWeights(step: index, packed: packed, kernel: kernel, geometry: g) : packed
-                kind = .conv(g, weights, kernel: kernel, bias: bias, relu: a.activation == .relu)
-            case let .dense(act, kernel, bias, inF, outF):
-                kind = .dense(kernel: kernel, bias: bias, batch: ins[0][0], inFeatures: inF, outFeatures: outF,
-                              relu: act == .relu, softmax: act == .softmax)
-            case .add(let act):
-                kind = .add(count: count, relu: act == .relu)
-            case .maxPool(let a):
-                kind = .maxPool(try model.poolGeometry(a, input: ins[0], op: op.name))
-            case .avgPool(let a):
-                kind = .avgPool(try model.poolGeometry(a, input: ins[0], op: op.name))
-            case .globalAvgPool:
-                kind = .globalAvgPool(batch: ins[0][0], height: ins[0][1], width: ins[0][2], channels: ins[0][3])
-            case .softmax:
-                let columns = ins[0].last ?? 1
-                kind = .softmax(rows: columns == 0 ? 0 : count / columns, columns: columns)
-            case .relu:
-                kind = .relu(count: count)
-            case .flatten:
-                kind = .copy(count: count)
-            case .transpose(let perm):
-                kind = .transpose(shape: ins[0], perm: perm)
-            case let .pad(p, values):
-                let s = ins[0]
-                guard s.count == 4 else { throw RuntimeError(.badInput, op: op.name, "needs an NHWC input, got shape \(s)") }
-                let g: PadGeometry
-                do {
-                    g = try PadGeometry(batch: s[0], inH: s[1], inW: s[2], channels: s[3], padTop: p.top,
-                                        padBottom: p.bottom, padLeft: p.left, padRight: p.right)
-                } catch {
-                    throw RuntimeError(.badInput, op: op.name, error.message)
-                }
-                kind = .pad(g, values: values)
-            }
-            ops.append(PlannedOp(step: index, inputs: op.inputs, output: op.output, kind: kind))
+            let context = PlanContext(inputs: op.inputs.map { shapes[$0] ?? [] }, output: shapes[op.output] ?? [],
+                                      kernels: kernels, step: index, model: model)
+            let kernel: PlannedKernel
+            do { kernel = try step.op.plan(context) } catch { throw error.naming(op.name) }
+            ops.append(PlannedOp(step: index, inputs: op.inputs, output: op.output, kernel: kernel))
         }
         self.ops = ops
 
@@ -141,22 +87,13 @@ public final class ExecutionPlan: @unchecked Sendable {
             MemoryPlan.Value(floats: (shapes[v] ?? []).reduce(1, *), firstStep: -1, lastStep: lastUse[v],
                              reuses: nil, inArena: v != inputValue && shapes[v] != nil)
         }
-        for (i, planned) in ops.enumerated() {
-            let op = steps[i].record
+        for (i, step) in steps.enumerated() {
+            let op = step.record
             values[op.output].firstStep = i
             values[op.output].lastStep = max(values[op.output].lastStep, i)
-            // Inputs this op may write its output over: it is their last reader, they are the same size, and they
-            // are neither the model's input nor one of its outputs.
-            let candidates: [Int]
-            switch planned.kind {
-            case .conv:
-                // The residual, accumulated in place; never when it is also the convolution's input (the
-                // kernels read the input while writing the output).
-                candidates = op.inputs.count == 2 && op.inputs[1] != op.inputs[0] ? [op.inputs[1]] : []
-            case .add: candidates = op.inputs
-            case .relu, .softmax, .copy: candidates = [op.inputs[0]]
-            default: candidates = []
-            }
+            // Inputs this op may write its output over: the kernels allow it, it is their last reader, they are the
+            // same size, and they are neither the model's input nor one of its outputs.
+            let candidates = step.op.inPlaceInputs(op).map { op.inputs[$0] }
             if let r = candidates.first(where: { r in
                 lastUse[r] == i && r != inputValue && !outputValues.contains(r)
                     && values[r].floats == values[op.output].floats && values[r].inArena
@@ -176,14 +113,7 @@ public final class ExecutionPlan: @unchecked Sendable {
 
     /// The largest workspace any op needs with the kernels' current thread count.
     private static func workspaceNeed(_ ops: [PlannedOp], kernels: KernelChoice) -> Int {
-        guard kernels == .fast else { return 0 }
-        var need = 0
-        for op in ops {
-            if case let .conv(g, packed, _, _, _) = op.kind {
-                need = max(need, FastKernels.convWorkspaceFloats(for: g, algorithm: packed.algorithm))
-            }
-        }
-        return need
+        ops.reduce(0) { max($0, $1.kernel.workspaceFloats()) }
     }
 
     /// The buffer of value `v` during a run.
@@ -254,81 +184,8 @@ public final class ExecutionPlan: @unchecked Sendable {
     public var opNames: [String] { ops.map { model.steps[$0.step].record.name } }
 
     private func execute(_ planned: PlannedOp) {
-        let x = UnsafePointer(pointer(planned.inputs[0]))
-        let o = pointer(planned.output)
-        let reference = kernels == .reference
-        switch planned.kind {
-        case let .conv(g, packed, kernel, bias, relu):
-            let residual = planned.inputs.count == 2 ? UnsafePointer(pointer(planned.inputs[1])) : nil
-            bias.withFloats { b in
-                if reference {
-                    kernel.withFloats { w in
-                        ReferenceKernels.conv2d(input: x, weightsHWIO: w.baseAddress!, bias: b.baseAddress,
-                                                residual: residual, output: o, geometry: g, relu: relu)
-                    }
-                } else {
-                    FastKernels.conv2d(input: x, weights: packed, bias: b.baseAddress, residual: residual,
-                                       output: o, geometry: g, relu: relu,
-                                       workspace: UnsafeMutableBufferPointer(start: workspace.floats, count: workspaceFloats))
-                }
-            }
-        case let .dense(kernel, bias, n, inF, outF, relu, softmax):
-            kernel.withFloats { w in
-                bias.withFloats { b in
-                    if reference {
-                        ReferenceKernels.dense(input: x, weights: w.baseAddress!, bias: b.baseAddress, output: o,
-                                               batch: n, inFeatures: inF, outFeatures: outF, relu: relu)
-                    } else {
-                        FastKernels.dense(input: x, weights: w.baseAddress!, bias: b.baseAddress, output: o,
-                                          batch: n, inFeatures: inF, outFeatures: outF, relu: relu)
-                    }
-                }
-            }
-            if softmax { FastKernels.softmax(input: o, output: o, rows: n, columns: outF) }
-        case let .add(count, relu):
-            let y = UnsafePointer(pointer(planned.inputs[1]))
-            if reference {
-                ReferenceKernels.add(x, y, output: o, count: count, relu: relu)
-            } else {
-                FastKernels.add(x, y, output: o, count: count, relu: relu)
-            }
-        case .maxPool(let g):
-            if reference {
-                ReferenceKernels.maxPool2d(input: x, output: o, geometry: g)
-            } else {
-                FastKernels.maxPool2d(input: x, output: o, geometry: g)
-            }
-        case .avgPool(let g):
-            if reference {
-                ReferenceKernels.avgPool2d(input: x, output: o, geometry: g)
-            } else {
-                FastKernels.avgPool2d(input: x, output: o, geometry: g)
-            }
-        case let .globalAvgPool(n, h, w, c):
-            if reference {
-                ReferenceKernels.globalAvgPool(input: x, output: o, batch: n, height: h, width: w, channels: c)
-            } else {
-                FastKernels.globalAvgPool(input: x, output: o, batch: n, height: h, width: w, channels: c)
-            }
-        case let .softmax(rows, columns):
-            if reference {
-                ReferenceKernels.softmax(input: x, output: o, rows: rows, columns: columns)
-            } else {
-                FastKernels.softmax(input: x, output: o, rows: rows, columns: columns)
-            }
-        case .relu(let count):
-            FastKernels.relu(input: x, output: o, count: count)
-        case .copy(let count):
-            if x != UnsafePointer(o) { o.update(from: x, count: count) }  // flatten: nothing to do in place
-        case let .transpose(shape, perm):
-            transpose(x, shape: shape, perm: perm, into: o)
-        case let .pad(g, values):
-            if let values {
-                values.withFloats { v in FastKernels.pad(input: x, output: o, geometry: g, channelValues: v.baseAddress) }
-            } else {
-                FastKernels.pad(input: x, output: o, geometry: g, channelValues: nil)
-            }
-        }
+        let workspace = UnsafeMutableBufferPointer(start: workspace.floats, count: workspaceFloats)
+        planned.kernel.run({ UnsafePointer(self.pointer(planned.inputs[$0])) }, pointer(planned.output), workspace)
     }
 }
 
@@ -339,27 +196,3 @@ func monotonicSeconds() -> Double {
     return Double(t.tv_sec) + Double(t.tv_nsec) * 1e-9
 }
 
-/// Permutes axes: output axis i is input axis perm[i]. Walks the output in order with a carried index.
-func transpose(_ input: UnsafePointer<Float>, shape: [Int], perm: [Int], into output: UnsafeMutablePointer<Float>) {
-    let rank = shape.count
-    var inStrides = [Int](repeating: 1, count: rank)
-    for i in stride(from: rank - 2, through: 0, by: -1) { inStrides[i] = inStrides[i + 1] * shape[i + 1] }
-    let outShape = perm.map { shape[$0] }
-    let step = perm.map { inStrides[$0] }
-    let count = shape.reduce(1, *)
-    guard count > 0 else { return }
-    var index = [Int](repeating: 0, count: rank)
-    var src = 0
-    for o in 0..<count {
-        output[o] = input[src]
-        var axis = rank - 1
-        while axis >= 0 {
-            index[axis] += 1
-            src += step[axis]
-            if index[axis] < outShape[axis] { break }
-            src -= step[axis] * outShape[axis]
-            index[axis] = 0
-            axis -= 1
-        }
-    }
-}

@@ -56,24 +56,10 @@ public final class Model: @unchecked Sendable {
     private var largerBatchWeights: [Int: PackedConvWeights] = [:]
     private let largerBatchLock = ModelLock()
 
-    /// A validated op with its decoded attributes and weights.
+    /// A validated op: its record and its definition (decoded attributes, packed weights).
     struct Step {
         var record: OpRecord
-        var kind: Kind
-
-        enum Kind {
-            case conv(Conv2DAttributes, kernel: TensorPayload, packed: PackedConvWeights, bias: TensorPayload, kernelShape: [Int])
-            case dense(Activation, kernel: TensorPayload, bias: TensorPayload, inFeatures: Int, outFeatures: Int)
-            case add(Activation)
-            case maxPool(Pool2DAttributes)
-            case avgPool(Pool2DAttributes)
-            case globalAvgPool
-            case softmax
-            case relu
-            case flatten
-            case transpose([Int])
-            case pad(PadAttributes, values: TensorPayload?)
-        }
+        var op: any RuntimeOp
     }
 
     /// The weights a plan of `geometry` runs step `index` with: the load-time packing, or one for larger batches.
@@ -112,77 +98,19 @@ public final class Model: @unchecked Sendable {
     }
 
     static func validate(_ op: OpRecord, tensors: [TensorRecord]) throws(RuntimeError) -> Step {
-        func fail(_ m: String) -> RuntimeError { RuntimeError(.badBundle, op: op.name, m) }
-        func arity(_ inputs: ClosedRange<Int>, tensors t: ClosedRange<Int>) throws(RuntimeError) {
-            guard inputs.contains(op.inputs.count) else { throw fail("\(op.opcode) has \(op.inputs.count) inputs, expected \(inputs)") }
-            guard t.contains(op.tensors.count) else { throw fail("\(op.opcode) has \(op.tensors.count) tensors, expected \(t)") }
-        }
-        func decode<T>(_ body: () throws(AttributeError) -> T) throws(RuntimeError) -> T {
-            do { return try body() } catch { throw fail(error.message) }
-        }
-        func float32(_ i: Int) throws(RuntimeError) -> TensorRecord {
-            // Reduced-precision weights are widened once, here, into float32 owned by the model.
-            var t = tensors[op.tensors[i]]
+        // Reduced-precision weights are widened once, here, into float32 owned by the model.
+        let records = op.tensors.map { index -> TensorRecord in
+            var t = tensors[index]
             if t.elementType != .float32 {
                 t.payload = .owned(t.decodedFloats())
                 t.elementType = .float32
             }
             return t
         }
-        switch op.opcode {
-        case .conv2d:
-            try arity(1...2, tensors: 2...2)
-            let attrs = try decode { () throws(AttributeError) in try Conv2DAttributes(decoding: op.attributes) }
-            let kernel = try float32(0), bias = try float32(1)
-            let s = kernel.shape
-            guard s.count == 4, s[0] == attrs.kernelH, s[1] == attrs.kernelW, s[2] >= 1, s[3] >= 1 else {
-                throw fail("kernel '\(kernel.name)' has shape \(s), expected [\(attrs.kernelH), \(attrs.kernelW), Cin, Cout]")
-            }
-            guard bias.shape == [s[3]] else { throw fail("bias '\(bias.name)' has shape \(bias.shape), expected [\(s[3])]") }
-            // The bias is copied first (it is small): packing hands the mapped kernel's pages back to the OS, in
-            // whole 2 MiB pages that may hold the bias too, and reading it later would map them again.
-            let biasValues = TensorPayload.owned(bias.payload.floats)
-            // Packed once, for the algorithm this layer gets (ConvAlgorithm.choose: Winograd for stride-1 3×3 where it
-            // pays, else GEMM panels, or the portable layout on CPUs without AVX2).
-            let packed = kernel.payload.withFloats {
-                packConvWeightsHWIO($0.baseAddress!, kernelH: s[0], kernelW: s[1], inC: s[2], outC: s[3],
-                                    strideH: attrs.strideH, strideW: attrs.strideW,
-                                    dilationH: attrs.dilationH, dilationW: attrs.dilationW)
-            }
-            return Step(record: op, kind: .conv(attrs, kernel: kernel.payload, packed: packed, bias: biasValues, kernelShape: s))
-        case .dense:
-            try arity(1...1, tensors: 2...2)
-            let act = try decode { () throws(AttributeError) in try decodeActivation(op.attributes, op: "Dense") }
-            let kernel = try float32(0), bias = try float32(1)
-            guard kernel.shape.count == 2, kernel.shape.allSatisfy({ $0 >= 1 }) else {
-                throw fail("kernel '\(kernel.name)' has shape \(kernel.shape), expected [in, out]")
-            }
-            guard bias.shape == [kernel.shape[1]] else { throw fail("bias '\(bias.name)' has shape \(bias.shape), expected [\(kernel.shape[1])]") }
-            return Step(record: op, kind: .dense(act, kernel: kernel.payload, bias: bias.payload, inFeatures: kernel.shape[0], outFeatures: kernel.shape[1]))
-        case .add:
-            try arity(2...2, tensors: 0...0)
-            let act = try decode { () throws(AttributeError) in try decodeActivation(op.attributes, op: "Add") }
-            guard act != .softmax else { throw fail("Add cannot fuse a softmax") }
-            return Step(record: op, kind: .add(act))
-        case .maxPool2d, .avgPool2d:
-            try arity(1...1, tensors: 0...0)
-            let attrs = try decode { () throws(AttributeError) in try Pool2DAttributes(decoding: op.attributes) }
-            return Step(record: op, kind: op.opcode == .maxPool2d ? .maxPool(attrs) : .avgPool(attrs))
-        case .globalAvgPool, .softmax, .relu, .flatten:
-            try arity(1...1, tensors: 0...0)
-            guard op.attributes.isEmpty else { throw fail("\(op.opcode) takes no attributes, has \(op.attributes.count)") }
-            let kinds: [OpCode: Step.Kind] = [.globalAvgPool: .globalAvgPool, .softmax: .softmax, .relu: .relu, .flatten: .flatten]
-            return Step(record: op, kind: kinds[op.opcode] ?? .relu)
-        case .transpose:
-            try arity(1...1, tensors: 0...0)
-            let perm = try decode { () throws(AttributeError) in try decodePermutation(op.attributes) }
-            return Step(record: op, kind: .transpose(perm))
-        case .pad:
-            try arity(1...1, tensors: 0...1)
-            let attrs = try decode { () throws(AttributeError) in try PadAttributes(decoding: op.attributes) }
-            let values = op.tensors.isEmpty ? nil : try float32(0)
-            if let values, values.shape.count != 1 { throw fail("pad values '\(values.name)' have shape \(values.shape), expected [C]") }
-            return Step(record: op, kind: .pad(attrs, values: values?.payload))
+        do {
+            return Step(record: op, op: try op.opcode.definition.init(op, tensors: records))
+        } catch {
+            throw error.naming(op.name)
         }
     }
 
@@ -231,73 +159,16 @@ public final class Model: @unchecked Sendable {
     }
 
     func outputShape(_ step: Step, _ ins: [[Int]]) throws(RuntimeError) -> [Int] {
-        let op = step.record
-        func fail(_ m: String) -> RuntimeError { RuntimeError(.badInput, op: op.name, m) }
-        func nhwc(_ s: [Int]) throws(RuntimeError) -> (Int, Int, Int, Int) {
-            guard s.count == 4 else { throw fail("needs an NHWC input, got shape \(s)") }
-            return (s[0], s[1], s[2], s[3])
-        }
-        switch step.kind {
-        case let .conv(a, _, _, _, ks):
-            let g = try convGeometry(a, kernelShape: ks, input: ins[0], op: op.name)
-            let out = [g.batch, g.outH, g.outW, g.outC]
-            if ins.count == 2, ins[1] != out { throw fail("residual has shape \(ins[1]), the convolution gives \(out)") }
-            return out
-        case let .dense(_, _, _, inF, outF):
-            guard ins[0].count == 2, ins[0][1] == inF else { throw fail("input has shape \(ins[0]), expected [N, \(inF)]") }
-            return [ins[0][0], outF]
-        case .add:
-            guard ins[0] == ins[1] else { throw fail("operands have shapes \(ins[0]) and \(ins[1])") }
-            return ins[0]
-        case .maxPool(let a), .avgPool(let a):
-            let g = try poolGeometry(a, input: ins[0], op: op.name)
-            return [g.batch, g.outH, g.outW, g.channels]
-        case .globalAvgPool:
-            let (n, _, _, c) = try nhwc(ins[0])
-            return [n, c]
-        case .softmax, .relu:
-            guard !ins[0].isEmpty else { throw fail("needs a tensor of rank ≥ 1") }
-            return ins[0]
-        case .transpose(let perm):
-            guard perm.count == ins[0].count else { throw fail("permutation \(perm) does not fit shape \(ins[0])") }
-            return perm.map { ins[0][$0] }
-        case .flatten:
-            guard let n = ins[0].first else { throw fail("needs a batch dimension") }
-            guard let features = Self.elementCount(Array(ins[0].dropFirst())) else {
-                throw fail("flattening \(ins[0]) gives more than the limit of \(Self.maximumValueElements) elements")
-            }
-            return [n, features]
-        case let .pad(p, values):
-            let (n, h, w, c) = try nhwc(ins[0])
-            if let values, values.withFloats({ $0.count }) != c { throw fail("pad values do not match \(c) channels") }
-            return [n, h + p.top + p.bottom, w + p.left + p.right, c]
-        }
+        do { return try step.op.outputShape(ins) } catch { throw error.naming(step.record.name) }
     }
+}
 
-    func convGeometry(_ a: Conv2DAttributes, kernelShape ks: [Int], input s: [Int], op: String) throws(RuntimeError) -> ConvGeometry {
-        guard s.count == 4 else { throw RuntimeError(.badInput, op: op, "needs an NHWC input, got shape \(s)") }
-        guard s[3] == ks[2] else { throw RuntimeError(.badInput, op: op, "input has \(s[3]) channels, the kernel \(ks) expects \(ks[2])") }
-        let (t, b) = a.padding.amounts(size: s[1], kernel: a.kernelH, stride: a.strideH, dilation: a.dilationH, vertical: true)
-        let (l, r) = a.padding.amounts(size: s[2], kernel: a.kernelW, stride: a.strideW, dilation: a.dilationW, vertical: false)
-        do {
-            return try ConvGeometry(batch: s[0], inH: s[1], inW: s[2], inC: s[3], outC: ks[3], kernelH: ks[0], kernelW: ks[1],
-                                    strideH: a.strideH, strideW: a.strideW, dilationH: a.dilationH, dilationW: a.dilationW,
-                                    padTop: t, padBottom: b, padLeft: l, padRight: r)
-        } catch {
-            throw RuntimeError(.badInput, op: op, error.message)
-        }
-    }
-
-    func poolGeometry(_ a: Pool2DAttributes, input s: [Int], op: String) throws(RuntimeError) -> PoolGeometry {
-        guard s.count == 4 else { throw RuntimeError(.badInput, op: op, "needs an NHWC input, got shape \(s)") }
-        let (t, b) = a.padding.amounts(size: s[1], kernel: a.kernelH, stride: a.strideH, vertical: true)
-        let (l, r) = a.padding.amounts(size: s[2], kernel: a.kernelW, stride: a.strideW, vertical: false)
-        do {
-            return try PoolGeometry(batch: s[0], inH: s[1], inW: s[2], channels: s[3], kernelH: a.kernelH, kernelW: a.kernelW,
-                                    strideH: a.strideH, strideW: a.strideW, padTop: t, padBottom: b, padLeft: l, padRight: r)
-        } catch {
-            throw RuntimeError(.badInput, op: op, error.message)
-        }
+extension RuntimeError {
+    /// The error with `op` set, unless it names one already.
+    func naming(_ op: String) -> RuntimeError {
+        var e = self
+        if e.op == nil { e.op = op }
+        return e
     }
 }
 

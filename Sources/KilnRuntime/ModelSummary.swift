@@ -24,35 +24,10 @@ public struct ModelSummary: Sendable {
         for step in model.steps {
             let op = step.record
             let out = shapes[op.output] ?? []
-            let outCount = out.reduce(1, *)
             let params = op.tensors.reduce(0) { $0 + model.frozen.tensors[$1].elementCount }
-            var flops = 0
-            var detail = ""
-            switch step.kind {
-            case let .conv(a, _, _, _, ks):
-                flops = 2 * outCount * ks[0] * ks[1] * ks[2] + (op.inputs.count == 2 ? outCount : 0)
-                detail = "\(ks[0])x\(ks[1])/\(a.strideH)"
-                if case let .explicit(t, b, l, r) = a.padding, t + b + l + r > 0 { detail += " pad \(t),\(b),\(l),\(r)" }
-                if case .same = a.padding { detail += " same" }
-                if a.activation == .relu { detail += " +relu" }
-                if op.inputs.count == 2 { detail += " +residual" }
-            case let .dense(act, _, _, inF, _):
-                flops = 2 * outCount * inF
-                if act != .none { detail = "+\(act)" }
-            case .add(let act):
-                flops = outCount
-                if act == .relu { detail = "+relu" }
-            case .maxPool(let a), .avgPool(let a):
-                flops = outCount * a.kernelH * a.kernelW
-                detail = "\(a.kernelH)x\(a.kernelW)/\(a.strideH)"
-                if case let .explicit(t, b, l, r) = a.padding, t + b + l + r > 0 { detail += " pad \(t),\(b),\(l),\(r)" }
-            case .globalAvgPool:
-                flops = (shapes[op.inputs[0]] ?? []).reduce(1, *)
-            case .softmax:
-                flops = 3 * outCount
-            default:
-                break
-            }
+            let ins = op.inputs.map { shapes[$0] ?? [] }
+            let flops = step.op.flops(inputs: ins, output: out)
+            let detail = step.op.detail
             rows.append(Row(name: op.name, op: "\(op.opcode)", outputShape: out, parameters: params, flops: flops, detail: detail))
         }
         self.rows = rows

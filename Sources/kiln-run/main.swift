@@ -232,7 +232,7 @@ struct KilnRun: ParsableCommand {
     func producedBySoftmax(_ model: Model, value: Int) -> Bool {
         guard let op = model.frozen.ops.last(where: { $0.output == value }) else { return false }
         if op.opcode == .softmax { return true }
-        if op.opcode == .dense, let act = try? decodeActivation(op.attributes, op: "Dense") { return act == .softmax }
+        if op.opcode == .dense, let a = try? DenseAttributes(decoding: op.attributes) { return a.softmax }
         return false
     }
 }

@@ -39,7 +39,7 @@ import KilnRuntime
                   OpRecord(opcode: .avgPool2d, name: "avg", inputs: [6], output: 7,
                            attributes: Pool2DAttributes(kernelH: 2, kernelW: 2, strideH: 1, strideW: 1, padding: .same).encoded),
                   OpRecord(opcode: .globalAvgPool, name: "gap", inputs: [7], output: 8),
-                  OpRecord(opcode: .dense, name: "probs", inputs: [8], output: 9, attributes: [Activation.softmax.rawValue], tensors: [9, 10])],
+                  OpRecord(opcode: .dense, name: "probs", inputs: [8], output: 9, attributes: DenseAttributes(activation: .none, softmax: true).encoded, tensors: [9, 10])],
             tensors: [w([7, 7, 3, 16], 1), w([16], 2), w([1, 1, 16, 16], 3), w([16], 4), w([3, 3, 16, 16], 5), w([16], 6),
                       w([1, 1, 16, 32], 7), w([32], 8), w([1, 1, 16, 32], 9), w([32, 10], 10), w([10], 11)])
         return try Model(bundle: Bundle(bytes: BundleWriter.serialize(frozen)))

@@ -58,7 +58,7 @@ enum Hardening {
             outputs: [PortRecord(name: "probs", value: 3, shape: [-1, 3])],
             ops: [OpRecord(opcode: .conv2d, name: "conv1", inputs: [0], output: 1, attributes: conv.encoded, tensors: [0, 1]),
                   OpRecord(opcode: .globalAvgPool, name: "pool", inputs: [1], output: 2),
-                  OpRecord(opcode: .dense, name: "probs", inputs: [2], output: 3, attributes: [Activation.softmax.rawValue], tensors: [2, 3])],
+                  OpRecord(opcode: .dense, name: "probs", inputs: [2], output: 3, attributes: DenseAttributes(activation: .none, softmax: true).encoded, tensors: [2, 3])],
             tensors: [TensorRecord(name: "conv1/kernel", shape: [3, 3, 3, 4], floats: (0..<108).map { Float($0 % 7) * 0.01 - 0.03 }),
                       TensorRecord(name: "conv1/bias", shape: [4], floats: [0.1, -0.1, 0.2, 0]),
                       TensorRecord(name: "probs/kernel", shape: [4, 3], floats: (0..<12).map { Float($0) * 0.1 - 0.5 }),

@@ -286,9 +286,9 @@ enum MalformedBundles {
         },
         variant("op code 99", "GRPH", ["op 0 'conv' has unknown op code 99"]) { b, f in b.set32(f.ops[0].opcode, 99) },
         variant("op code 0", "GRPH", ["op 1 'pool' has unknown op code 0"]) { b, f in b.set32(f.ops[1].opcode, 0) },
-        variant("op code of a later minor version", "GRPH", ["op 0 'conv' has unknown op code 12"]) { b, f in
+        variant("op code of a later minor version", "GRPH", ["op 0 'conv' has unknown op code \(nextOpCode)"]) { b, f in
             b.set16(10, 9)
-            b.set32(f.ops[0].opcode, 12)
+            b.set32(f.ops[0].opcode, nextOpCode)
         },
         variant("op reads an unwritten value", "GRPH", ["op 'pool' reads value 2, which is not written before it"]) { b, f in
             b.set32(f.ops[1].inputs[0], 2)
@@ -426,6 +426,9 @@ enum MalformedBundles {
         return cases
     }()
 }
+
+/// The first op code this reader does not know.
+let nextOpCode = (OpCode.allCases.map(\.rawValue).max() ?? 0) + 1
 
 @Suite struct MalformedBundleTests {
     @Test(arguments: MalformedBundles.all)

@@ -93,7 +93,7 @@ func relativeMaxError(_ a: [Float], _ b: [Float]) -> Float {
             GraphNode(name: "bn0", op: r.bn(8, epsilon: 1e-3, center: false), inputs: ["conv0"]),
             GraphNode(name: "relu0", op: .activation(.relu), inputs: ["bn0"]),
             GraphNode(name: "pad1", op: .zeroPad(top: 1, bottom: 1, left: 1, right: 1), inputs: ["relu0"]),
-            GraphNode(name: "pool1", op: .maxPool(PoolSpec(kernelH: 3, kernelW: 3, strideH: 2, strideW: 2, padding: .valid)), inputs: ["pad1"]),
+            GraphNode(name: "pool1", op: .maxPool(Pool2DAttributes(kernelH: 3, kernelW: 3, strideH: 2, strideW: 2, padding: .valid)), inputs: ["pad1"]),
             GraphNode(name: "a_conv", op: .conv2d(ConvSpec(kernel: r.tensor([3, 3, 8, 8]), bias: r.tensor([8]), strideH: 1, strideW: 1, padding: .same)), inputs: ["pool1"]),
             GraphNode(name: "a_bn", op: r.bn(8, epsilon: 1.001e-5, scale: false), inputs: ["a_conv"]),
             GraphNode(name: "short", op: .conv2d(ConvSpec(kernel: r.tensor([1, 1, 8, 8]), bias: r.tensor([8]), strideH: 1, strideW: 1, padding: .valid)), inputs: ["pool1"]),
@@ -104,12 +104,12 @@ func relativeMaxError(_ a: [Float], _ b: [Float]) -> Float {
             GraphNode(name: "b_bn", op: r.bn(8, epsilon: 1e-3), inputs: ["b_conv"]),
             GraphNode(name: "b_add", op: .add(activation: .none), inputs: ["out", "b_bn"]),
             GraphNode(name: "b_out", op: .activation(.relu), inputs: ["b_add"]),
-            GraphNode(name: "avg", op: .avgPool(PoolSpec(kernelH: 2, kernelW: 2, strideH: 2, strideW: 2, padding: .same)), inputs: ["b_out"]),
+            GraphNode(name: "avg", op: .avgPool(Pool2DAttributes(kernelH: 2, kernelW: 2, strideH: 2, strideW: 2, padding: .same)), inputs: ["b_out"]),
             GraphNode(name: "gap", op: .globalAvgPool, inputs: ["avg"]),
             GraphNode(name: "drop", op: .dropout, inputs: ["gap"]),
             GraphNode(name: "hidden", op: .dense(DenseSpec(kernel: r.tensor([8, 6]), bias: r.tensor([6]), activation: .relu)), inputs: ["drop"]),
             GraphNode(name: "linear", op: .activation(.none), inputs: ["hidden"]),
-            GraphNode(name: "predictions", op: .dense(DenseSpec(kernel: r.tensor([6, 5]), bias: r.tensor([5]), activation: .softmax)), inputs: ["linear"]),
+            GraphNode(name: "predictions", op: .dense(DenseSpec(kernel: r.tensor([6, 5]), bias: r.tensor([5]), softmax: true)), inputs: ["linear"]),
         ]
         return Graph(nodes: nodes, outputs: [GraphOutput(port: "predictions", node: "predictions"), GraphOutput(port: "gap", node: "gap")])
     }
@@ -157,7 +157,7 @@ func relativeMaxError(_ a: [Float], _ b: [Float]) -> Float {
         let g = Graph(nodes: [
             GraphNode(name: "in", op: .input(shape: [nil, 5, 5, 2]), inputs: []),
             GraphNode(name: "pad", op: .zeroPad(top: 1, bottom: 1, left: 1, right: 1), inputs: ["in"]),
-            GraphNode(name: "pool", op: .maxPool(PoolSpec(kernelH: 3, kernelW: 3, strideH: 2, strideW: 2, padding: .valid)), inputs: ["pad"]),
+            GraphNode(name: "pool", op: .maxPool(Pool2DAttributes(kernelH: 3, kernelW: 3, strideH: 2, strideW: 2, padding: .valid)), inputs: ["pad"]),
         ], outputs: [GraphOutput(port: "pool", node: "pool")])
         var o = g
         try o.optimizeForInference()
@@ -184,7 +184,7 @@ func relativeMaxError(_ a: [Float], _ b: [Float]) -> Float {
         #expect(want.shape == [2, 40])
         // Hand check of the interpreter's transpose: element (n=0, c=1, h=0, w=0) of the input is
         // element (0, 0, 0, 1) of the NHWC tensor.
-        let nhwc = g.transposed(x, shape: [2, 3, 5, 4], perm: [0, 2, 3, 1])
+        let nhwc = referenceTransposed(x, shape: [2, 3, 5, 4], perm: [0, 2, 3, 1])
         #expect(nhwc[1] == x[20])
         let got = try runThroughBundle(g, input: x, shape: [2, 3, 5, 4], kernels: .fast)[0]
         #expect(got.shape == [2, 40])
@@ -209,7 +209,7 @@ func relativeMaxError(_ a: [Float], _ b: [Float]) -> Float {
         #expect(changed)
         guard case .input(let shape) = h.nodes[0].op else { Issue.record("no input"); return }
         #expect(shape == [nil, 5, 4, 3])
-        let nhwc = g.transposed(x, shape: [2, 3, 5, 4], perm: [0, 2, 3, 1])
+        let nhwc = referenceTransposed(x, shape: [2, 3, 5, 4], perm: [0, 2, 3, 1])
         let got = try runThroughBundle(h, input: nhwc, shape: [2, 5, 4, 3], kernels: .reference)[0].values
         #expect(relativeMaxError(want, got) < 1e-6)
         try h.optimizeForInference()
@@ -235,7 +235,7 @@ func relativeMaxError(_ a: [Float], _ b: [Float]) -> Float {
     @Test func emptyOutputIsNamedAtLowering() throws {
         let g = Graph(nodes: [
             GraphNode(name: "in", op: .input(shape: [nil, 4]), inputs: []),
-            GraphNode(name: "classes", op: .dense(DenseSpec(kernel: WeightTensor(shape: [4, 0], values: []), bias: WeightTensor(shape: [0], values: []), activation: .softmax)), inputs: ["in"]),
+            GraphNode(name: "classes", op: .dense(DenseSpec(kernel: WeightTensor(shape: [4, 0], values: []), bias: WeightTensor(shape: [0], values: []), softmax: true)), inputs: ["in"]),
         ], outputs: [GraphOutput(port: "classes", node: "classes")])
         #expect {
             _ = try g.lower()
@@ -325,7 +325,7 @@ func relativeMaxError(_ a: [Float], _ b: [Float]) -> Float {
         guard let copy = o.node(named: "b3/residual_stride"), case .maxPool(let p) = copy.op else {
             Issue.record("no strided residual copy"); return
         }
-        #expect(p == PoolSpec(kernelH: 1, kernelW: 1, strideH: 2, strideW: 2, padding: .valid))
+        #expect(p == Pool2DAttributes(kernelH: 1, kernelW: 1, strideH: 2, strideW: 2, padding: .valid))
         #expect(copy.inputs == ["stem"])
         #expect(conv(o, "next_0")?.strideH == 1 && conv(o, "next_1")?.strideW == 1)
         #expect(conv(o, "stem")?.strideH == 1 && conv(o, "b1")?.strideH == 1)
@@ -368,4 +368,15 @@ func relativeMaxError(_ a: [Float], _ b: [Float]) -> Float {
         try h.optimizeForInference()
         #expect(conv(h, "b3")?.strideH == 1 && conv(h, "next_0")?.strideH == 2)
     }
+}
+
+/// `ReferenceKernels.transpose` on an array.
+func referenceTransposed(_ v: [Float], shape: [Int], perm: [Int]) -> [Float] {
+    var out = v
+    v.withUnsafeBufferPointer { x in
+        out.withUnsafeMutableBufferPointer { o in
+            ReferenceKernels.transpose(input: x.baseAddress!, output: o.baseAddress!, shape: shape, perm: perm)
+        }
+    }
+    return out
 }

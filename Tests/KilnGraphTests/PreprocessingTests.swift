@@ -72,7 +72,7 @@ import KilnFormat
 
     @Test func preprocessingBeforeSomethingElseIsRefused() throws {
         var g = Graph(nodes: [GraphNode(name: "in", op: .input(shape: [nil, 4, 4, 3]), inputs: []),
-                              GraphNode(name: "pool", op: .maxPool(PoolSpec(kernelH: 2, kernelW: 2, strideH: 2, strideW: 2, padding: .valid)), inputs: ["in"])],
+                              GraphNode(name: "pool", op: .maxPool(Pool2DAttributes(kernelH: 2, kernelW: 2, strideH: 2, strideW: 2, padding: .valid)), inputs: ["in"])],
                       outputs: [GraphOutput(port: "pool", node: "pool")])
         try g.prependPreprocessing(.caffe)
         #expect {
@@ -90,7 +90,7 @@ import KilnFormat
             GraphNode(name: "in", op: .input(shape: [nil, 8, 8, 3]), inputs: []),
             GraphNode(name: "conv", op: .conv2d(ConvSpec(kernel: r.tensor([3, 3, 3, 6]), bias: r.tensor([6]), strideH: 1, strideW: 1, padding: .same)), inputs: ["in"]),
             GraphNode(name: "avg_pool", op: .globalAvgPool, inputs: ["conv"]),
-            GraphNode(name: "predictions", op: .dense(DenseSpec(kernel: r.tensor([6, 10]), bias: r.tensor([10]), activation: .softmax)), inputs: ["avg_pool"]),
+            GraphNode(name: "predictions", op: .dense(DenseSpec(kernel: r.tensor([6, 10]), bias: r.tensor([10]), softmax: true)), inputs: ["avg_pool"]),
         ], outputs: [GraphOutput(port: "predictions", node: "predictions")])
     }
 
@@ -99,7 +99,7 @@ import KilnFormat
         return Graph(nodes: [
             GraphNode(name: "head_in", op: .input(shape: [nil, features]), inputs: []),
             GraphNode(name: "drop", op: .dropout, inputs: ["head_in"]),
-            GraphNode(name: name, op: .dense(DenseSpec(kernel: r.tensor([features, 3]), bias: r.tensor([3]), activation: .softmax)), inputs: ["drop"]),
+            GraphNode(name: name, op: .dense(DenseSpec(kernel: r.tensor([features, 3]), bias: r.tensor([3]), softmax: true)), inputs: ["drop"]),
         ], outputs: [GraphOutput(port: name, node: name)])
     }
 

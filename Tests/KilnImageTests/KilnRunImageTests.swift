@@ -43,7 +43,7 @@ func colourBundle(resize: String? = "keras-nearest", height: Int? = 40, width: I
         inputs: [PortRecord(name: "image", value: 0, shape: shape)],
         outputs: [PortRecord(name: "probabilities", value: 2, shape: [-1, 3])],
         ops: [OpRecord(opcode: .globalAvgPool, name: "pool", inputs: [0], output: 1),
-              OpRecord(opcode: .dense, name: "colour", inputs: [1], output: 2, attributes: [Activation.softmax.rawValue], tensors: [0, 1])],
+              OpRecord(opcode: .dense, name: "colour", inputs: [1], output: 2, attributes: DenseAttributes(activation: .none, softmax: true).encoded, tensors: [0, 1])],
         tensors: [TensorRecord(name: "colour/kernel", shape: [3, 3], floats: w), TensorRecord(name: "colour/bias", shape: [3], floats: [0, 0, 0])])
 }
 

@@ -1,5 +1,6 @@
 import Testing
-@testable import KilnKernels
+@testable import KilnFormat
+import KilnKernels
 
 /// One fast-vs-reference convolution check: packs with the real packer, runs both kernels on the same seeded
 /// inputs, and compares relative to max|reference|.
@@ -69,7 +70,7 @@ struct ConvTester: Sendable, CustomTestStringConvertible {
 
         let expected = Buffer(count: g.outputCount)
         ReferenceKernels.conv2d(input: input.readOnly, weightsHWIO: weights.readOnly, bias: biasValues?.readOnly,
-                                residual: residualValues?.readOnly, output: expected.pointer, geometry: g, relu: relu)
+                                residual: residualValues?.readOnly, output: expected.pointer, geometry: g, activation: relu ? .relu : .none)
 
         let chosen = algorithm ?? .defaultWithoutGeometry
         let packed = packConvWeightsHWIO(weights.readOnly, kernelH: kernelH, kernelW: kernelW, inC: inC, outC: outC,
@@ -88,7 +89,7 @@ struct ConvTester: Sendable, CustomTestStringConvertible {
             residualPointer = actual.readOnly
         }
         FastKernels.conv2d(input: input.readOnly, weights: packed, bias: biasValues?.readOnly,
-                           residual: residualPointer, output: actual.pointer, geometry: g, relu: relu,
+                           residual: residualPointer, output: actual.pointer, geometry: g, activation: relu ? .relu : .none,
                            workspace: scratch.bufferPointer)
         expectClose(actual, expected, shape: [batch, g.outH, g.outW, outC],
                     relativeTolerance: relativeTolerance, "\(testDescription)", sourceLocation: sourceLocation)
@@ -332,11 +333,11 @@ struct ConvFastTests {
         let input = Buffer.random(count: g.inputCount, using: &rng)
         let expected = Buffer(count: g.outputCount)
         ReferenceKernels.conv2d(input: input.readOnly, weightsHWIO: hwio.readOnly, bias: nil, residual: nil,
-                                output: expected.pointer, geometry: g, relu: false)
+                                output: expected.pointer, geometry: g, activation: .none)
         let scratch = Buffer(count: FastKernels.convWorkspaceFloats(for: g, algorithm: b.algorithm))
         let actual = Buffer(count: g.outputCount)
         FastKernels.conv2d(input: input.readOnly, weights: b, bias: nil, residual: nil, output: actual.pointer,
-                           geometry: g, relu: false, workspace: scratch.bufferPointer)
+                           geometry: g, activation: .none, workspace: scratch.bufferPointer)
         expectClose(actual, expected, shape: [2, g.outH, g.outW, 7], relativeTolerance: 1e-5, "OIHW-packed conv")
     }
 
@@ -413,7 +414,7 @@ struct ConvFastTests {
         let expected = inputs.map { input in
             let out = Buffer(count: g.outputCount)
             ReferenceKernels.conv2d(input: input.readOnly, weightsHWIO: weights.readOnly, bias: bias.readOnly,
-                                    residual: nil, output: out.pointer, geometry: g, relu: true)
+                                    residual: nil, output: out.pointer, geometry: g, activation: .relu)
             return out
         }
         for algorithm in algorithms {
@@ -429,7 +430,7 @@ struct ConvFastTests {
                         let scratch = Buffer(count: floats)
                         for _ in 0..<20 {
                             FastKernels.conv2d(input: input.readOnly, weights: packed, bias: bias.readOnly, residual: nil,
-                                               output: output.pointer, geometry: g, relu: true,
+                                               output: output.pointer, geometry: g, activation: .relu,
                                                workspace: scratch.bufferPointer)
                         }
                     }

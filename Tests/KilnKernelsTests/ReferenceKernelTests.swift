@@ -1,5 +1,6 @@
 import Testing
-@testable import KilnKernels
+@testable import KilnFormat
+import KilnKernels
 
 // Independent oracles for the reference kernels: tiny examples worked out by hand, never copied from output.
 
@@ -10,7 +11,7 @@ private func referenceConv(_ input: [Float], _ weights: [Float], bias: [Float]? 
     let b = bias.map(Buffer.init), r = residual.map(Buffer.init)
     let out = Buffer(count: g.outputCount)
     ReferenceKernels.conv2d(input: x.readOnly, weightsHWIO: w.readOnly, bias: b?.readOnly, residual: r?.readOnly,
-                            output: out.pointer, geometry: g, relu: relu)
+                            output: out.pointer, geometry: g, activation: relu ? .relu : .none)
     return out.array
 }
 
@@ -145,7 +146,7 @@ struct ReferenceKernelTests {
         //   x·W = [9, 12, 15]; + b = [9.5, -8, 15]; relu → [9.5, 0, 15]
         let x = Buffer([1, 2]), w = Buffer([1, 2, 3, 4, 5, 6]), b = Buffer([0.5, -20, 0]), out = Buffer(count: 3)
         ReferenceKernels.dense(input: x.readOnly, weights: w.readOnly, bias: b.readOnly, output: out.pointer,
-                               batch: 1, inFeatures: 2, outFeatures: 3, relu: true)
+                               batch: 1, inFeatures: 2, outFeatures: 3, activation: .relu)
         expectValues(out.array, [9.5, 0, 15], "dense")
     }
 
@@ -166,12 +167,12 @@ struct ReferenceKernelTests {
     @Test("add, relu")
     func addRelu() {
         let a = Buffer([1, -2, 0.5]), b = Buffer([-3, 1, 0.25]), out = Buffer(count: 3)
-        ReferenceKernels.add(a.readOnly, b.readOnly, output: out.pointer, count: 3, relu: false)
+        ReferenceKernels.add(a.readOnly, b.readOnly, output: out.pointer, count: 3, activation: .none)
         expectValues(out.array, [-2, -1, 0.75], "add")
-        ReferenceKernels.add(a.readOnly, b.readOnly, output: out.pointer, count: 3, relu: true)
+        ReferenceKernels.add(a.readOnly, b.readOnly, output: out.pointer, count: 3, activation: .relu)
         expectValues(out.array, [0, 0, 0.75], "add relu")
         let x = Buffer([-1, 0, 2])
-        ReferenceKernels.relu(input: x.readOnly, output: x.pointer, count: 3)
+        ReferenceKernels.activate(input: x.readOnly, output: x.pointer, count: 3, activation: .relu)
         expectValues(x.array, [0, 0, 2], "relu")
     }
 

@@ -111,6 +111,14 @@ void kiln_global_avgpool(const float *input, float *output, size_t batch, size_t
 /// output[i] = relu?(a[i] + b[i]); output may be a or b.
 void kiln_add(const float *a, const float *b, float *output, size_t count, int relu);
 
+/// (AVX2 + FMA only.) y[i] = min(max(f(x[i]), min), max) for i < count, f the function of code `function`
+/// (KilnFormat's UnaryFunction raw values) with parameters alpha, beta; y may be exactly x. Large counts run on
+/// the pool. Call only for codes kiln_activation_supported accepts.
+void kiln_activate(const float *x, float *y, size_t count, int function, float alpha, float beta, float min,
+                   float max);
+/// 1 when kiln_activate has a vector loop for the function code, else 0.
+int kiln_activation_supported(int function);
+
 // MARK: - Memory
 
 /// `bytes` of 64-byte-aligned memory (zeroed when freshly mapped); buffers of 4 MiB and more are mapped on a

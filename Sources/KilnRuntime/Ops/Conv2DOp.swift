@@ -1,0 +1,107 @@
+import KilnFormat
+import KilnKernels
+
+/// y = act(conv(x, W) + b [+ residual]): inputs x `[N, H, W, Cin]` [, residual `[N, outH, outW, Cout]`]; tensors W
+/// (HWIO) and b. Weights are packed once at load for the algorithm `ConvAlgorithm.choose` gives the layer (Winograd
+/// for stride-1 3×3 where it pays, GEMM panels otherwise, the portable layout on CPUs without AVX2).
+struct Conv2DOp: RuntimeOp {
+    let attributes: Conv2DAttributes
+    let kernel: TensorPayload
+    let kernelShape: [Int]
+    let packed: PackedConvWeights
+    let bias: TensorPayload
+    let hasResidual: Bool
+
+    init(_ record: OpRecord, tensors: [TensorRecord]) throws(RuntimeError) {
+        try checkArity(record, inputs: 1...2, tensors: 2...2)
+        let a = try decodeAttributes { () throws(AttributeError) in try Conv2DAttributes(decoding: record.attributes) }
+        let kernel = tensors[0], bias = tensors[1]
+        let s = kernel.shape
+        guard s.count == 4, s[0] == a.kernelH, s[1] == a.kernelW, s[2] >= 1, s[3] >= 1 else {
+            throw RuntimeError(.badBundle, "kernel '\(kernel.name)' has shape \(s), expected [\(a.kernelH), \(a.kernelW), Cin, Cout]")
+        }
+        guard bias.shape == [s[3]] else {
+            throw RuntimeError(.badBundle, "bias '\(bias.name)' has shape \(bias.shape), expected [\(s[3])]")
+        }
+        attributes = a
+        kernelShape = s
+        hasResidual = record.inputs.count == 2
+        // The bias is copied first (it is small): packing hands the mapped kernel's pages back to the OS, in whole
+        // 2 MiB pages that may hold the bias too, and reading it later would map them again.
+        self.bias = .owned(bias.payload.floats)
+        self.kernel = kernel.payload
+        packed = kernel.payload.withFloats {
+            packConvWeightsHWIO($0.baseAddress!, kernelH: s[0], kernelW: s[1], inC: s[2], outC: s[3],
+                                strideH: a.strideH, strideW: a.strideW, dilationH: a.dilationH, dilationW: a.dilationW)
+        }
+    }
+
+    func geometry(input s: [Int]) throws(RuntimeError) -> ConvGeometry {
+        let (n, h, w, c) = try nhwc(s)
+        let ks = kernelShape, a = attributes
+        guard c == ks[2] else { throw RuntimeError(.badInput, "input has \(c) channels, the kernel \(ks) expects \(ks[2])") }
+        let (t, b) = a.padding.amounts(size: h, kernel: a.kernelH, stride: a.strideH, dilation: a.dilationH, vertical: true)
+        let (l, r) = a.padding.amounts(size: w, kernel: a.kernelW, stride: a.strideW, dilation: a.dilationW, vertical: false)
+        return try KilnRuntime.geometry { () throws(KernelGeometryError) in
+            try ConvGeometry(batch: n, inH: h, inW: w, inC: c, outC: ks[3], kernelH: ks[0], kernelW: ks[1],
+                             strideH: a.strideH, strideW: a.strideW, dilationH: a.dilationH, dilationW: a.dilationW,
+                             padTop: t, padBottom: b, padLeft: l, padRight: r)
+        }
+    }
+
+    func outputShape(_ inputs: [[Int]]) throws(RuntimeError) -> [Int] {
+        let g = try geometry(input: inputs[0])
+        let out = [g.batch, g.outH, g.outW, g.outC]
+        if hasResidual, inputs[1] != out {
+            throw RuntimeError(.badInput, "residual has shape \(inputs[1]), the convolution gives \(out)")
+        }
+        return out
+    }
+
+    func flops(inputs: [[Int]], output: [Int]) -> Int {
+        let count = output.reduce(1, *), ks = kernelShape
+        return 2 * count * ks[0] * ks[1] * ks[2] + (hasResidual ? count : 0)
+    }
+
+    var detail: String {
+        let a = attributes
+        var text = "\(kernelShape[0])x\(kernelShape[1])/\(a.strideH)"
+        if case let .explicit(t, b, l, r) = a.padding, t + b + l + r > 0 { text += " pad \(t),\(b),\(l),\(r)" }
+        if case .same = a.padding { text += " same" }
+        if !a.activation.isIdentity { text += " " + activationDetail(a.activation) }
+        if hasResidual { text += " +residual" }
+        return text
+    }
+
+    /// The residual, accumulated in place; never when it is also the convolution's input (the kernels read the
+    /// input while writing the output).
+    func inPlaceInputs(_ record: OpRecord) -> [Int] {
+        hasResidual && record.inputs[1] != record.inputs[0] ? [1] : []
+    }
+
+    func plan(_ context: PlanContext) throws(RuntimeError) -> PlannedKernel {
+        let g = try geometry(input: context.inputs[0])
+        let activation = attributes.activation, residual = hasResidual, bias = bias
+        if context.kernels == .reference {
+            let kernel = kernel
+            return PlannedKernel { x, o, _ in
+                bias.withFloats { b in
+                    kernel.withFloats { w in
+                        ReferenceKernels.conv2d(input: x(0), weightsHWIO: w.baseAddress!, bias: b.baseAddress,
+                                                residual: residual ? x(1) : nil, output: o, geometry: g, activation: activation)
+                    }
+                }
+            }
+        }
+        guard packed.matches(g) else {
+            throw RuntimeError(.internal, "weights packed for \(packed.algorithm) do not fit \(g)")
+        }
+        let weights = context.model?.convWeights(step: context.step, packed: packed, kernel: kernel, geometry: g) ?? packed
+        return PlannedKernel(workspaceFloats: { FastKernels.convWorkspaceFloats(for: g, algorithm: weights.algorithm) }) { x, o, workspace in
+            bias.withFloats { b in
+                FastKernels.conv2d(input: x(0), weights: weights, bias: b.baseAddress, residual: residual ? x(1) : nil,
+                                   output: o, geometry: g, activation: activation, workspace: workspace)
+            }
+        }
+    }
+}

@@ -1,0 +1,30 @@
+import KilnFormat
+import KilnKernels
+
+/// `[N, H, W, C]` → `[N, C]`, the mean over H and W.
+struct GlobalAvgPoolOp: RuntimeOp {
+    init(_ record: OpRecord, tensors: [TensorRecord]) throws(RuntimeError) {
+        try checkArity(record, inputs: 1...1, tensors: 0...0)
+        try requireNoAttributes(record)
+    }
+
+    func outputShape(_ inputs: [[Int]]) throws(RuntimeError) -> [Int] {
+        let (n, _, _, c) = try nhwc(inputs[0])
+        return [n, c]
+    }
+
+    func flops(inputs: [[Int]], output: [Int]) -> Int { inputs[0].reduce(1, *) }
+
+    func plan(_ context: PlanContext) throws(RuntimeError) -> PlannedKernel {
+        let s = context.inputs[0]
+        let (n, h, w, c) = (s[0], s[1], s[2], s[3])
+        if context.kernels == .reference {
+            return PlannedKernel { x, o, _ in
+                ReferenceKernels.globalAvgPool(input: x(0), output: o, batch: n, height: h, width: w, channels: c)
+            }
+        }
+        return PlannedKernel { x, o, _ in
+            FastKernels.globalAvgPool(input: x(0), output: o, batch: n, height: h, width: w, channels: c)
+        }
+    }
+}
