@@ -259,7 +259,7 @@ struct BundleParser {
                     throw BundleError(section: "DATA", message: "checksum mismatch after decompression: the section is damaged")
                 }
             }
-            let model = try parseGraph(cursor(.graph), metadata: metadata, tensors: tensors)
+            let model = try parseGraph(cursor(.graph), metadata: metadata, tensors: tensors, versionMinor: minor)
             return Parsed(model: model, sections: sections, versionMinor: minor, decompressed: decompressed)
         } catch {
             decompressed?.deallocate()
@@ -359,7 +359,8 @@ struct BundleParser {
         return out
     }
 
-    func parseGraph(_ cIn: Cursor, metadata: [String: MetadataValue], tensors: [TensorRecord]) throws(BundleError) -> FrozenModel {
+    func parseGraph(_ cIn: Cursor, metadata: [String: MetadataValue], tensors: [TensorRecord],
+                    versionMinor: UInt16) throws(BundleError) -> FrozenModel {
         var c = cIn
         let valueCount = try c.count(minimumBytesEach: 4)
         var names: [String] = []
@@ -435,8 +436,23 @@ struct BundleParser {
         for p in outputs where !defined[p.value] {
             throw c.error("output '\(p.name)' is never written")
         }
+        // 1.2: the values' element types follow the ops when one is not float32.
+        var types: [ElementType]? = nil
+        if versionMinor >= 2, !c.atEnd {
+            var list: [ElementType] = []
+            list.reserveCapacity(valueCount)
+            for v in 0..<valueCount {
+                let raw = try c.u32()
+                guard let t = ElementType(rawValue: raw) else {
+                    throw c.error("value \(v) '\(names[v])' has unknown element type \(raw)")
+                }
+                list.append(t)
+            }
+            types = list
+        }
         try c.requireEnd()
-        return FrozenModel(metadata: metadata, valueNames: names, inputs: inputs, outputs: outputs, ops: ops, tensors: tensors)
+        return FrozenModel(metadata: metadata, valueNames: names, inputs: inputs, outputs: outputs, ops: ops,
+                           tensors: tensors, valueTypes: types)
     }
 }
 
@@ -495,6 +511,8 @@ struct Cursor {
         }
         return s
     }
+
+    var atEnd: Bool { position == end }
 
     func requireEnd() throws(BundleError) {
         guard position == end else { throw error("\(end - position) unexpected bytes at the end of the section") }

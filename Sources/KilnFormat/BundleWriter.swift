@@ -27,7 +27,7 @@ public enum BundleWriter {
         // The lowest minor version that holds what the bundle uses, so that plain bundles stay readable by older
         // readers: 1.2 for the Unary op and the 5-word activations, 1.1 for compact tensors and compression.
         let usesMinor1 = compression != nil || model.tensors.contains { $0.elementType != .float32 }
-        let minor: UInt16 = model.ops.contains(where: \.needsVersion1_2) ? 2 : usesMinor1 ? 1 : 0
+        let minor: UInt16 = model.ops.contains(where: \.needsVersion1_2) || model.hasValueTypes ? 2 : usesMinor1 ? 1 : 0
 
         let tableOffset = BundleLayout.headerSize
         let tableBytes = sections.count * BundleLayout.sectionEntrySize
@@ -203,6 +203,8 @@ public enum BundleWriter {
             s.u32(UInt32(op.tensors.count))
             op.tensors.forEach { s.u32(UInt32($0)) }
         }
+        // 1.2: the values' element types, only when one is not float32 (so that other bundles stay as they were).
+        if model.hasValueTypes { model.valueTypes.forEach { s.u32($0.rawValue) } }
         return s.storage
     }
 
@@ -236,6 +238,9 @@ public enum BundleWriter {
     /// operands defined before use, payload sizes matching shapes.
     static func validateForWriting(_ model: FrozenModel) throws(BundleError) {
         let values = model.valueNames.count
+        guard model.valueTypes.count == values else {
+            throw BundleError(message: "\(model.valueTypes.count) value types for \(values) values", kind: .internal)
+        }
         var defined = [Bool](repeating: false, count: values)
         for port in model.inputs {
             guard port.value < values else { throw BundleError(message: "input '\(port.name)' names value \(port.value) of \(values)", kind: .internal) }

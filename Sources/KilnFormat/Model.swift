@@ -225,6 +225,9 @@ public struct FrozenModel: Sendable {
     public var metadata: [String: MetadataValue]
     /// Names of all values; value ids index this list.
     public var valueNames: [String]
+    /// The element type of every value (the activations), by value id: float32 throughout today. Kernels are
+    /// chosen by op and element type; a bundle records these only when one is not float32 (version 1.2).
+    public var valueTypes: [ElementType]
     public var inputs: [PortRecord]
     public var outputs: [PortRecord]
     /// In execution order: every op's inputs are model inputs or outputs of earlier ops.
@@ -232,14 +235,20 @@ public struct FrozenModel: Sendable {
     public var tensors: [TensorRecord]
 
     public init(metadata: [String: MetadataValue] = [:], valueNames: [String], inputs: [PortRecord],
-                outputs: [PortRecord], ops: [OpRecord], tensors: [TensorRecord]) {
+                outputs: [PortRecord], ops: [OpRecord], tensors: [TensorRecord], valueTypes: [ElementType]? = nil) {
         self.metadata = metadata
         self.valueNames = valueNames
+        self.valueTypes = valueTypes ?? valueNames.map { _ in .float32 }
         self.inputs = inputs
         self.outputs = outputs
         self.ops = ops
         self.tensors = tensors
     }
+}
+
+extension FrozenModel {
+    /// True when a value is not float32: the graph section then ends with the values' element types (1.2).
+    var hasValueTypes: Bool { valueTypes.contains { $0 != .float32 } }
 }
 
 // MARK: - Typed attribute views

@@ -140,12 +140,15 @@ public struct GraphNode: Sendable {
     public var inputs: [String]
     /// Names of the source layers merged into this node by the passes (for `inspect`).
     public var fusedLayers: [String]
+    /// The element type of the node's output (float32 throughout today; the bundle records it per value).
+    public var elementType: ElementType
 
-    public init(name: String, op: GraphOp, inputs: [String], fusedLayers: [String] = []) {
+    public init(name: String, op: GraphOp, inputs: [String], fusedLayers: [String] = [], elementType: ElementType = .float32) {
         self.name = name
         self.op = op
         self.inputs = inputs
         self.fusedLayers = fusedLayers
+        self.elementType = elementType
     }
 }
 

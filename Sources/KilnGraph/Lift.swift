@@ -17,7 +17,8 @@ extension Graph {
             do { return try body() } catch { throw GraphError(layer: op.name, message: error.message) }
         }
         for port in model.inputs {
-            nodes.append(GraphNode(name: name[port.value], op: .input(shape: port.shape.map { $0 < 0 ? nil : Int($0) }), inputs: []))
+            nodes.append(GraphNode(name: name[port.value], op: .input(shape: port.shape.map { $0 < 0 ? nil : Int($0) }), inputs: [],
+                                   elementType: model.valueTypes[port.value]))
         }
         for op in model.ops {
             let graphOp: GraphOp
@@ -55,7 +56,8 @@ extension Graph {
                     graphOp = .constantPad(top: p.top, bottom: p.bottom, left: p.left, right: p.right, values: try tensor(op, 0).values)
                 }
             }
-            nodes.append(GraphNode(name: name[op.output], op: graphOp, inputs: op.inputs.map { name[$0] }))
+            nodes.append(GraphNode(name: name[op.output], op: graphOp, inputs: op.inputs.map { name[$0] },
+                                   elementType: model.valueTypes[op.output]))
         }
         self.init(nodes: nodes, outputs: model.outputs.map { GraphOutput(port: $0.name, node: name[$0.value]) }, metadata: model.metadata)
     }

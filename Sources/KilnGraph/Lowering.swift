@@ -13,6 +13,8 @@ extension Graph {
         }
         var valueIDs: [String: Int] = [:]
         var valueNames: [String] = []
+        var valueTypes: [ElementType] = []
+        var definingType = ElementType.float32
         var inputs: [PortRecord] = []
         var ops: [OpRecord] = []
         var tensors: [TensorRecord] = []
@@ -24,6 +26,7 @@ extension Graph {
         func define(_ name: String) -> Int {
             let id = valueNames.count
             valueNames.append(name)
+            valueTypes.append(definingType)
             valueIDs[name] = id
             return id
         }
@@ -33,6 +36,7 @@ extension Graph {
         }
 
         for node in nodes {
+            definingType = node.elementType
             var ins: [Int] = []
             for i in node.inputs { ins.append(try value(i)) }
             func emit(_ code: OpCode, _ attrs: [Int64] = [], _ ts: [Int] = []) {
@@ -93,6 +97,7 @@ extension Graph {
         for o in self.outputs {
             outputs.append(PortRecord(name: o.port, value: try value(o.node), shape: (shapes[o.node] ?? []).map { Int64($0 ?? -1) }))
         }
-        return FrozenModel(metadata: metadata, valueNames: valueNames, inputs: inputs, outputs: outputs, ops: ops, tensors: tensors)
+        return FrozenModel(metadata: metadata, valueNames: valueNames, inputs: inputs, outputs: outputs, ops: ops,
+                           tensors: tensors, valueTypes: valueTypes)
     }
 }

@@ -31,8 +31,9 @@ public final class ExecutionPlan: @unchecked Sendable {
     public let kernels: KernelChoice
     /// Shape of every value (nil for values this input never produces).
     public let shapes: [[Int]?]
-    /// Floats of the arena (all intermediate values) and of the kernels' workspace.
-    public var arenaFloats: Int { memory.arenaFloats }
+    /// Bytes of the arena (all intermediate values, each of its element type), and floats of the kernels'
+    /// workspace.
+    public var arenaBytes: Int { memory.arenaBytes }
     public private(set) var workspaceFloats: Int
 
     /// When true, `run` adds each op's wall time (seconds) to `opSeconds`, in op order.
@@ -44,7 +45,7 @@ public final class ExecutionPlan: @unchecked Sendable {
     private let arena: AlignedFloatBuffer
     private var workspace: AlignedFloatBuffer
     private var plannedThreads: Int
-    private var inputPointer: UnsafePointer<Float>?
+    private var inputPointer: UnsafeRawPointer?
 
     /// One op with everything resolved for this input shape.
     struct PlannedOp {
@@ -71,8 +72,9 @@ public final class ExecutionPlan: @unchecked Sendable {
         ops.reserveCapacity(steps.count)
         for (index, step) in steps.enumerated() {
             let op = step.record
-            let context = PlanContext(inputs: op.inputs.map { shapes[$0] ?? [] }, output: shapes[op.output] ?? [],
-                                      kernels: kernels, step: index, model: model)
+            let context = PlanContext(op.opcode, inputs: op.inputs.map { shapes[$0] ?? [] }, output: shapes[op.output] ?? [],
+                                      kernels: kernels, inputTypes: op.inputs.map { frozen.valueTypes[$0] },
+                                      outputType: frozen.valueTypes[op.output], step: index, model: model)
             let kernel: PlannedKernel
             do { kernel = try step.op.plan(context) } catch { throw error.naming(op.name) }
             ops.append(PlannedOp(step: index, inputs: op.inputs, output: op.output, kernel: kernel))
@@ -84,8 +86,8 @@ public final class ExecutionPlan: @unchecked Sendable {
         for (i, step) in steps.enumerated() { for v in step.record.inputs { lastUse[v] = i } }
         for v in outputValues { lastUse[v] = steps.count }
         var values = (0..<frozen.valueNames.count).map { v in
-            MemoryPlan.Value(floats: (shapes[v] ?? []).reduce(1, *), firstStep: -1, lastStep: lastUse[v],
-                             reuses: nil, inArena: v != inputValue && shapes[v] != nil)
+            MemoryPlan.Value(bytes: frozen.valueTypes[v].storedByteCount(shape: shapes[v] ?? []), firstStep: -1,
+                             lastStep: lastUse[v], reuses: nil, inArena: v != inputValue && shapes[v] != nil)
         }
         for (i, step) in steps.enumerated() {
             let op = step.record
@@ -96,13 +98,13 @@ public final class ExecutionPlan: @unchecked Sendable {
             let candidates = step.op.inPlaceInputs(op).map { op.inputs[$0] }
             if let r = candidates.first(where: { r in
                 lastUse[r] == i && r != inputValue && !outputValues.contains(r)
-                    && values[r].floats == values[op.output].floats && values[r].inArena
+                    && values[r].bytes == values[op.output].bytes && values[r].inArena
             }) {
                 values[op.output].reuses = r
             }
         }
         memory = MemoryPlan(values: values)
-        arena = AlignedFloatBuffer(floats: memory.arenaFloats)
+        arena = AlignedFloatBuffer(floats: (memory.arenaBytes + 3) / 4)
         arena.prefault()
         plannedThreads = kernelThreads()
         workspaceFloats = Self.workspaceNeed(ops, kernels: kernels)
@@ -117,10 +119,10 @@ public final class ExecutionPlan: @unchecked Sendable {
     }
 
     /// The buffer of value `v` during a run.
-    private func pointer(_ v: Int) -> UnsafeMutablePointer<Float> {
-        if let offset = memory.offsets[v] { return arena.floats + offset }
+    private func pointer(_ v: Int) -> UnsafeMutableRawPointer {
+        if let offset = memory.offsets[v] { return UnsafeMutableRawPointer(arena.floats) + offset }
         // The model input: read only, never written (no op may write over it).
-        return UnsafeMutablePointer(mutating: inputPointer!)
+        return UnsafeMutableRawPointer(mutating: inputPointer!)
     }
 
     /// Runs the plan on `input` (`inputShape`, row-major) and returns pointers to the outputs in the bundle's
@@ -140,7 +142,7 @@ public final class ExecutionPlan: @unchecked Sendable {
                 workspaceFloats = need
             }
         }
-        inputPointer = base
+        inputPointer = UnsafeRawPointer(base)
         defer { inputPointer = nil }
         for i in ops.indices { timed(i) }
         if let arenaOutputs { return arenaOutputs }
@@ -153,7 +155,8 @@ public final class ExecutionPlan: @unchecked Sendable {
 
     private func outputsNow() -> [UnsafeBufferPointer<Float>] {
         model.frozen.outputs.map { port in
-            UnsafeBufferPointer(start: pointer(port.value), count: (shapes[port.value] ?? []).reduce(1, *))
+            UnsafeBufferPointer(start: pointer(port.value).assumingMemoryBound(to: Float.self),
+                                count: (shapes[port.value] ?? []).reduce(1, *))
         }
     }
 
@@ -185,7 +188,8 @@ public final class ExecutionPlan: @unchecked Sendable {
 
     private func execute(_ planned: PlannedOp) {
         let workspace = UnsafeMutableBufferPointer(start: workspace.floats, count: workspaceFloats)
-        planned.kernel.run({ UnsafePointer(self.pointer(planned.inputs[$0])) }, pointer(planned.output), workspace)
+        planned.kernel.run(OpBuffers(rawInput: { UnsafeRawPointer(self.pointer(planned.inputs[$0])) },
+                                     rawOutput: pointer(planned.output), workspace: workspace))
     }
 }
 

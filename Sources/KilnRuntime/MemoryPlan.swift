@@ -7,15 +7,16 @@
 /// for its whole lifetime (TFLite's "greedy by size"), which for ResNet-50 comes to about three of its largest
 /// activations.
 struct MemoryPlan {
-    /// Arena offset in floats of each value, nil for values that are not in the arena (the model input, values
+    /// Arena offset in bytes of each value, nil for values that are not in the arena (the model input, values
     /// never written).
     var offsets: [Int?]
-    /// Floats the arena needs.
-    var arenaFloats: Int
+    /// Bytes the arena needs.
+    var arenaBytes: Int
 
     /// One value to place.
     struct Value {
-        var floats: Int
+        /// Bytes of the value (its element count times its element type's width).
+        var bytes: Int
         /// Index of the op that writes it, -1 for the model input.
         var firstStep: Int
         /// Index of the last op that reads it; `steps` (one past the last op) for model outputs.
@@ -26,8 +27,8 @@ struct MemoryPlan {
         var inArena: Bool
     }
 
-    /// Every offset a multiple of 16 floats (64 bytes).
-    static let alignmentFloats = 16
+    /// Every offset a multiple of 64 bytes (a cache line; 16 floats).
+    static let alignmentBytes = 64
 
     init(values: [Value]) {
         // Union the values that share a buffer, then give each buffer the union of their lifetimes.
@@ -40,12 +41,12 @@ struct MemoryPlan {
         for (v, value) in values.enumerated() {
             if let r = value.reuses { root[v] = find(r) }
         }
-        struct Buffer { var floats = 0, first = Int.max, last = Int.min, members: [Int] = [] }
+        struct Buffer { var bytes = 0, first = Int.max, last = Int.min, members: [Int] = [] }
         var buffers: [Int: Buffer] = [:]
         for (v, value) in values.enumerated() where value.inArena {
             let r = find(v)
             var b = buffers[r] ?? Buffer()
-            b.floats = max(b.floats, value.floats)
+            b.bytes = max(b.bytes, value.bytes)
             b.first = min(b.first, value.firstStep)
             b.last = max(b.last, value.lastStep)
             b.members.append(v)
@@ -54,16 +55,16 @@ struct MemoryPlan {
         // Largest first; ties by first use, so that the plan is deterministic.
         let order = buffers.keys.sorted {
             let a = buffers[$0]!, b = buffers[$1]!
-            return a.floats != b.floats ? a.floats > b.floats : (a.first != b.first ? a.first < b.first : $0 < $1)
+            return a.bytes != b.bytes ? a.bytes > b.bytes : (a.first != b.first ? a.first < b.first : $0 < $1)
         }
         struct Placed { var offset: Int, end: Int, first: Int, last: Int }
         var placed: [Placed] = []
         var offsets = [Int?](repeating: nil, count: values.count)
         var arena = 0
-        let align = Self.alignmentFloats
+        let align = Self.alignmentBytes
         for key in order {
             let b = buffers[key]!
-            let size = (b.floats + align - 1) / align * align
+            let size = (b.bytes + align - 1) / align * align
             // Intervals of the arena taken during this buffer's lifetime, by offset.
             let busy = placed.filter { $0.first <= b.last && b.first <= $0.last }.sorted { $0.offset < $1.offset }
             var offset = 0
@@ -76,6 +77,6 @@ struct MemoryPlan {
             for m in b.members { offsets[m] = offset }
         }
         self.offsets = offsets
-        self.arenaFloats = arena
+        self.arenaBytes = arena
     }
 }

@@ -96,7 +96,7 @@ struct KilnBench: ParsableCommand {
             var usage = rusage()
             getrusage(RUSAGE_SELF.rawValue, &usage)
             let list = samples.map { fixed($0, 6) }.joined(separator: ",")
-            let arenaMB = Double(plan.arenaFloats + plan.workspaceFloats) * 4 / 1048576
+            let arenaMB = Double(plan.arenaBytes + plan.workspaceFloats * 4) / 1048576
             var fields: [String] = []
             fields.append("\"runtime\": \"kiln\"")
             fields.append("\"batch\": \(batch)")

@@ -130,10 +130,10 @@ enum Hardening {
     }
 
     static let loadCases: [(String, FrozenModel, String)] = [
-        ("conv attribute count", edited { $0.ops[0].attributes.removeLast() }, "op 'conv1': Conv2D has 11 attributes, expected 12"),
+        ("conv attribute count", edited { $0.ops[0].attributes.removeLast() }, "op 'conv1': Conv2D has 11 attributes, expected 12 or 16"),
         ("conv stride 0", edited { $0.ops[0].attributes[2] = 0 }, "op 'conv1': Conv2D attribute 2 is 0, expected 1...65536"),
         ("conv dilation 2^20", edited { $0.ops[0].attributes[10] = 1 << 20 }, "op 'conv1': Conv2D attribute 10 is 1048576, expected 1...65536"),
-        ("conv softmax", edited { $0.ops[0].attributes[9] = 2 }, "op 'conv1': Conv2D activation code 2 is not relu or none"),
+        ("conv softmax", edited { $0.ops[0].attributes[9] = 2 }, "op 'conv1': Conv2D activation code 2 is not an elementwise activation"),
         ("conv padding mode", edited { $0.ops[0].attributes[4] = 5 }, "op 'conv1': padding mode 5 is unknown"),
         ("conv padding amount", edited { $0.ops[0].attributes[5] = 70_000 }, "op 'conv1': padding amount 70000 is outside 0...65536"),
         ("conv negative padding", edited { $0.ops[0].attributes[6] = -1 }, "op 'conv1': padding amount -1 is outside 0...65536"),
@@ -143,7 +143,7 @@ enum Hardening {
         ("conv one tensor", edited { $0.ops[0].tensors = [0] }, "op 'conv1': Conv2D has 1 tensors, expected 2...2"),
         ("conv three inputs", edited { $0.ops[1].inputs = [1]; $0.ops[0].inputs = [0, 0, 0] }, "op 'conv1': Conv2D has 3 inputs, expected 1...2"),
         ("dense kernel rank", edited { $0.ops[2].tensors = [0, 3] }, "op 'probs': kernel 'conv1/kernel' has shape [3, 3, 3, 4], expected [in, out]"),
-        ("dense activation", edited { $0.ops[2].attributes = [7] }, "op 'probs': Dense needs one activation attribute, got [7]"),
+        ("dense activation", edited { $0.ops[2].attributes = [7] }, "op 'probs': Dense activation code 7 is not an elementwise activation"),
         ("pool attributes", edited { $0.ops[1].attributes = [1] }, "op 'pool': GlobalAvgPool takes no attributes, has 1"),
         ("pool tensor", edited { $0.ops[1].tensors = [3] }, "op 'pool': GlobalAvgPool has 1 tensors, expected 0...0"),
         ("input rank 3", edited { $0.inputs[0].shape = [-1, 8, 3] }, "input 'pixels' has rank 3; rank 2 or 4 (NHWC) expected"),
@@ -161,7 +161,7 @@ enum Hardening {
 
     static let otherOps: [(String, OpRecord, String)] = [
         ("add of one input", OpRecord(opcode: .add, name: "sum", inputs: [0], output: 1, attributes: [0]), "op 'sum': Add has 1 inputs, expected 2...2"),
-        ("add softmax", OpRecord(opcode: .add, name: "sum", inputs: [0, 0], output: 1, attributes: [2]), "op 'sum': Add cannot fuse a softmax"),
+        ("add softmax", OpRecord(opcode: .add, name: "sum", inputs: [0, 0], output: 1, attributes: [2]), "op 'sum': Add activation code 2 is not an elementwise activation"),
         ("pool stride 0", OpRecord(opcode: .maxPool2d, name: "mp", inputs: [0], output: 1, attributes: [3, 3, 0, 1, 0, 0, 0, 0, 0]),
          "op 'mp': pool attribute 2 is 0, expected 1...65536"),
         ("pool window 2^17", OpRecord(opcode: .avgPool2d, name: "ap", inputs: [0], output: 1, attributes: [1 << 17, 3, 1, 1, 0, 0, 0, 0, 0]),

@@ -91,12 +91,13 @@ func runCase(_ c: OpCase) throws -> String? {
     let saved = inputs.map(\.values)
 
     func run(_ kernels: KernelChoice, inPlace: Int? = nil) throws -> (GuardedBuffer, String?) {
-        let plan = try op.plan(PlanContext(inputs: c.inputShapes, output: outShape, kernels: kernels))
+        let plan = try op.plan(PlanContext(c.record.opcode, inputs: c.inputShapes, output: outShape, kernels: kernels))
         let out = GuardedBuffer(count: outCount)
         if let p = inPlace { out.pointer.update(from: inputs[p].pointer, count: outCount) }
         let workspace = GuardedBuffer(count: plan.workspaceFloats(), fill: 0)
-        plan.run({ $0 == inPlace ? UnsafePointer(out.pointer) : UnsafePointer(inputs[$0].pointer) }, out.pointer,
-                 UnsafeMutableBufferPointer(start: workspace.pointer, count: workspace.count))
+        plan.run(OpBuffers(rawInput: { UnsafeRawPointer($0 == inPlace ? out.pointer : inputs[$0].pointer) },
+                           rawOutput: UnsafeMutableRawPointer(out.pointer),
+                           workspace: UnsafeMutableBufferPointer(start: workspace.pointer, count: workspace.count)))
         let label = "\(kernels)\(inPlace.map { " in place over input \($0)" } ?? "")"
         if let g = out.damagedGuard() { return (out, "\(label): wrote outside its output, at offset \(g) of \(outCount)") }
         if let g = workspace.damagedGuard() { return (out, "\(label): wrote outside its workspace, at offset \(g) of \(workspace.count)") }

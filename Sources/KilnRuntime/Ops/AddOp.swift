@@ -24,13 +24,14 @@ struct AddOp: RuntimeOp {
     func inPlaceInputs(_ record: OpRecord) -> [Int] { [0, 1] }
 
     func plan(_ context: PlanContext) throws(RuntimeError) -> PlannedKernel {
+        try context.requireElementTypes()
         let count = context.output.reduce(1, *), activation = activation
         let reference = context.kernels == .reference
-        return PlannedKernel { x, o, _ in
+        return PlannedKernel { io in
             if reference {
-                ReferenceKernels.add(x(0), x(1), output: o, count: count, activation: activation)
+                ReferenceKernels.add(io.input(0), io.input(1), output: io.output, count: count, activation: activation)
             } else {
-                FastKernels.add(x(0), x(1), output: o, count: count, activation: activation)
+                FastKernels.add(io.input(0), io.input(1), output: io.output, count: count, activation: activation)
             }
         }
     }

@@ -80,15 +80,16 @@ struct Conv2DOp: RuntimeOp {
     }
 
     func plan(_ context: PlanContext) throws(RuntimeError) -> PlannedKernel {
+        try context.requireElementTypes()
         let g = try geometry(input: context.inputs[0])
         let activation = attributes.activation, residual = hasResidual, bias = bias
         if context.kernels == .reference {
             let kernel = kernel
-            return PlannedKernel { x, o, _ in
+            return PlannedKernel { io in
                 bias.withFloats { b in
                     kernel.withFloats { w in
-                        ReferenceKernels.conv2d(input: x(0), weightsHWIO: w.baseAddress!, bias: b.baseAddress,
-                                                residual: residual ? x(1) : nil, output: o, geometry: g, activation: activation)
+                        ReferenceKernels.conv2d(input: io.input(0), weightsHWIO: w.baseAddress!, bias: b.baseAddress,
+                                                residual: residual ? io.input(1) : nil, output: io.output, geometry: g, activation: activation)
                     }
                 }
             }
@@ -97,10 +98,10 @@ struct Conv2DOp: RuntimeOp {
             throw RuntimeError(.internal, "weights packed for \(packed.algorithm) do not fit \(g)")
         }
         let weights = context.model?.convWeights(step: context.step, packed: packed, kernel: kernel, geometry: g) ?? packed
-        return PlannedKernel(workspaceFloats: { FastKernels.convWorkspaceFloats(for: g, algorithm: weights.algorithm) }) { x, o, workspace in
+        return PlannedKernel(workspaceFloats: { FastKernels.convWorkspaceFloats(for: g, algorithm: weights.algorithm) }) { io in
             bias.withFloats { b in
-                FastKernels.conv2d(input: x(0), weights: weights, bias: b.baseAddress, residual: residual ? x(1) : nil,
-                                   output: o, geometry: g, activation: activation, workspace: workspace)
+                FastKernels.conv2d(input: io.input(0), weights: weights, bias: b.baseAddress, residual: residual ? io.input(1) : nil,
+                                   output: io.output, geometry: g, activation: activation, workspace: io.workspace)
             }
         }
     }

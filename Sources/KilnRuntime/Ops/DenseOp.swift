@@ -39,27 +39,28 @@ struct DenseOp: RuntimeOp {
     }
 
     func plan(_ context: PlanContext) throws(RuntimeError) -> PlannedKernel {
+        try context.requireElementTypes()
         let n = context.inputs[0][0], inF = inFeatures, outF = outFeatures
         let activation = attributes.activation, softmax = attributes.softmax
         let kernel = kernel, bias = bias
         let reference = context.kernels == .reference
-        return PlannedKernel { x, o, _ in
+        return PlannedKernel { io in
             kernel.withFloats { w in
                 bias.withFloats { b in
                     if reference {
-                        ReferenceKernels.dense(input: x(0), weights: w.baseAddress!, bias: b.baseAddress, output: o,
+                        ReferenceKernels.dense(input: io.input(0), weights: w.baseAddress!, bias: b.baseAddress, output: io.output,
                                                batch: n, inFeatures: inF, outFeatures: outF, activation: activation)
                     } else {
-                        FastKernels.dense(input: x(0), weights: w.baseAddress!, bias: b.baseAddress, output: o,
+                        FastKernels.dense(input: io.input(0), weights: w.baseAddress!, bias: b.baseAddress, output: io.output,
                                           batch: n, inFeatures: inF, outFeatures: outF, activation: activation)
                     }
                 }
             }
             if softmax {
                 if reference {
-                    ReferenceKernels.softmax(input: o, output: o, rows: n, columns: outF)
+                    ReferenceKernels.softmax(input: io.output, output: io.output, rows: n, columns: outF)
                 } else {
-                    FastKernels.softmax(input: o, output: o, rows: n, columns: outF)
+                    FastKernels.softmax(input: io.output, output: io.output, rows: n, columns: outF)
                 }
             }
         }

@@ -20,10 +20,11 @@ struct FlattenOp: RuntimeOp {
     func inPlaceInputs(_ record: OpRecord) -> [Int] { [0] }
 
     func plan(_ context: PlanContext) throws(RuntimeError) -> PlannedKernel {
+        try context.requireElementTypes()
         let count = context.output.reduce(1, *)
         // The same for both kernel sets: a copy has nothing to get wrong differently.
-        return PlannedKernel { x, o, _ in
-            if x(0) != UnsafePointer(o) { o.update(from: x(0), count: count) }
+        return PlannedKernel { io in
+            if io.input(0) != UnsafePointer(io.output) { io.output.update(from: io.input(0), count: count) }
         }
     }
 }

@@ -16,15 +16,16 @@ struct GlobalAvgPoolOp: RuntimeOp {
     func flops(inputs: [[Int]], output: [Int]) -> Int { inputs[0].reduce(1, *) }
 
     func plan(_ context: PlanContext) throws(RuntimeError) -> PlannedKernel {
+        try context.requireElementTypes()
         let s = context.inputs[0]
         let (n, h, w, c) = (s[0], s[1], s[2], s[3])
         if context.kernels == .reference {
-            return PlannedKernel { x, o, _ in
-                ReferenceKernels.globalAvgPool(input: x(0), output: o, batch: n, height: h, width: w, channels: c)
+            return PlannedKernel { io in
+                ReferenceKernels.globalAvgPool(input: io.input(0), output: io.output, batch: n, height: h, width: w, channels: c)
             }
         }
-        return PlannedKernel { x, o, _ in
-            FastKernels.globalAvgPool(input: x(0), output: o, batch: n, height: h, width: w, channels: c)
+        return PlannedKernel { io in
+            FastKernels.globalAvgPool(input: io.input(0), output: io.output, batch: n, height: h, width: w, channels: c)
         }
     }
 }

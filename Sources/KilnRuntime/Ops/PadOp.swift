@@ -29,6 +29,7 @@ struct PadOp: RuntimeOp {
     }
 
     func plan(_ context: PlanContext) throws(RuntimeError) -> PlannedKernel {
+        try context.requireElementTypes()
         let (n, h, w, c) = try nhwc(context.inputs[0])
         let p = attributes
         let g = try geometry { () throws(KernelGeometryError) in
@@ -36,12 +37,12 @@ struct PadOp: RuntimeOp {
                             padLeft: p.left, padRight: p.right)
         }
         let values = values, reference = context.kernels == .reference
-        return PlannedKernel { x, o, _ in
+        return PlannedKernel { io in
             func pad(_ v: UnsafePointer<Float>?) {
                 if reference {
-                    ReferenceKernels.pad(input: x(0), output: o, geometry: g, channelValues: v)
+                    ReferenceKernels.pad(input: io.input(0), output: io.output, geometry: g, channelValues: v)
                 } else {
-                    FastKernels.pad(input: x(0), output: o, geometry: g, channelValues: v)
+                    FastKernels.pad(input: io.input(0), output: io.output, geometry: g, channelValues: v)
                 }
             }
             if let values { values.withFloats { pad($0.baseAddress) } } else { pad(nil) }

@@ -39,12 +39,13 @@ struct Pool2DOp: RuntimeOp {
     }
 
     func plan(_ context: PlanContext) throws(RuntimeError) -> PlannedKernel {
+        try context.requireElementTypes()
         let g = try geometry(input: context.inputs[0])
         switch (isMax, context.kernels) {
-        case (true, .fast): return PlannedKernel { x, o, _ in FastKernels.maxPool2d(input: x(0), output: o, geometry: g) }
-        case (true, .reference): return PlannedKernel { x, o, _ in ReferenceKernels.maxPool2d(input: x(0), output: o, geometry: g) }
-        case (false, .fast): return PlannedKernel { x, o, _ in FastKernels.avgPool2d(input: x(0), output: o, geometry: g) }
-        case (false, .reference): return PlannedKernel { x, o, _ in ReferenceKernels.avgPool2d(input: x(0), output: o, geometry: g) }
+        case (true, .fast): return PlannedKernel { io in FastKernels.maxPool2d(input: io.input(0), output: io.output, geometry: g) }
+        case (true, .reference): return PlannedKernel { io in ReferenceKernels.maxPool2d(input: io.input(0), output: io.output, geometry: g) }
+        case (false, .fast): return PlannedKernel { io in FastKernels.avgPool2d(input: io.input(0), output: io.output, geometry: g) }
+        case (false, .reference): return PlannedKernel { io in ReferenceKernels.avgPool2d(input: io.input(0), output: io.output, geometry: g) }
         }
     }
 }

@@ -33,24 +33,56 @@ extension RuntimeOp {
     func inPlaceInputs(_ record: OpRecord) -> [Int] { [] }
 }
 
-/// What planning an op knows: its input and output shapes, the kernels asked for, and the model it belongs to
-/// (for weights packed again for larger batches; nil for an op planned on its own, as the op tests do).
+/// What planning an op knows: its input and output shapes and element types, the kernels asked for, and the model
+/// it belongs to (for weights packed again for larger batches; nil for an op planned on its own, as the op tests
+/// do). An op picks its kernels by (element type, kernel set, algorithm); it refuses element types it has no
+/// kernels for (`requireElementTypes`).
 struct PlanContext {
+    var opcode: OpCode
     var inputs: [[Int]]
     var output: [Int]
     var kernels: KernelChoice
+    var inputTypes: [ElementType]
+    var outputType: ElementType = .float32
     var step: Int = 0
     var model: Model? = nil
+
+    init(_ opcode: OpCode, inputs: [[Int]], output: [Int], kernels: KernelChoice, inputTypes: [ElementType]? = nil,
+         outputType: ElementType = .float32, step: Int = 0, model: Model? = nil) {
+        self.opcode = opcode
+        self.inputs = inputs
+        self.output = output
+        self.kernels = kernels
+        self.inputTypes = inputTypes ?? inputs.map { _ in .float32 }
+        self.outputType = outputType
+        self.step = step
+        self.model = model
+    }
+
+    /// Refuses values of another element type than the op's kernels take (today every kernel is float32).
+    func requireElementTypes(_ supported: Set<ElementType> = [.float32]) throws(RuntimeError) {
+        for t in inputTypes + [outputType] where !supported.contains(t) {
+            throw RuntimeError(.unsupported, "\(opcode) has no kernels for \(t) values")
+        }
+    }
 }
 
-/// An op's kernels for one input shape. `run` gets the buffers of the op's inputs (by position), its output
-/// buffer and the plan's workspace; it allocates nothing.
+/// The buffers of one run of an op: its inputs by position, its output, the plan's workspace. Raw memory, so that
+/// kernels of other element types get the same signature; the float32 kernels read it through the typed views.
+struct OpBuffers {
+    let rawInput: (Int) -> UnsafeRawPointer
+    let rawOutput: UnsafeMutableRawPointer
+    let workspace: UnsafeMutableBufferPointer<Float>
+
+    func input(_ i: Int) -> UnsafePointer<Float> { rawInput(i).assumingMemoryBound(to: Float.self) }
+    var output: UnsafeMutablePointer<Float> { rawOutput.assumingMemoryBound(to: Float.self) }
+}
+
+/// An op's kernels for one input shape. `run` allocates nothing.
 struct PlannedKernel {
-    typealias Body = (_ input: (Int) -> UnsafePointer<Float>, _ output: UnsafeMutablePointer<Float>,
-                      _ workspace: UnsafeMutableBufferPointer<Float>) -> Void
     /// Floats of workspace the kernels need with the kernels' current thread count.
     var workspaceFloats: () -> Int = { 0 }
-    var run: Body
+    var run: (OpBuffers) -> Void
 }
 
 extension OpCode {

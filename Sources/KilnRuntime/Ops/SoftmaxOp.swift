@@ -18,11 +18,12 @@ struct SoftmaxOp: RuntimeOp {
     func inPlaceInputs(_ record: OpRecord) -> [Int] { [0] }
 
     func plan(_ context: PlanContext) throws(RuntimeError) -> PlannedKernel {
+        try context.requireElementTypes()
         let count = context.output.reduce(1, *), columns = context.output.last ?? 1
         let rows = columns == 0 ? 0 : count / columns
         if context.kernels == .reference {
-            return PlannedKernel { x, o, _ in ReferenceKernels.softmax(input: x(0), output: o, rows: rows, columns: columns) }
+            return PlannedKernel { io in ReferenceKernels.softmax(input: io.input(0), output: io.output, rows: rows, columns: columns) }
         }
-        return PlannedKernel { x, o, _ in FastKernels.softmax(input: x(0), output: o, rows: rows, columns: columns) }
+        return PlannedKernel { io in FastKernels.softmax(input: io.input(0), output: io.output, rows: rows, columns: columns) }
     }
 }

@@ -20,10 +20,11 @@ struct TransposeOp: RuntimeOp {
     var detail: String { "\(perm)" }
 
     func plan(_ context: PlanContext) throws(RuntimeError) -> PlannedKernel {
+        try context.requireElementTypes()
         let shape = context.inputs[0], perm = perm
         if context.kernels == .reference {
-            return PlannedKernel { x, o, _ in ReferenceKernels.transpose(input: x(0), output: o, shape: shape, perm: perm) }
+            return PlannedKernel { io in ReferenceKernels.transpose(input: io.input(0), output: io.output, shape: shape, perm: perm) }
         }
-        return PlannedKernel { x, o, _ in FastKernels.transpose(input: x(0), output: o, shape: shape, perm: perm) }
+        return PlannedKernel { io in FastKernels.transpose(input: io.input(0), output: io.output, shape: shape, perm: perm) }
     }
 }

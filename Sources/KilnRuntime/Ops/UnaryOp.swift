@@ -29,10 +29,11 @@ struct UnaryOp: RuntimeOp {
     func inPlaceInputs(_ record: OpRecord) -> [Int] { [0] }
 
     func plan(_ context: PlanContext) throws(RuntimeError) -> PlannedKernel {
+        try context.requireElementTypes()
         let count = context.output.reduce(1, *), activation = activation
         if context.kernels == .reference {
-            return PlannedKernel { x, o, _ in ReferenceKernels.activate(input: x(0), output: o, count: count, activation: activation) }
+            return PlannedKernel { io in ReferenceKernels.activate(input: io.input(0), output: io.output, count: count, activation: activation) }
         }
-        return PlannedKernel { x, o, _ in FastKernels.activate(input: x(0), output: o, count: count, activation: activation) }
+        return PlannedKernel { io in FastKernels.activate(input: io.input(0), output: io.output, count: count, activation: activation) }
     }
 }
