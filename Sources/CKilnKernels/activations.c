@@ -8,11 +8,34 @@
 
 #pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
 
+// e^x on 8 lanes, within 2 ulp of expf: x = n·ln2 + r with |r| ≤ ln2/2 (ln2 split in two for an exact r), a
+// degree-6 polynomial for e^r (Cephes' coefficients), 2^n put into the exponent bits. Clamped to ±88.37, where
+// e^x is still finite.
+static inline __m256 exp_ps(__m256 x) {
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-88.37626f)), _mm256_set1_ps(88.37626f));
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
 // y = f(x) for one vector; each case is a function code of KilnFormat's UnaryFunction.
 static inline __m256 function_ps(int function, __m256 x, __m256 alpha, __m256 beta) {
+    const __m256 one = _mm256_set1_ps(1.0f);
     switch (function) {
     case 0:  // linear
         return _mm256_fmadd_ps(alpha, x, beta);
+    case 1:  // sigmoid
+        return _mm256_div_ps(one, _mm256_add_ps(one, exp_ps(_mm256_sub_ps(_mm256_setzero_ps(), x))));
     default:
         return x;  // unreachable: kiln_activate checks the code first
     }
@@ -21,13 +44,14 @@ static inline __m256 function_ps(int function, __m256 x, __m256 alpha, __m256 be
 static inline float function_scalar(int function, float x, float alpha, float beta) {
     switch (function) {
     case 0: return alpha * x + beta;
+    case 1: return 1.0f / (1.0f + expf(-x));
     default: return x;
     }
 }
 
 int kiln_activation_supported(int function) {
     switch (function) {
-    case 0: return 1;
+    case 0: case 1: return 1;
     default: return 0;
     }
 }

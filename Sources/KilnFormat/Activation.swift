@@ -16,10 +16,13 @@ import Darwin
 public enum UnaryFunction: Int64, Sendable, CaseIterable, CustomStringConvertible {
     /// f(x) = alpha · x + beta (alpha 1, beta 0: the identity). With a clamp it is ReLU, ReLU6, hard-sigmoid.
     case linear = 0
+    /// f(x) = 1 / (1 + e^−x).
+    case sigmoid = 1
 
     public var description: String {
         switch self {
         case .linear: return "linear"
+        case .sigmoid: return "sigmoid"
         }
     }
 
@@ -27,6 +30,7 @@ public enum UnaryFunction: Int64, Sendable, CaseIterable, CustomStringConvertibl
     public func referenceValue(_ x: Double, alpha: Double, beta: Double) -> Double {
         switch self {
         case .linear: return alpha * x + beta
+        case .sigmoid: return 1 / (1 + exp(-x))
         }
     }
 
@@ -34,6 +38,7 @@ public enum UnaryFunction: Int64, Sendable, CaseIterable, CustomStringConvertibl
     public var flopsPerElement: Int {
         switch self {
         case .linear: return 2
+        case .sigmoid: return 3
         }
     }
 }

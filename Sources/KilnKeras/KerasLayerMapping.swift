@@ -187,4 +187,5 @@ let kerasActivations: [String: Activation] = [
     "linear": .none,
     "None": .none,
     "relu": .relu,
+    "sigmoid": Activation(.sigmoid),
 ]

@@ -13,6 +13,7 @@ extension Converter {
     /// ONNX's elementwise activations without attributes that Kiln executes, each as its `Activation`.
     static let onnxActivations: [String: Activation] = [
         "Relu": .relu,
+        "Sigmoid": Activation(.sigmoid),
     ]
 
     /// Converts node `n`; returns one value per output (nil for outputs nothing reads).
