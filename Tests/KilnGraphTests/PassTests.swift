@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Testing
 import KilnFormat
 import KilnKernels
@@ -379,4 +382,39 @@ func referenceTransposed(_ v: [Float], shape: [Int], perm: [Int]) -> [Float] {
         }
     }
     return out
+}
+
+/// Activations other than ReLU: fused into the layer before them, lowered, run on both kernel sets.
+@Suite struct ActivationFusionTests {
+    /// A 1×1 identity convolution then sigmoid gives 1 / (1 + e^−x) of the input (worked from the definition),
+    /// with the sigmoid fused into the convolution; a Dense then sigmoid (a binary head) likewise.
+    @Test func sigmoidIsFusedAndExact() throws {
+        var r = SeededRandom(state: 11)
+        let g = Graph(nodes: [
+            GraphNode(name: "in", op: .input(shape: [nil, 3, 4, 2]), inputs: []),
+            GraphNode(name: "conv", op: .conv2d(ConvSpec(kernel: WeightTensor(shape: [1, 1, 2, 2], values: [1, 0, 0, 1]),
+                                                         bias: nil, strideH: 1, strideW: 1, padding: .valid)), inputs: ["in"]),
+            GraphNode(name: "sig", op: .activation(Activation(.sigmoid)), inputs: ["conv"]),
+            GraphNode(name: "gap", op: .globalAvgPool, inputs: ["sig"]),
+            GraphNode(name: "logit", op: .dense(DenseSpec(kernel: r.tensor([2, 1]), bias: r.tensor([1]))), inputs: ["gap"]),
+            GraphNode(name: "p", op: .activation(Activation(.sigmoid)), inputs: ["logit"]),
+        ], outputs: [GraphOutput(port: "sig", node: "sig"), GraphOutput(port: "p", node: "p")])
+        var h = g
+        try h.optimizeForInference()
+        // Both sigmoids are fused (the port "sig" now reads the convolution, which applies it).
+        guard case .dense(let d) = h.node(named: "logit")?.op, case .conv2d(let c) = h.node(named: "conv")?.op else {
+            Issue.record("no dense or conv"); return
+        }
+        #expect(d.activation == Activation(.sigmoid))
+        #expect(c.activation == Activation(.sigmoid))
+        #expect(h.nodes.map(\.name) == ["in", "conv", "gap", "logit"])
+        let x = (0..<(2 * 3 * 4 * 2)).map { _ in r.uniform(-6, 6) }
+        for kernels in [KernelChoice.fast, .reference] {
+            let got = try runThroughBundle(g, input: x, shape: [2, 3, 4, 2], kernels: kernels)
+            let want = x.map { Float(1 / (1 + exp(-Double($0)))) }
+            #expect(relativeMaxError(want, got[0].values) < 2e-6, "\(kernels)")
+            let reference = try g.evaluateReference(input: x, shape: [2, 3, 4, 2])["p"]!.values
+            #expect(relativeMaxError(reference, got[1].values) < 1e-6, "\(kernels)")
+        }
+    }
 }
