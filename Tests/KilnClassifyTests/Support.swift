@@ -54,14 +54,8 @@ func classifier(_ model: FrozenModel, output: String? = nil, plansPerShape: Int 
     return try Classifier(model: loaded, bundle: "m.kiln", output: output, plansPerShape: plansPerShape, maximumShapes: maximumShapes)
 }
 
-/// The mean R, G, B over the image after `resize`, computed here with KilnImage directly, then what the
-/// rgb classifier computes from them: softmax((mean / 16)) in Float64.
+/// What the rgb classifier gives for the image after `resize`, computed with KilnImage directly and the
+/// model's arithmetic in Float64 (`colourSoftmax`).
 func rgbProbabilities(_ path: String, _ resize: InputResize) throws -> [Float] {
-    let pixels = try resize.apply(try ImageDecoder.decode(contentsOf: path)).pixels
-    var sums = [Double](repeating: 0, count: 3)
-    for (i, v) in pixels.enumerated() { sums[i % 3] += Double(v) }
-    let logits = sums.map { $0 / Double(pixels.count / 3) / 16 }
-    let m = logits.max() ?? 0
-    let e = logits.map { exp($0 - m) }
-    return e.map { Float($0 / e.reduce(0, +)) }
+    colourSoftmax(try resize.apply(try ImageDecoder.decode(contentsOf: path)).pixels)
 }
