@@ -2,17 +2,19 @@ import KilnFormat
 import KilnImage
 import KilnRuntime
 
-/// An image to classify: a file, encoded bytes held in memory (JPEG or PNG), or an image already decoded.
-/// `name` names it in errors.
+/// An image to classify: a file, encoded bytes held in memory (JPEG or PNG), an image already decoded, or
+/// one already at the model's input size (`Classifier.loadImage`, so that requests can decode on their own
+/// threads and only the run is batched). `name` names it in errors.
 public enum ImageSource: Sendable {
     case file(String)
     case bytes([UInt8], name: String)
     case image(RGBImage, name: String)
+    case resized(RGBImage, name: String)
 
     public var name: String {
         switch self {
         case .file(let path): return path
-        case .bytes(_, let name), .image(_, let name): return name
+        case .bytes(_, let name), .image(_, let name), .resized(_, let name): return name
         }
     }
 }
@@ -135,7 +137,7 @@ public final class Classifier: Sendable {
 
     // MARK: - Images
 
-    /// The image decoded and resized to the model's input size (`resize`).
+    /// The image decoded and resized to the model's input size (`resize`); safe to call from many threads.
     public func loadImage(_ source: ImageSource, resize: InputResize) throws(ClassifyError) -> RGBImage {
         do {
             switch source {
@@ -145,6 +147,11 @@ public final class Classifier: Sendable {
                 return try resize.apply(try ImageDecoder.decode(bytes, file: name, limits: limits), file: name, limits: limits)
             case .image(let image, let name):
                 return try resize.apply(image, file: name, limits: limits)
+            case .resized(let image, let name):
+                guard image.height == resize.height, image.width == resize.width else {
+                    throw ClassifyError(.badInput, file: name, "image is \(image.width)×\(image.height), the model takes \(resize.width)×\(resize.height)")
+                }
+                return image
             }
         } catch {
             throw ClassifyError(error)

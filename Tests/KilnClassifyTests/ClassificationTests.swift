@@ -39,6 +39,12 @@ import KilnClassify
         let r = try c.classify([.file(good), .bytes(bytes, name: "upload"), .file("\(Paths.broken)/truncated.jpg"),
                                 .bytes([0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0, 0], name: "gif")], top: 2)
         #expect(try r[0].get() == r[1].get())
+        let resize = try #require(c.imageResize)
+        let decoded = try ImageDecoder.decode(contentsOf: good)
+        let viaImages = try c.classify([.image(decoded, name: "decoded"), .resized(try c.loadImage(.file(good), resize: resize), name: "resized"),
+                                        .resized(decoded, name: "full size")], top: 2)
+        #expect(try viaImages[0].get() == r[0].get() && viaImages[1].get() == r[0].get())
+        #expect(viaImages[2].failure == ClassifyError(.badInput, file: "full size", "image is \(decoded.width)×\(decoded.height), the model takes 56×40"))
         let truncated = try #require(r[2].failure)
         #expect(truncated.kind == .badInput && truncated.imageKind == .truncated && truncated.file == "\(Paths.broken)/truncated.jpg")
         let gif = try #require(r[3].failure)
