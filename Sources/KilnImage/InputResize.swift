@@ -48,7 +48,7 @@ public struct InputResize: Sendable, Equatable, CustomStringConvertible {
             try self.init(mode: .torchvision(shorter: shorter), height: height, width: width)
         default:
             throw ImageError(file: "<input>", kind: .invalidArgument,
-                             "unknown input.resize '\(name)' (known: keras-nearest, keras-bilinear, torchvision)")
+                             "unknown resize mode '\(name)' (known: keras-nearest, keras-bilinear, torchvision)")
         }
     }
 

@@ -78,6 +78,24 @@ import KilnClassify
         #expect(raw.map(\.index) == probabilities.map(\.index) && abs(raw.map(\.score).reduce(0, +) - 1) > 0.01)
     }
 
+    /// An NCHW bundle (input [N, 3, H, W], a Transpose to NHWC first): images are written as planes, and
+    /// classify exactly as the NHWC bundle does.
+    @Test func nchwInputGetsPlanes() throws {
+        var model = rgbClassifier(extra: [.inputLayout: .string("NCHW")])
+        model.valueNames = ["image", "nhwc", "pooled", "scores"]
+        model.inputs[0].shape = [-1, 3, 40, 56]
+        model.outputs = [PortRecord(name: "scores", value: 3, shape: [-1, 3])]
+        model.ops = [OpRecord(opcode: .transpose, name: "to_nhwc", inputs: [0], output: 1, attributes: [0, 2, 3, 1]),
+                     OpRecord(opcode: .globalAvgPool, name: "pool", inputs: [1], output: 2),
+                     OpRecord(opcode: .dense, name: "colour", inputs: [2], output: 3, attributes: [Activation.softmax.rawValue], tensors: [0, 1])]
+        let nchw = try classifier(model), nhwc = try classifier(rgbClassifier())
+        #expect(nchw.spec.layout == .nchw)
+        let files = Array(Paths.photoFiles.prefix(6)).map { ImageSource.file($0) }
+        let a = try nchw.classify(files, top: 3).map { try $0.get() }, b = try nhwc.classify(files, top: 3).map { try $0.get() }
+        #expect(a == b)
+        #expect(nchw.plans.planCounts == [[6, 3, 40, 56]: 1])
+    }
+
     @Test func topKTiesGoToTheLowerIndex() {
         let p = topK([0.5, 2, 0.5, 2, -1], k: 4, label: { "c\($0)" })
         #expect(p == [Prediction(index: 1, label: "c1", score: 2), Prediction(index: 3, label: "c3", score: 2),
