@@ -169,10 +169,11 @@ public final class Classifier: Sendable {
         let rowFloats = resize.height * resize.width * 3
         var results = [Result<[Prediction], ClassifyError>](repeating: .success([]), count: sources.count)
         var rows: [Int] = []    // positions in `sources` of the images in the batch, in batch order
-        var batch = [Float](repeating: 0, count: sources.count * rowFloats)
+        var batch: [Float] = []     // grows by one image as each decodes: a failed image costs no memory
         for (position, source) in sources.enumerated() {
             do {
                 let image = try loadImage(source, resize: resize)
+                batch.append(contentsOf: repeatElement(0, count: rowFloats))
                 batch.withUnsafeMutableBufferPointer { b in
                     writePixels(image, into: b, at: rows.count * rowFloats, layout: spec.layout)
                 }
@@ -187,8 +188,7 @@ public final class Classifier: Sendable {
         let predicted: [[Prediction]]
         do {
             predicted = try batch.withUnsafeBufferPointer { all in
-                let input = UnsafeBufferPointer(rebasing: all[0..<rows.count * rowFloats])
-                return try withOutputs(input: input, shape: shape) { outputs, shapes in
+                try withOutputs(input: all, shape: shape) { outputs, shapes in
                     predictions(outputs[index], columns: shapes[index].last ?? 1, top: top, softmax: softmax)
                 }
             }
