@@ -11,6 +11,8 @@ let package = Package(
         // The lean deployment pieces.
         .executable(name: "kiln-run", targets: ["kiln-run"]),
         .library(name: "KilnRuntime", targets: ["KilnRuntime"]),
+        .library(name: "KilnImage", targets: ["KilnImage"]),
+        .library(name: "KilnClassify", targets: ["KilnClassify"]),
         // The full toolchain.
         .executable(name: "kiln", targets: ["kiln"]),
         // The kiln side of `make bench`.
@@ -42,9 +44,13 @@ let package = Package(
         .target(name: "KilnRuntime", dependencies: ["KilnFormat", "KilnKernels"]),
         // JPEG/PNG decoding and resizing exactly as the training framework did it.
         .target(name: "KilnImage", dependencies: ["CTurboJPEG", "CPNG"]),
-        // The standalone deployment binary: a bundle and images or a tensor in, classes or outputs out.
+        // The classification pipeline of every front end: input spec from the metadata, plans kept per batch
+        // shape, images to tensors, top-k with labels, text/JSON/CSV results (no networking, no ArgumentParser).
+        .target(name: "KilnClassify", dependencies: ["KilnRuntime", "KilnFormat", "KilnImage", "KilnKernels"]),
+        // The standalone deployment binary, a thin shell over KilnClassify: a bundle and images or a tensor in,
+        // classes or outputs out.
         .executableTarget(name: "kiln-run", dependencies: [
-            "KilnRuntime", "KilnFormat", "KilnImage",
+            "KilnClassify", "KilnRuntime", "KilnKernels", "KilnImage",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
@@ -92,6 +98,7 @@ let package = Package(
         .testTarget(name: "KilnONNXTests", dependencies: ["KilnONNX", "KilnGraph", "KilnFormat", "KilnRuntime"]),
         .testTarget(name: "KilnImageTests", dependencies: ["KilnImage", "KilnFormat", "KilnRuntime", "KilnTestSupport"]),
         .testTarget(name: "KilnTrainTests", dependencies: ["KilnTrain", "KilnKeras", "KilnRuntime", "KilnTestSupport"]),
+        .testTarget(name: "KilnClassifyTests", dependencies: ["KilnClassify", "KilnFormat", "KilnRuntime", "KilnImage", "KilnTestSupport"]),
         .testTarget(name: "EndToEndTests", dependencies: ["KilnFormat", "KilnRuntime", "KilnTestSupport"]),
         // Helpers the test targets share (running the release binaries, temporary directories).
         .target(name: "KilnTestSupport", path: "Tests/KilnTestSupport"),

@@ -238,8 +238,8 @@ public enum BundleWriter {
     /// operands defined before use, payload sizes matching shapes.
     static func validateForWriting(_ model: FrozenModel) throws(BundleError) {
         let values = model.valueNames.count
-        guard model.valueTypes.count == values else {
-            throw BundleError(message: "\(model.valueTypes.count) value types for \(values) values", kind: .internal)
+        if let v = model.otherValueTypes.keys.first(where: { $0 < 0 || $0 >= values }) {
+            throw BundleError(message: "a value type is given for value \(v) of \(values)", kind: .internal)
         }
         var defined = [Bool](repeating: false, count: values)
         for port in model.inputs {

@@ -225,9 +225,10 @@ public struct FrozenModel: Sendable {
     public var metadata: [String: MetadataValue]
     /// Names of all values; value ids index this list.
     public var valueNames: [String]
-    /// The element type of every value (the activations), by value id: float32 throughout today. Kernels are
-    /// chosen by op and element type; a bundle records these only when one is not float32 (version 1.2).
-    public var valueTypes: [ElementType]
+    /// The element types of the values (the activations) that are not float32, by value id; every other value is
+    /// float32 (all of them, today). Kernels are chosen by op and element type; a bundle records the types only
+    /// when one is not float32 (version 1.2).
+    public var otherValueTypes: [Int: ElementType]
     public var inputs: [PortRecord]
     public var outputs: [PortRecord]
     /// In execution order: every op's inputs are model inputs or outputs of earlier ops.
@@ -238,7 +239,9 @@ public struct FrozenModel: Sendable {
                 outputs: [PortRecord], ops: [OpRecord], tensors: [TensorRecord], valueTypes: [ElementType]? = nil) {
         self.metadata = metadata
         self.valueNames = valueNames
-        self.valueTypes = valueTypes ?? valueNames.map { _ in .float32 }
+        var other: [Int: ElementType] = [:]
+        for (v, t) in (valueTypes ?? []).enumerated() where t != .float32 { other[v] = t }
+        self.otherValueTypes = other
         self.inputs = inputs
         self.outputs = outputs
         self.ops = ops
@@ -247,8 +250,12 @@ public struct FrozenModel: Sendable {
 }
 
 extension FrozenModel {
+    /// The element type of value `v`.
+    public func valueType(_ v: Int) -> ElementType { otherValueTypes[v] ?? .float32 }
+    /// Every value's element type, by value id.
+    public var valueTypes: [ElementType] { valueNames.indices.map(valueType) }
     /// True when a value is not float32: the graph section then ends with the values' element types (1.2).
-    var hasValueTypes: Bool { valueTypes.contains { $0 != .float32 } }
+    var hasValueTypes: Bool { !otherValueTypes.isEmpty }
 }
 
 // MARK: - Typed attribute views

@@ -48,10 +48,10 @@ extension Graph {
             merged.nodes.append(copy)
         }
         merged.outputs = head.outputs.map { GraphOutput(port: $0.port, node: rename[$0.node] ?? $0.node) }
-        for (k, v) in head.metadata where k.hasPrefix("source.") {
-            merged.metadata["head." + k.dropFirst("source.".count)] = v
+        for (k, v) in head.metadata {
+            if let key = MetadataKey(rawValue: k).headKeyForSource { merged.metadata[key] = v }
         }
-        merged.metadata["fuse.cut"] = .string(cutNode.name)
+        merged.metadata[.fuseCut] = .string(cutNode.name)
         _ = try merged.inferShapes()
         return merged
     }

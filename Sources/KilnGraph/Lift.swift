@@ -18,7 +18,7 @@ extension Graph {
         }
         for port in model.inputs {
             nodes.append(GraphNode(name: name[port.value], op: .input(shape: port.shape.map { $0 < 0 ? nil : Int($0) }), inputs: [],
-                                   elementType: model.valueTypes[port.value]))
+                                   elementType: model.valueType(port.value)))
         }
         for op in model.ops {
             let graphOp: GraphOp
@@ -57,7 +57,7 @@ extension Graph {
                 }
             }
             nodes.append(GraphNode(name: name[op.output], op: graphOp, inputs: op.inputs.map { name[$0] },
-                                   elementType: model.valueTypes[op.output]))
+                                   elementType: model.valueType(op.output)))
         }
         self.init(nodes: nodes, outputs: model.outputs.map { GraphOutput(port: $0.name, node: name[$0.value]) }, metadata: model.metadata)
     }

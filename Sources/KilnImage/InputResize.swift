@@ -43,12 +43,12 @@ public struct InputResize: Sendable, Equatable, CustomStringConvertible {
         case "keras-bilinear": try self.init(mode: .kerasBilinear, height: height, width: width)
         case "torchvision":
             guard let shorter else {
-                throw ImageError(file: "<input>", kind: .invalidArgument, "input.resize 'torchvision' needs input.resize_shorter")
+                throw ImageError(file: "<input>", kind: .invalidArgument, "resize mode 'torchvision' needs the shorter side")
             }
             try self.init(mode: .torchvision(shorter: shorter), height: height, width: width)
         default:
             throw ImageError(file: "<input>", kind: .invalidArgument,
-                             "unknown input.resize '\(name)' (known: keras-nearest, keras-bilinear, torchvision)")
+                             "unknown resize mode '\(name)' (known: keras-nearest, keras-bilinear, torchvision)")
         }
     }
 

@@ -29,7 +29,7 @@ public enum KerasImporter {
             var metadata: [String: MetadataValue] = [:]
             if let meta = archive.metadataJSON, let m = try? JSONSerialization.jsonObject(with: meta) as? [String: Any],
                let v = m["keras_version"] as? String {
-                metadata["source.keras_version"] = .string(v)
+                metadata[.sourceKerasVersion] = .string(v)
             }
             let topology = try KerasTopology.parse(config, file: display)
             do {
@@ -50,8 +50,8 @@ public enum KerasImporter {
 
         let file = try HDF5File(path: path, displayName: display)
         var metadata: [String: MetadataValue] = [:]
-        if let v = try file.stringAttribute("keras_version") { metadata["source.keras_version"] = .string(v) }
-        if let b = try file.stringAttribute("backend") { metadata["source.keras_backend"] = .string(b) }
+        if let v = try file.stringAttribute("keras_version") { metadata[.sourceKerasVersion] = .string(v) }
+        if let b = try file.stringAttribute("backend") { metadata[.sourceKerasBackend] = .string(b) }
 
         if let configText = try file.stringAttribute("model_config") {
             // A whole model saved in the legacy HDF5 layout.
@@ -85,11 +85,11 @@ public enum KerasImporter {
                 throw KerasImportError(file: configDisplay, "cannot read the config file")
             }
             topology = try KerasTopology.parse(try parseJSON(data, file: configDisplay), file: configDisplay)
-            metadata["source.config"] = .string(configDisplay)
+            metadata[.sourceConfig] = .string(configDisplay)
         } else {
             let includeTop = try weightsInclude(file: file, layout: layout, layer: "predictions")
             topology = try KerasTopology.parse(ResNet50Topology.config(includeTop: includeTop), file: display)
-            metadata["source.topology"] = .string(includeTop ? "builtin:resnet50" : "builtin:resnet50-notop-avgpool")
+            metadata[.sourceTopology] = .string(includeTop ? "builtin:resnet50" : "builtin:resnet50-notop-avgpool")
         }
         return try build(topology, weights: weights, file: display, layout: layout, metadata: metadata)
     }
@@ -123,10 +123,10 @@ public enum KerasImporter {
             nodes.append(GraphNode(name: layer.nodeName, op: op, inputs: layer.inbound))
         }
         var metadata = extra
-        metadata["source.file"] = .string(file)
-        metadata["source.format"] = .string(layout.rawValue)
-        metadata["source.framework"] = .string("keras")
-        metadata["source.model_name"] = .string(topology.modelName)
+        metadata[.sourceFile] = .string(file)
+        metadata[.sourceFormat] = .string(layout.rawValue)
+        metadata[.sourceFramework] = .string("keras")
+        metadata[.sourceModelName] = .string(topology.modelName)
         let outputs = topology.outputs.map { GraphOutput(port: $0, node: $0) }
         let graph = Graph(nodes: nodes, outputs: outputs, metadata: metadata)
         do {

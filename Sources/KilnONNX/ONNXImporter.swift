@@ -152,7 +152,7 @@ struct ONNXGraphBuilder {
             throw ONNXImportError(file: file, node: source?.label, opType: source?.opTypeLabel, opset: source?.opset,
                                   error.layer.map { "IR node '\($0)': \(error.message)" } ?? error.message)
         }
-        if let layout = inputLayout(result) { result.metadata["input.layout"] = .string(layout) }
+        if let layout = inputLayout(result) { result.metadata[.inputLayout] = .string(layout) }
         return result
     }
 
@@ -197,16 +197,15 @@ struct ONNXGraphBuilder {
     }
 
     func metadata(opset: Int, graph: ONNXGraphProto) -> [String: MetadataValue] {
-        var m: [String: MetadataValue] = [
-            "source.file": .string(file),
-            "source.format": .string("onnx"),
-            "source.framework": .string("onnx"),
-            "source.onnx_opset": .int(Int64(opset)),
-        ]
+        var m: [String: MetadataValue] = [:]
+        m[.sourceFile] = .string(file)
+        m[.sourceFormat] = .string("onnx")
+        m[.sourceFramework] = .string("onnx")
+        m[.sourceONNXOpset] = .int(Int64(opset))
         let producer = [model.producerName, model.producerVersion].filter { !$0.isEmpty }.joined(separator: " ")
-        if !producer.isEmpty { m["source.producer"] = .string(producer) }
-        if let ir = model.irVersion { m["source.onnx_ir_version"] = .int(ir) }
-        if !graph.name.isEmpty { m["source.model_name"] = .string(graph.name) }
+        if !producer.isEmpty { m[.sourceProducer] = .string(producer) }
+        if let ir = model.irVersion { m[.sourceONNXIRVersion] = .int(ir) }
+        if !graph.name.isEmpty { m[.sourceModelName] = .string(graph.name) }
         return m
     }
 

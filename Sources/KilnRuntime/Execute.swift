@@ -73,8 +73,8 @@ public final class ExecutionPlan: @unchecked Sendable {
         for (index, step) in steps.enumerated() {
             let op = step.record
             let context = PlanContext(op.opcode, inputs: op.inputs.map { shapes[$0] ?? [] }, output: shapes[op.output] ?? [],
-                                      kernels: kernels, inputTypes: op.inputs.map { frozen.valueTypes[$0] },
-                                      outputType: frozen.valueTypes[op.output], step: index, model: model)
+                                      kernels: kernels, inputTypes: op.inputs.map(frozen.valueType),
+                                      outputType: frozen.valueType(op.output), step: index, model: model)
             let kernel: PlannedKernel
             do { kernel = try step.op.plan(context) } catch { throw error.naming(op.name) }
             ops.append(PlannedOp(step: index, inputs: op.inputs, output: op.output, kernel: kernel))
@@ -86,7 +86,7 @@ public final class ExecutionPlan: @unchecked Sendable {
         for (i, step) in steps.enumerated() { for v in step.record.inputs { lastUse[v] = i } }
         for v in outputValues { lastUse[v] = steps.count }
         var values = (0..<frozen.valueNames.count).map { v in
-            MemoryPlan.Value(bytes: frozen.valueTypes[v].storedByteCount(shape: shapes[v] ?? []), firstStep: -1,
+            MemoryPlan.Value(bytes: frozen.valueType(v).storedByteCount(shape: shapes[v] ?? []), firstStep: -1,
                              lastStep: lastUse[v], reuses: nil, inArena: v != inputValue && shapes[v] != nil)
         }
         for (i, step) in steps.enumerated() {

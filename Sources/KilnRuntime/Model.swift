@@ -92,8 +92,8 @@ public final class Model: @unchecked Sendable {
             steps.append(try Self.validate(op, tensors: model.tensors))
         }
         self.steps = steps
-        if let v = model.valueTypes.firstIndex(where: { $0 != .float32 }) {
-            throw RuntimeError(.unsupported, "value '\(model.valueNames[v])' is \(model.valueTypes[v]): this runtime computes float32 values only")
+        if let (v, t) = model.otherValueTypes.min(by: { $0.key < $1.key }) {
+            throw RuntimeError(.unsupported, "value '\(model.valueNames[v])' is \(t): this runtime computes float32 values only")
         }
         for p in model.inputs where p.shape.count != 4 && p.shape.count != 2 {
             throw RuntimeError(.unsupported, "input '\(p.name)' has rank \(p.shape.count); rank 2 or 4 (NHWC) expected")

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import KilnFormat
 import KilnGraph
 
 /// The backbone options `kiln features` and `kiln fuse` share. They resolve in one place (`resolve`), so that the
@@ -28,19 +29,19 @@ struct BackboneOptions: ParsableArguments {
     /// `graph`, the graph images will enter (the cut backbone, or the fused model), whose input must already be
     /// NHWC (`takingNHWCInput`). Defaults are said through `note`.
     func resolve(backbone: Graph, name: String, cut: String, entering graph: Graph, note: (String) -> Void) throws -> BackboneInput {
-        func metaString(_ key: String) -> String? {
+        func metaString(_ key: MetadataKey) -> String? {
             if case .string(let s)? = backbone.metadata[key] { return s } else { return nil }
         }
 
         // Preprocessing: explicit, or implied by the source; none where the backbone has it folded in already.
-        let foldedName = metaString("input.preprocessing").flatMap { Preprocessing(rawValue: $0) }.flatMap { $0 == .none ? nil : $0 }
+        let foldedName = metaString(.inputPreprocessing).flatMap { Preprocessing(rawValue: $0) }.flatMap { $0 == .none ? nil : $0 }
         let chosen: Preprocessing
         if let preprocess {
             chosen = preprocess
         } else if foldedName != nil {
             chosen = .none
             note("preprocessing: already folded into \(name)")
-        } else if metaString("source.framework") == "keras", backbone.node(named: "conv1_conv") != nil {
+        } else if metaString(.sourceFramework) == "keras", backbone.node(named: "conv1_conv") != nil {
             chosen = .caffe
             note("preprocessing: caffe (Keras applications ResNet-50's preprocess_input); override with --preprocess")
         } else {
@@ -48,7 +49,7 @@ struct BackboneOptions: ParsableArguments {
             note("preprocessing: none (images go in as 0-255 RGB, as \(name)'s first layer takes them); set --preprocess to fold one in")
         }
         if foldedName != nil, chosen != .none {
-            throw CLIError("\(name) already has its preprocessing folded in; use --preprocess none")
+            throw CLIError(.badInput, "\(name) already has its preprocessing folded in; use --preprocess none")
         }
 
         // Image size: explicit, recorded by the backbone (a .kiln), the input's fixed size, or 224x224.
@@ -61,7 +62,7 @@ struct BackboneOptions: ParsableArguments {
         if let inputSize {
             guard let s = parseSize(inputSize) else { throw ValidationError("--input-size '\(inputSize)' is not HxW") }
             size = s
-        } else if case .int(let h)? = backbone.metadata["input.height"], case .int(let w)? = backbone.metadata["input.width"] {
+        } else if case .int(let h)? = backbone.metadata[.inputHeight], case .int(let w)? = backbone.metadata[.inputWidth] {
             size = (Int(h), Int(w))
         } else if let fixed {
             size = fixed
@@ -70,9 +71,9 @@ struct BackboneOptions: ParsableArguments {
             note("input size: 224x224 (the input takes any size; set --input-size)")
         }
         if let fixed, fixed != size {
-            throw CLIError("--input-size \(size.0)x\(size.1) but \(name) takes \(fixed.0)x\(fixed.1)")
+            throw CLIError(.badInput, "--input-size \(size.0)x\(size.1) but \(name) takes \(fixed.0)x\(fixed.1)")
         }
-        let method = resize ?? metaString("input.resize").flatMap(ResizeMethod.init(rawValue:))
+        let method = resize ?? metaString(.inputResize).flatMap(ResizeMethod.init(rawValue:))
             ?? (chosen == .torch ? .torchvision : .kerasNearest)
         return BackboneInput(cut: cut, preprocessing: chosen,
                              recordedPreprocessing: foldedName?.rawValue ?? chosen.rawValue, alreadyFolded: foldedName != nil,

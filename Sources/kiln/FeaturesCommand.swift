@@ -33,7 +33,7 @@ struct BackboneIdentity: Equatable {
     }
 
     static func checksum(ofFile path: String) throws -> String {
-        guard let data = FileManager.default.contents(atPath: path) else { throw CLIError("\(path): cannot read the file") }
+        guard let data = FileManager.default.contents(atPath: path) else { throw CLIError(.badInput, "\(path): cannot read the file") }
         let h = data.withUnsafeBytes { XXH64.hash($0) }
         return String(h, radix: 16).leftPadded(to: 16)
     }
@@ -47,7 +47,7 @@ extension String {
 /// A head from `kiln train-head --baseline` reads raw pixels, not features: refused before anything is attached.
 func refuseBaselineHead(headPath: String) throws {
     guard let recorded = (try? KerasHeadExport.recordedBackbone(path: headPath)) ?? nil, recorded.hasPrefix("baseline") else { return }
-    throw CLIError("\((headPath as NSString).lastPathComponent) was trained on raw pixels (--baseline), not on backbone features; it cannot be fused")
+    throw CLIError(.badInput, "\((headPath as NSString).lastPathComponent) was trained on raw pixels (--baseline), not on backbone features; it cannot be fused")
 }
 
 func checkHeadBackbone(headPath: String, backbone makeIdentity: () throws -> BackboneIdentity) throws {
@@ -57,7 +57,7 @@ func checkHeadBackbone(headPath: String, backbone makeIdentity: () throws -> Bac
     let backbone = try makeIdentity()
     let headName = (headPath as NSString).lastPathComponent
     if BackboneIdentity.key(recorded) != BackboneIdentity.key(backbone.text) {
-        throw CLIError("\(headName) was trained on features of another backbone or setting: it records '\(recorded)', this fuse gives '\(backbone.text)'; extract features with this backbone and settings (kiln features) and train again, or fuse with the recorded ones")
+        throw CLIError(.badInput, "\(headName) was trained on features of another backbone or setting: it records '\(recorded)', this fuse gives '\(backbone.text)'; extract features with this backbone and settings (kiln features) and train again, or fuse with the recorded ones")
     }
 }
 
@@ -74,7 +74,7 @@ func resolveBackbone(path: String, config: String?, options: BackboneOptions, no
     let backbone = try loadGraph(path: path, config: config)
     var graph = backbone
     let cutName = try options.cutName(in: backbone)
-    guard backbone.node(named: cutName) != nil else { throw CLIError("\(name): no layer '\(cutName)' to cut at") }
+    guard backbone.node(named: cutName) != nil else { throw CLIError(.badInput, "\(name): no layer '\(cutName)' to cut at") }
     graph.outputs = [GraphOutput(port: cutName, node: cutName)]
     // Images arrive NHWC: an NCHW (ONNX) backbone's leading transpose goes, as in `kiln fuse`.
     if graph.takingNHWCInput() { note("input: \(name) takes NCHW; images go in NHWC (its transpose is dropped)") }
@@ -84,7 +84,7 @@ func resolveBackbone(path: String, config: String?, options: BackboneOptions, no
     let frozen = try graph.lower()
     let model = try Model(bundle: try Bundle(bytes: try BundleWriter.serialize(frozen)))
     guard let index = model.frozen.outputs.firstIndex(where: { $0.name == cutName }) ?? (model.frozen.outputs.count == 1 ? 0 : nil) else {
-        throw CLIError("\(name): the cut '\(cutName)' is not an output")
+        throw CLIError(.badInput, "\(name): the cut '\(cutName)' is not an output")
     }
     let resizer = try InputResize(name: input.resize.rawValue, height: input.height, width: input.width,
                                   shorter: input.resizeShorter)

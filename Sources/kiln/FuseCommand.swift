@@ -19,10 +19,15 @@ func loadGraph(path: String, config: String?) throws -> Graph {
     return try importSource(path: path, config: config)
 }
 
-/// A failure that is not a usage error: printed as one line, exit status 1.
-struct CLIError: Error, CustomStringConvertible {
+/// A failure that is not a usage error: printed as one line, exit status 1. Every one is the caller's
+/// (a file or argument it gave), so `.badInput` at each throw today; the kind is said there all the same.
+struct CLIError: KindedError {
+    var kind: ErrorKind
     var description: String
-    init(_ description: String) { self.description = description }
+    init(_ kind: ErrorKind, _ description: String) {
+        self.kind = kind
+        self.description = description
+    }
 }
 
 /// Image resizing recorded in a bundle for `kiln-run` on image files.
@@ -104,30 +109,30 @@ struct Fuse: ParsableCommand {
                 names = ImageNetClasses.all.map(\.name)
             } else {
                 guard let text = try? String(contentsOfFile: labels, encoding: .utf8) else {
-                    throw CLIError("\(labels): cannot read the labels file")
+                    throw CLIError(.badInput, "\(labels): cannot read the labels file")
                 }
                 names = text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
             }
             let columns = frozen.outputs.first.flatMap { $0.shape.last }.map(Int.init) ?? -1
             guard names.count == columns else {
-                throw CLIError("\((labels as NSString).lastPathComponent) has \(names.count) class names but the head \(headName) has \(columns) outputs")
+                throw CLIError(.badInput, "\((labels as NSString).lastPathComponent) has \(names.count) class names but the head \(headName) has \(columns) outputs")
             }
-            frozen.metadata["labels.names"] = .strings(names)
+            frozen.metadata[.labelNames] = .strings(names)
         }
-        frozen.metadata["kiln.converter_version"] = .string(KilnVersion.string)
-        frozen.metadata["input.layout"] = .string("NHWC")
-        frozen.metadata["input.preprocessing"] = .string(input.recordedPreprocessing)
-        frozen.metadata["input.color"] = .string(input.preprocessing == .none && !input.alreadyFolded ? "as the source model" : "RGB 0-255")
-        frozen.metadata["input.height"] = .int(Int64(input.height))
-        frozen.metadata["input.width"] = .int(Int64(input.width))
-        frozen.metadata["input.resize"] = .string(input.resize.rawValue)
+        frozen.metadata[.converterVersion] = .string(KilnVersion.string)
+        frozen.metadata[.inputLayout] = .string("NHWC")
+        frozen.metadata[.inputPreprocessing] = .string(input.recordedPreprocessing)
+        frozen.metadata[.inputColor] = .string(input.preprocessing == .none && !input.alreadyFolded ? "as the source model" : "RGB 0-255")
+        frozen.metadata[.inputHeight] = .int(Int64(input.height))
+        frozen.metadata[.inputWidth] = .int(Int64(input.width))
+        frozen.metadata[.inputResize] = .string(input.resize.rawValue)
         if let shorter = input.resizeShorter {
-            frozen.metadata["input.resize_shorter"] = .int(Int64(shorter))
+            frozen.metadata[.inputResizeShorter] = .int(Int64(shorter))
         }
-        frozen.metadata["fuse.backbone"] = .string(backboneName)
-        frozen.metadata["fuse.head"] = .string(headName)
-        frozen.metadata["fuse.head_parameters"] = .int(Int64(headParameters))
-        frozen.metadata["fuse.backbone_parameters"] = .int(Int64(total - headParameters))
+        frozen.metadata[.fuseBackbone] = .string(backboneName)
+        frozen.metadata[.fuseHead] = .string(headName)
+        frozen.metadata[.fuseHeadParameters] = .int(Int64(headParameters))
+        frozen.metadata[.fuseBackboneParameters] = .int(Int64(total - headParameters))
         try BundleWriter.write(frozen.storingWeights(as: storage.weights), to: output, compression: storage.compression)
         let bytes = (try? FileManager.default.attributesOfItem(atPath: output)[.size] as? Int) ?? 0
         print("wrote \(output): \(frozen.ops.count) ops, \(total) parameters (backbone \(total - headParameters), head \(headParameters)), \(bytes) bytes; cut at '\(cutName)', preprocessing \(input.preprocessing.rawValue)")

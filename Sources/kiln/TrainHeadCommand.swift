@@ -89,17 +89,17 @@ struct TrainHead: ParsableCommand {
         let classes = set.classNames.count
         var present = [Int](repeating: 0, count: classes)
         for l in set.labels { present[l] += 1 }
-        guard set.count > 0 else { throw CLIError("\(name): no rows") }
+        guard set.count > 0 else { throw CLIError(.badInput, "\(name): no rows") }
         let used = present.filter { $0 > 0 }.count
         guard classes >= 2, used >= 2 else {
-            throw CLIError("\(name): only one class (\(set.classNames.first ?? "?")) has examples; a classifier needs at least two")
+            throw CLIError(.badInput, "\(name): only one class (\(set.classNames.first ?? "?")) has examples; a classifier needs at least two")
         }
         if let empty = present.firstIndex(of: 0) {
-            throw CLIError("\(name): class '\(set.classNames[empty])' has no examples")
+            throw CLIError(.badInput, "\(name): class '\(set.classNames[empty])' has no examples")
         }
         let x: [Float], inputs: Int, identity: String?
         if baseline {
-            guard set.pixelCount > 0 else { throw CLIError("\(name): no 'pixels' array for --baseline (features not written by kiln features)") }
+            guard set.pixelCount > 0 else { throw CLIError(.badInput, "\(name): no 'pixels' array for --baseline (features not written by kiln features)") }
             x = set.pixels
             inputs = set.pixelCount
             let side = Int((Double(inputs / 3)).squareRoot())
@@ -110,7 +110,7 @@ struct TrainHead: ParsableCommand {
             identity = set.backbone
         }
         if let bad = x.firstIndex(where: { !$0.isFinite }) {
-            throw CLIError("\(name): row \(bad / max(inputs, 1)) (\(set.files[bad / max(inputs, 1)])) holds a non-finite value")
+            throw CLIError(.badInput, "\(name): row \(bad / max(inputs, 1)) (\(set.files[bad / max(inputs, 1)])) holds a non-finite value")
         }
         let train: [Int], val: [Int]
         if let split = set.split {
@@ -175,10 +175,10 @@ struct TrainHead: ParsableCommand {
         let tmp = path + ".tmp-\(getpid())"
         do {
             try text.write(toFile: tmp, atomically: false, encoding: .utf8)
-            guard rename(tmp, path) == 0 else { throw CLIError("\(path): cannot rename into place") }
+            guard rename(tmp, path) == 0 else { throw CLIError(.badInput, "\(path): cannot rename into place") }
         } catch {
             unlink(tmp)
-            throw CLIError("\(path): cannot write (\(error))")
+            throw CLIError(.badInput, "\(path): cannot write (\(error))")
         }
     }
 

@@ -50,9 +50,9 @@ struct Verify: ParsableCommand {
             graph = try graph.attachingHead(headGraph, cut: try cut ?? graph.defaultCut(),
                                             backboneName: (against as NSString).lastPathComponent, headName: (head as NSString).lastPathComponent)
         }
-        let sourceFolded: Bool = { if case .string(let p)? = graph.metadata["input.preprocessing"], p != "none" { return true }; return false }()
+        let sourceFolded: Bool = { if case .string(let p)? = graph.metadata[.inputPreprocessing], p != "none" { return true }; return false }()
         var preprocessing = Preprocessing.none
-        if !sourceFolded, case .string(let p)? = frozen.metadata["input.preprocessing"], let known = Preprocessing(rawValue: p) {
+        if !sourceFolded, case .string(let p)? = frozen.metadata[.inputPreprocessing], let known = Preprocessing(rawValue: p) {
             preprocessing = known
         }
         try graph.prependPreprocessing(preprocessing)
@@ -62,7 +62,7 @@ struct Verify: ParsableCommand {
         }
 
         var size = (64, 64)
-        if case .int(let h)? = frozen.metadata["input.height"], case .int(let w)? = frozen.metadata["input.width"] { size = (Int(h), Int(w)) }
+        if case .int(let h)? = frozen.metadata[.inputHeight], case .int(let w)? = frozen.metadata[.inputWidth] { size = (Int(h), Int(w)) }
         if let inputSize {
             guard let s = parseSize(inputSize) else { throw ValidationError("--input-size '\(inputSize)' is not HxW") }
             size = s

@@ -51,9 +51,9 @@ struct Convert: ParsableCommand {
         }
         try graph.optimizeForInference()
         var frozen = try graph.lower()
-        frozen.metadata["kiln.converter_version"] = .string(KilnVersion.string)
-        if frozen.metadata["input.layout"] == nil { frozen.metadata["input.layout"] = .string("NHWC") }  // ONNX importers record NCHW
-        frozen.metadata["input.preprocessing"] = .string("none: the input is what the source model's first layer takes")
+        frozen.metadata[.converterVersion] = .string(KilnVersion.string)
+        if frozen.metadata[.inputLayout] == nil { frozen.metadata[.inputLayout] = .string("NHWC") }  // ONNX importers record NCHW
+        frozen.metadata[.inputPreprocessing] = .string("none: the input is what the source model's first layer takes")
         try BundleWriter.write(frozen.storingWeights(as: storage.weights), to: output, compression: storage.compression)
         let params = frozen.tensors.reduce(0) { $0 + $1.elementCount }
         let size = (try? FileManager.default.attributesOfItem(atPath: output)[.size] as? Int) ?? 0
@@ -125,18 +125,18 @@ struct Inspect: ParsableCommand {
         let opCounts = Dictionary(grouping: frozen.ops, by: { "\($0.opcode)" }).mapValues(\.count)
         print("Ops: \(frozen.ops.count) (" + opCounts.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ") + ")")
         print("Total parameters: \(summary.totalParameters)")
-        if case .int(let b)? = frozen.metadata["fuse.backbone_parameters"], case .int(let h)? = frozen.metadata["fuse.head_parameters"] {
+        if case .int(let b)? = frozen.metadata[.fuseBackboneParameters], case .int(let h)? = frozen.metadata[.fuseHeadParameters] {
             print("  backbone \(b), head \(h)")
         }
-        if case .string(let p)? = frozen.metadata["input.preprocessing"] {
+        if case .string(let p)? = frozen.metadata[.inputPreprocessing] {
             var resize = ""
-            if case .string(let r)? = frozen.metadata["input.resize"], case .int(let h)? = frozen.metadata["input.height"],
-               case .int(let w)? = frozen.metadata["input.width"] {
+            if case .string(let r)? = frozen.metadata[.inputResize], case .int(let h)? = frozen.metadata[.inputHeight],
+               case .int(let w)? = frozen.metadata[.inputWidth] {
                 resize = ", images resized \(r) to \(h)x\(w)"
             }
             print("Preprocessing: \(p)\(resize)")
         }
-        if case .strings(let labels)? = frozen.metadata["labels.names"] {
+        if case .strings(let labels)? = frozen.metadata[.labelNames] {
             print("Labels: \(labels.count) (\(labels.prefix(5).joined(separator: ", "))\(labels.count > 5 ? ", …" : ""))")
         }
         print(String(format: "FLOPs: %.3f G for input %@", Double(summary.totalFlops) / 1e9, "\(shape)"))
@@ -227,7 +227,7 @@ struct Compare: ParsableCommand {
         let a = try NPY.read(path: reference)
         let b = try NPY.read(path: candidate)
         guard a.shape == b.shape else {
-            throw CLIError("shapes differ: \(a.shape) vs \(b.shape)")
+            throw CLIError(.badInput, "shapes differ: \(a.shape) vs \(b.shape)")
         }
         let scale = Double(a.values.map(abs).max() ?? 0)
         let maxDiff = Double(zip(a.values, b.values).map { abs($0 - $1) }.max() ?? 0)

@@ -49,13 +49,7 @@ func colourBundle(resize: String? = "keras-nearest", height: Int? = 40, width: I
 
 /// What the colour bundle gives for one image file, computed here with KilnImage directly.
 func colourProbabilities(_ path: String, _ resize: InputResize) throws -> [Float] {
-    let pixels = try resize.apply(try ImageDecoder.decode(contentsOf: path)).pixels
-    var sums = [Double](repeating: 0, count: 3)
-    for (i, v) in pixels.enumerated() { sums[i % 3] += Double(v) }
-    let logits = sums.map { $0 / Double(pixels.count / 3) / 16 }
-    let m = logits.max() ?? 0
-    let e = logits.map { exp($0 - m) }
-    return e.map { Float($0 / e.reduce(0, +)) }
+    colourSoftmax(try resize.apply(try ImageDecoder.decode(contentsOf: path)).pixels)
 }
 
 struct JSONLine: Decodable {

@@ -38,3 +38,14 @@ public func makeTemporaryDirectory(prefix: String) throws -> String {
     try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
     return d
 }
+
+/// What the tests' colour classifier (global average pool of raw RGB, then Dense with 1/16 on the diagonal and
+/// a softmax) gives for interleaved RGB `pixels`, in Float64: softmax(mean per channel / 16).
+public func colourSoftmax(_ pixels: [UInt8]) -> [Float] {
+    var sums = [Double](repeating: 0, count: 3)
+    for (i, v) in pixels.enumerated() { sums[i % 3] += Double(v) }
+    let logits = sums.map { $0 / Double(pixels.count / 3) / 16 }
+    let m = logits.max() ?? 0
+    let e = logits.map { exp($0 - m) }
+    return e.map { Float($0 / e.reduce(0, +)) }
+}

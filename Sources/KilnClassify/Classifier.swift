@@ -1,0 +1,234 @@
+import KilnFormat
+import KilnImage
+import KilnRuntime
+
+/// An image to classify: a file, encoded bytes held in memory (JPEG or PNG), an image already decoded, or
+/// one already at the model's input size (`Classifier.loadImage`, so that requests can decode on their own
+/// threads and only the run is batched). `name` names it in errors.
+public enum ImageSource: Sendable {
+    case file(String)
+    case bytes([UInt8], name: String)
+    case image(RGBImage, name: String)
+    case resized(RGBImage, name: String)
+
+    public var name: String {
+        switch self {
+        case .file(let path): return path
+        case .bytes(_, let name), .image(_, let name), .resized(_, let name): return name
+        }
+    }
+}
+
+/// The classification pipeline over one loaded bundle, shared by kiln-run, kiln-serve and the C API:
+/// the bundle's `InputSpec`, images decoded and resized as the bundle records straight into a batch,
+/// runs on plans kept per input shape (`PlanPool`), and top-k classes with labels.
+///
+/// Safe to use from many threads at once: runs of one shape share its small pool of plans, runs of
+/// different shapes go on side by side.
+public final class Classifier: Sendable {
+    public let model: Model
+    public let spec: InputSpec
+    public let plans: PlanPool
+    public let limits: ImageLimits
+    /// The resizing at the bundle's own size, when it takes images of a fixed size (else nil: give a size
+    /// to `spec.imageResize(size:)`).
+    public let imageResize: InputResize?
+
+    /// A classifier over `model`; `bundle` names it in messages, `output` chooses the output (default: the
+    /// first). `plansPerShape` plans at most run one input shape at once; `maximumShapes` shapes are kept.
+    public init(model: Model, bundle: String, output: String? = nil, kernels: KernelChoice = .fast,
+                plansPerShape: Int = 2, maximumShapes: Int = 8, limits: ImageLimits = .standard) throws(ClassifyError) {
+        let spec = try InputSpec(model.frozen, bundle: bundle, output: output)
+        self.model = model
+        self.spec = spec
+        plans = PlanPool(model: model, kernels: kernels, plansPerShape: plansPerShape, maximumShapes: maximumShapes)
+        self.limits = limits
+        imageResize = spec.takesImages && spec.height != nil ? try? spec.imageResize() : nil
+    }
+
+    /// Loads and validates the bundle at `path`, then as `init(model:…)`.
+    public convenience init(contentsOf path: String, output: String? = nil, kernels: KernelChoice = .fast,
+                            plansPerShape: Int = 2, maximumShapes: Int = 8) throws(ClassifyError) {
+        let model: Model
+        do { model = try Model(contentsOf: path) } catch { throw ClassifyError(error) }
+        try self.init(model: model, bundle: path, output: output, kernels: kernels, plansPerShape: plansPerShape, maximumShapes: maximumShapes)
+    }
+
+    // MARK: - Tensors
+
+    /// Runs the model on `input` (row-major, `shape`) on a plan of the pool and gives `body` every output
+    /// (bundle order) with its shape. The buffers belong to the plan: valid only inside `body`. Throws a
+    /// `ClassifyError` when the model cannot run on `input`, or what `body` throws.
+    public func withOutputs<R>(input: UnsafeBufferPointer<Float>, shape: [Int],
+                               _ body: ([UnsafeBufferPointer<Float>], [[Int]]) throws -> R) throws -> R {
+        try plans.withPlan(for: shape) { plan in
+            let outputs: [UnsafeBufferPointer<Float>]
+            do { outputs = try plan.run(input: input) } catch { throw ClassifyError(error) }
+            return try body(outputs, model.frozen.outputs.map { plan.shapes[$0.value] ?? [] })
+        }
+    }
+
+    /// Runs the model on the caller's `input` and copies output `output` (default: the spec's) into the
+    /// caller's `destination`, which must hold it exactly; returns its shape. Nothing else is copied.
+    @discardableResult
+    public func run(input: UnsafeBufferPointer<Float>, shape: [Int], output: Int? = nil,
+                    into destination: UnsafeMutableBufferPointer<Float>) throws(ClassifyError) -> [Int] {
+        let index = output ?? spec.outputIndex
+        guard model.frozen.outputs.indices.contains(index) else {
+            throw ClassifyError(.badInput, "no output \(index) (the bundle has \(model.frozen.outputs.count))")
+        }
+        do {
+            return try withOutputs(input: input, shape: shape) { outputs, shapes in
+                let out = outputs[index]
+                guard out.count == destination.count else {
+                    throw ClassifyError(.badInput, "output '\(model.frozen.outputs[index].name)' has \(out.count) values " +
+                                        "(shape \(shapes[index])), the destination holds \(destination.count)")
+                }
+                _ = destination.initialize(from: out)
+                return shapes[index]
+            }
+        } catch {
+            throw ClassifyError(error)
+        }
+    }
+
+    /// Runs the model on `tensor` and returns copies of every output, in the bundle's order.
+    public func run(_ tensor: Tensor) throws(ClassifyError) -> [Tensor] {
+        guard tensor.values.count == tensor.shape.reduce(1, *) else {
+            throw ClassifyError(.badInput, "input has \(tensor.values.count) values for shape \(tensor.shape)")
+        }
+        do {
+            return try tensor.values.withUnsafeBufferPointer { input in
+                try withOutputs(input: input, shape: tensor.shape) { outputs, shapes in
+                    zip(outputs, shapes).map { Tensor(shape: $1, values: Array($0)) }
+                }
+            }
+        } catch {
+            throw ClassifyError(error)
+        }
+    }
+
+    /// The output shapes for an input of `shape`, without running (nil for an output that shape cannot make).
+    public func outputShapes(input shape: [Int]) throws(ClassifyError) -> [[Int]?] {
+        let all: [[Int]?]
+        do { all = try model.plan(inputShape: shape) } catch { throw ClassifyError(error) }
+        return model.frozen.outputs.map { all[$0.value] }
+    }
+
+    /// Top-k classes of every row of an output of `columns` columns. With `softmax`, a row that is not
+    /// already probabilities (`spec.scores == .scores`) is turned into probabilities first.
+    public func predictions(_ output: UnsafeBufferPointer<Float>, columns: Int, top: Int, softmax apply: Bool = false) -> [[Prediction]] {
+        guard columns > 0 else { return [] }
+        let convert = apply && spec.scores == .scores
+        var scratch = [Float](repeating: 0, count: convert ? columns : 0)
+        return (0..<output.count / columns).map { row in
+            let slice = UnsafeBufferPointer(rebasing: output[row * columns..<(row + 1) * columns])
+            guard convert else { return topK(slice, k: top, label: spec.label) }
+            return scratch.withUnsafeMutableBufferPointer { s in
+                _ = s.initialize(from: slice)
+                softmax(s)
+                return topK(UnsafeBufferPointer(s), k: top, label: spec.label)
+            }
+        }
+    }
+
+    /// What the scores of `predictions(…, softmax:)` are.
+    public func scores(softmax: Bool) -> OutputScores { softmax ? .probabilities : spec.scores }
+
+    // MARK: - Images
+
+    /// The image decoded and resized to the model's input size (`resize`); safe to call from many threads.
+    public func loadImage(_ source: ImageSource, resize: InputResize) throws(ClassifyError) -> RGBImage {
+        do {
+            switch source {
+            case .file(let path):
+                return try resize.apply(try ImageDecoder.decode(contentsOf: path, limits: limits), file: path, limits: limits)
+            case .bytes(let bytes, let name):
+                return try resize.apply(try ImageDecoder.decode(bytes, file: name, limits: limits), file: name, limits: limits)
+            case .image(let image, let name):
+                return try resize.apply(image, file: name, limits: limits)
+            case .resized(let image, let name):
+                guard image.height == resize.height, image.width == resize.width else {
+                    throw ClassifyError(.badInput, file: name, "image is \(image.width)×\(image.height), the model takes \(resize.width)×\(resize.height)")
+                }
+                return image
+            }
+        } catch {
+            throw ClassifyError(error)
+        }
+    }
+
+    /// Classifies `sources` as one batch: every image decoded and resized (`resize`, default the bundle's
+    /// `imageResize`) into one input, one run, top-k per image. An image that cannot be read gets its error
+    /// in its place and the others still run; a failure of the run itself throws.
+    public func classify(_ sources: [ImageSource], resize: InputResize? = nil, top: Int,
+                         softmax: Bool = false) throws(ClassifyError) -> [Result<[Prediction], ClassifyError>] {
+        guard let resize = resize ?? imageResize else {
+            return try classify(sources, resize: spec.imageResize(), top: top, softmax: softmax)
+        }
+        let rowFloats = resize.height * resize.width * 3
+        var results = [Result<[Prediction], ClassifyError>](repeating: .success([]), count: sources.count)
+        var rows: [Int] = []    // positions in `sources` of the images in the batch, in batch order
+        var batch: [Float] = []     // grows by one image as each decodes: a failed image costs no memory
+        for (position, source) in sources.enumerated() {
+            do {
+                let image = try loadImage(source, resize: resize)
+                batch.append(contentsOf: repeatElement(0, count: rowFloats))
+                batch.withUnsafeMutableBufferPointer { b in
+                    writePixels(image, into: b, at: rows.count * rowFloats, layout: spec.layout)
+                }
+                rows.append(position)
+            } catch {
+                results[position] = .failure(error)
+            }
+        }
+        guard !rows.isEmpty else { return results }
+        let shape = spec.batchShape(rows.count, height: resize.height, width: resize.width)
+        let index = spec.outputIndex
+        let predicted: [[Prediction]]
+        do {
+            predicted = try batch.withUnsafeBufferPointer { all in
+                try withOutputs(input: all, shape: shape) { outputs, shapes in
+                    predictions(outputs[index], columns: shapes[index].last ?? 1, top: top, softmax: softmax)
+                }
+            }
+        } catch {
+            throw ClassifyError(error)
+        }
+        for (row, position) in rows.enumerated() where row < predicted.count { results[position] = .success(predicted[row]) }
+        return results
+    }
+
+    /// Classifies `files` in batches of `batch` (in order; the last batch may be smaller) and hands each
+    /// batch's results to `body` as they come, the files that could not be listed or opened in their places.
+    public func classify(files: [ImageFile], batch: Int, resize: InputResize? = nil, top: Int, softmax: Bool = false,
+                         _ body: ([(file: ImageFile, result: Result<[Prediction], ClassifyError>)]) -> Void) throws(ClassifyError) {
+        var start = 0
+        while start < files.count {
+            let chunk = Array(files[start..<min(start + max(batch, 1), files.count)])
+            let readable = chunk.filter { $0.error == nil }
+            var done = try classify(readable.map { .file($0.path) }, resize: resize, top: top, softmax: softmax).makeIterator()
+            body(chunk.map { file in
+                if let error = file.error { return (file, .failure(error)) }
+                return (file, done.next() ?? .failure(ClassifyError(.internal, file: file.path, "no result")))
+            })
+            start += chunk.count
+        }
+    }
+}
+
+/// Writes `image`'s pixels as float32 0–255 at `offset` of a batch: interleaved (`[H, W, 3]`, NHWC) or as
+/// three planes (`[3, H, W]`, NCHW).
+func writePixels(_ image: RGBImage, into batch: UnsafeMutableBufferPointer<Float>, at offset: Int, layout: InputLayout) {
+    image.pixels.withUnsafeBufferPointer { src in
+        let plane = src.count / 3
+        switch layout {
+        case .nhwc:
+            for i in 0..<src.count { batch[offset + i] = Float(src[i]) }
+        case .nchw:
+            for p in 0..<plane {
+                for c in 0..<3 { batch[offset + c * plane + p] = Float(src[3 * p + c]) }
+            }
+        }
+    }
+}
