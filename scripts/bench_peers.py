@@ -56,8 +56,14 @@ def convert(args):
     stamp = file_digest(args.fixture) + " " + CONVERTER_VERSION
     onnx_path = os.path.join(args.out, "resnet50.onnx")
     tflite_path = os.path.join(args.out, "resnet50.tflite")
+    truth_path = os.path.join(args.out, "truth_float64.npy")
     if os.path.exists(stamp_path) and open(stamp_path).read() == stamp and os.path.exists(onnx_path) \
             and os.path.exists(tflite_path):
+        if not os.path.exists(truth_path):
+            import keras
+
+            write_float64_truth(keras.models.load_model(args.fixture, compile=False),
+                                os.path.join(os.path.dirname(args.fixture), "input_224.npy"), truth_path)
         log(f"peer models up to date in {args.out}")
         return
     import warnings
@@ -69,6 +75,8 @@ def convert(args):
 
     log("loading the Keras model")
     model = keras.models.load_model(args.fixture, compile=False)
+    log("the float64 truth: the same model and weights computed by Keras in float64, on the fixture's input")
+    write_float64_truth(model, os.path.join(os.path.dirname(args.fixture), "input_224.npy"), truth_path)
     shape = (None,) + tuple(model.input_shape[1:])
     log("ONNX (tf2onnx, opset 17)")
     spec = (tf.TensorSpec(shape, tf.float32, name="input"),)
@@ -87,6 +95,41 @@ def convert(args):
     with open(stamp_path, "w") as f:
         f.write(stamp)
     log(f"wrote {onnx_path} and {tflite_path}")
+
+
+def write_float64_truth(model, input_path, out_path):
+    """Saves the model's outputs on `input_path` computed by Keras in float64 (every layer's dtype policy set to
+    float64, the float32 weights widened exactly). The distance of each runtime's float32 outputs from these is its
+    own rounding error; Keras' float32 outputs carry one too, so "against Keras" alone cannot tell which is closer
+    to the exact answer."""
+    import numpy as np
+    import keras
+
+    def widen(node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "dtype":
+                    node[key] = "float64"
+                else:
+                    widen(value)
+        elif isinstance(node, list):
+            for value in node:
+                widen(value)
+
+    config = model.get_config()
+    widen(config)
+    previous = keras.config.floatx()
+    keras.config.set_floatx("float64")
+    try:
+        wide = keras.Model.from_config(config)
+        wide.set_weights([w.astype(np.float64) for w in model.get_weights()])
+        x = np.load(input_path).astype(np.float64)
+        y = np.asarray(wide(x, training=False), dtype=np.float64)
+    finally:
+        keras.config.set_floatx(previous)
+    assert wide.layers[-1].compute_dtype == "float64", wide.layers[-1].compute_dtype
+    np.save(out_path + ".tmp.npy", y)
+    os.replace(out_path + ".tmp.npy", out_path)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -236,14 +279,24 @@ def machine():
     return f"{cpu}, {os.cpu_count()} logical CPUs, {flags}, {platform.system()} {platform.release()}"
 
 
+KILN_RUNTIMES = ("kiln", "kiln-exact")
+
+
 def drive(args):
     import numpy as np
 
-    runtimes = ["kiln"] + args.peers
+    # kiln-exact: the same bundle loaded with --exact (no Winograd), for its speed and its rounding.
+    runtimes = ["kiln"] + (["kiln-exact"] if args.exact else []) + args.peers
+
+    def exact(rt):
+        return ["--exact"] if rt == "kiln-exact" else []
     work = args.work
     os.makedirs(work, exist_ok=True)
     x = np.load(os.path.join(args.fixtures, "input_224.npy")).astype(np.float32)
     want = np.load(os.path.join(args.fixtures, "expected", "resnet50_k3.input_224.npy"))
+    # The same model computed by Keras in float64 (written by `convert`): the exact answer to float32 rounding.
+    truth = np.load(os.path.join(args.models, "truth_float64.npy"))
+    keras_truth_error, _ = parity(want, truth)
     in1 = os.path.join(work, "input_b1.npy")
     np.save(in1, batch_of(x, 1))
     kiln_run = os.path.join(args.bin, "kiln-run")
@@ -269,6 +322,7 @@ def drive(args):
     lat = {rt: [] for rt in runtimes}
     thr = {rt: [] for rt in runtimes}
     checks = {}
+    truth_errors = {}
     load_before = os.getloadavg()
     log(f"{args.rounds} rounds over {', '.join(runtimes)}; {args.threads} threads each")
     for r in range(args.rounds):
@@ -279,14 +333,14 @@ def drive(args):
         # Cold start and peak RSS: one batch-1 prediction in a fresh process.
         for rt in order:
             out = os.path.join(work, f"cold_{rt}.npy")
-            if rt == "kiln":
+            if rt in KILN_RUNTIMES:
                 # Peak RSS: the deployment binary, kiln-run, start to exit (its output written).
-                cmd = [kiln_run, args.bundle, "--input", in1, "--output", out, "--threads", str(args.threads)]
+                cmd = [kiln_run, args.bundle, "--input", in1, "--output", out, "--threads", str(args.threads)] + exact(rt)
                 _, _, _, maxrss = spawn(cmd)
                 # Cold start: process start to the first prediction, taken as for the peers (kiln-bench loads and
                 # runs exactly as kiln-run does, and stamps the wall clock after its first prediction).
                 cmd = [kiln_bench, args.bundle, "--input", in1, "--batch", "1", "--warmup", "0", "--iterations", "1",
-                       "--threads", str(args.threads)]
+                       "--threads", str(args.threads)] + exact(rt)
                 start, _, text, _ = spawn(cmd)
                 cold[rt].append(json.loads(text.strip().splitlines()[-1])["first_wall"] - start)
             else:
@@ -295,9 +349,9 @@ def drive(args):
             rss[rt].append(maxrss / 1024)
         # Batch-1 latency.
         for rt in order:
-            if rt == "kiln":
+            if rt in KILN_RUNTIMES:
                 cmd = [kiln_bench, args.bundle, "--input", args_input, "--batch", "1", "--warmup", str(args.warmup),
-                       "--iterations", str(args.iterations), "--threads", str(args.threads)]
+                       "--iterations", str(args.iterations), "--threads", str(args.threads)] + exact(rt)
             else:
                 cmd = peer_worker(rt, 1, args.warmup, args.iterations)
             _, _, text, _ = spawn(cmd)
@@ -305,9 +359,10 @@ def drive(args):
         # Batch-8 throughput; its output (rows alternate the fixture's two images) is checked against Keras.
         for rt in order:
             out = os.path.join(work, f"b8_{rt}.npy")
-            if rt == "kiln":
+            if rt in KILN_RUNTIMES:
                 cmd = [kiln_bench, args.bundle, "--input", args_input, "--batch", "8", "--warmup", "1",
-                       "--iterations", str(args.batch_iterations), "--threads", str(args.threads), "--output", out]
+                       "--iterations", str(args.batch_iterations), "--threads", str(args.threads), "--output", out] \
+                    + exact(rt)
             else:
                 cmd = peer_worker(rt, 8, 1, args.batch_iterations, out)
             _, _, text, _ = spawn(cmd)
@@ -316,6 +371,9 @@ def drive(args):
             err, top1 = parity(got[:2], want[:2])
             # The batch-1 output of the cold-start process too (for kiln: kiln-run's).
             err1, top1_1 = parity(np.load(os.path.join(work, f"cold_{rt}.npy")), want[:1], scale=want)
+            terr, _ = parity(got[:2], truth[:2])
+            terr1, _ = parity(np.load(os.path.join(work, f"cold_{rt}.npy")), truth[:1], scale=truth)
+            truth_errors[rt] = max(terr, terr1)
             checks[rt] = (max(err, err1), top1 and top1_1,
                           bool((got.argmax(-1) == np.tile(want.argmax(-1), 4)).all()))
         log(f"round {r + 1}/{args.rounds}: " + ", ".join(
@@ -329,7 +387,7 @@ def drive(args):
     for rt in runtimes:
         summary[rt] = {
             "latency_ms": med(lat[rt]) * 1000, "throughput_ips": med(thr[rt]), "peak_rss_mb": max(rss[rt]),
-            "cold_start_s": med(cold[rt]), "max_rel_error": checks[rt][0], "top1_equal": checks[rt][1] and checks[rt][2],
+            "cold_start_s": med(cold[rt]), "max_rel_error": checks[rt][0], "max_rel_error_float64": truth_errors[rt], "top1_equal": checks[rt][1] and checks[rt][2],
             "latency_samples": len(lat[rt]), "throughput_samples": len(thr[rt]),
         }
     bundle_weights = args.weight_bytes / 1048576
@@ -356,8 +414,11 @@ def drive(args):
     row("cold start (s)", "cold_start_s", ".3f")
     print(f"{'max|Δ|/max|Keras| (*)':28}" + "".join(f"{summary[rt]['max_rel_error']:>13.1e}" for rt in runtimes))
     print(f"{'top-1 = Keras':28}" + "".join(f"{'yes' if summary[rt]['top1_equal'] else 'NO':>13}" for rt in runtimes))
+    print(f"{'max|Δ|/max|float64| (†)':28}" + "".join(f"{truth_errors[rt]:>13.1e}" for rt in runtimes))
     print("(*) batch-1 (cold-start process) and batch-8 outputs against Keras' on the fixture's two images; max|Keras|"
           " over both, as the parity tests measure it")
+    print(f"(†) the same outputs against the model computed by Keras in float64 (the exact answer up to float64 "
+          f"rounding); Keras' own float32 outputs are {keras_truth_error:.1e} from it")
     print()
     best_latency = min(summary[p]["latency_ms"] for p in peers) if peers else float("nan")
     best_throughput = max(summary[p]["throughput_ips"] for p in peers) if peers else float("nan")
@@ -372,7 +433,13 @@ def drive(args):
         ("cold start <= 0.25 s", k["cold_start_s"], k["cold_start_s"] <= 0.25),
         ("outputs: max|Δ|/max|Keras| <= 1e-4, top-1 equal", k["max_rel_error"],
          k["max_rel_error"] <= 1e-4 and k["top1_equal"]),
+        ("outputs: max|Δ|/max|float64| <= 1e-5 (goal: <= every peer's)", k["max_rel_error_float64"],
+         k["max_rel_error_float64"] <= 1e-5),
     ]
+    if "kiln-exact" in summary and peers:
+        best_truth = min(summary[p]["max_rel_error_float64"] for p in peers)
+        e = summary["kiln-exact"]["max_rel_error_float64"]
+        bars.append((f"--exact: max|Δ|/max|float64| <= the most exact peer's ({best_truth:.2g})", e, e <= best_truth))
     for label, value, ok in bars:
         print(f"  {'PASS' if ok else 'MISS'}  {label}: {value:.3g}")
 
@@ -383,7 +450,7 @@ def drive(args):
             w = csv.writer(f)
             w.writerow(["date", "machine", "threads", "runtime", "metric", "value", "unit", "samples", "kiln_over_runtime"])
             units = {"latency_ms": "ms", "throughput_ips": "images/s", "peak_rss_mb": "MiB", "cold_start_s": "s",
-                     "max_rel_error": "", "top1_equal": ""}
+                     "max_rel_error": "", "max_rel_error_float64": "", "top1_equal": ""}
             samples = {"latency_ms": "latency_samples", "throughput_ips": "throughput_samples"}
             for rt in runtimes:
                 for metric, unit in units.items():
@@ -420,6 +487,7 @@ def main():
     d.add_argument("--fixtures", required=True)
     d.add_argument("--work", required=True, help="scratch folder for inputs and outputs")
     d.add_argument("--peers", nargs="*", default=["openvino", "onnxruntime", "tflite"])
+    d.add_argument("--no-exact", dest="exact", action="store_false", help="skip the kiln --exact column")
     d.add_argument("--rounds", type=int, default=8, help="rounds; each starts with the next runtime")
     d.add_argument("--warmup", type=int, default=3)
     d.add_argument("--iterations", type=int, default=4, help="timed batch-1 runs per round")

@@ -47,10 +47,11 @@ public final class Classifier: Sendable {
     }
 
     /// Loads and validates the bundle at `path`, then as `init(model:…)`.
+    /// `winograd: false` keeps every convolution direct (`Model(bundle:winograd:)`).
     public convenience init(contentsOf path: String, output: String? = nil, kernels: KernelChoice = .fast,
-                            plansPerShape: Int = 2, maximumShapes: Int = 8) throws(ClassifyError) {
+                            plansPerShape: Int = 2, maximumShapes: Int = 8, winograd: Bool = true) throws(ClassifyError) {
         let model: Model
-        do { model = try Model(contentsOf: path) } catch { throw ClassifyError(error) }
+        do { model = try Model(contentsOf: path, winograd: winograd) } catch { throw ClassifyError(error) }
         try self.init(model: model, bundle: path, output: output, kernels: kernels, plansPerShape: plansPerShape, maximumShapes: maximumShapes)
     }
 

@@ -48,6 +48,11 @@ public struct ProgressBar {
 }
 
 /// Writes `s` unbuffered, straight to file descriptor 2.
+/// Flushes every C stdio stream (stdout among them) before other output, such as a progress line, goes out.
+public func flushStandardStreams() {
+    fflush(nil)
+}
+
 public func writeStandardError(_ s: String) {
     let bytes = Array(s.utf8)
     var done = 0

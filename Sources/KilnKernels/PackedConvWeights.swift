@@ -20,6 +20,11 @@ public enum ConvAlgorithm: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
+    /// False while a model is loaded with Winograd turned off (`Model(bundle:winograd: false)`, `--exact`): every
+    /// layer then gets `.gemm` (direct convolution), for comparing rounding or when the transforms' error matters.
+    /// A task-local value, so loads on other threads keep their own choice.
+    @TaskLocal public static var winogradAllowed = true
+
     /// True when the AVX2 + FMA kernels may run on this CPU (checked once, at run time).
     public static var avx2Available: Bool { kiln_cpu_has_avx2_fma() != 0 }
 
@@ -43,7 +48,7 @@ public enum ConvAlgorithm: Sendable, Equatable, CustomStringConvertible {
                               strideH: Int, strideW: Int, dilationH: Int, dilationW: Int) -> ConvAlgorithm {
         guard avx2Available else { return .portable }
         guard kernelH == 3, kernelW == 3, strideH == 1, strideW == 1, dilationH == 1, dilationW == 1,
-              inC % 8 == 0, outC % 8 == 0 else { return .gemm }
+              inC % 8 == 0, outC % 8 == 0, winogradAllowed else { return .gemm }
         let size = inC * outC
         if size <= 128 * 128 { return .winograd(tile: 4) }
         if size <= 256 * 256 { return .winograd(tile: 2) }

@@ -55,6 +55,8 @@ public final class Model: @unchecked Sendable {
     /// made by the first such plan and kept, so that only a process that runs larger batches holds them.
     private var largerBatchWeights: [Int: PackedConvWeights] = [:]
     private let largerBatchLock = ModelLock()
+    /// False when loaded with `winograd: false`: every convolution direct (GEMM), at every batch size.
+    public let winograd: Bool
 
     /// A validated op: its record and its definition (decoded attributes, packed weights).
     struct Step {
@@ -65,7 +67,9 @@ public final class Model: @unchecked Sendable {
     /// The weights a plan of `geometry` runs step `index` with: the load-time packing, or one for larger batches.
     func convWeights(step index: Int, packed: PackedConvWeights, kernel: TensorPayload,
                      geometry: ConvGeometry) -> PackedConvWeights {
-        guard let better = ConvAlgorithm.forLargerBatch(packed.algorithm, geometry: geometry) else { return packed }
+        guard winograd, let better = ConvAlgorithm.forLargerBatch(packed.algorithm, geometry: geometry) else {
+            return packed
+        }
         return largerBatchLock.locked {
             // A step has one larger-batch algorithm (its load-time one fixes it): made once, then reused.
             if let made = largerBatchWeights[index] { return made }
@@ -79,19 +83,22 @@ public final class Model: @unchecked Sendable {
     }
 
     /// Loads and validates the bundle at `path` (mapped, not copied).
-    public convenience init(contentsOf path: String) throws {
-        try self.init(bundle: Bundle(contentsOf: path))
+    public convenience init(contentsOf path: String, winograd: Bool = true) throws {
+        try self.init(bundle: Bundle(contentsOf: path), winograd: winograd)
     }
 
-    public init(bundle: Bundle) throws(RuntimeError) {
+    /// Validates every op and packs the convolution weights. `winograd: false` keeps every convolution direct
+    /// (GEMM): slower on 3×3 layers, and rounded like a plain dot product (kiln-run's `--exact`).
+    public init(bundle: Bundle, winograd: Bool = true) throws(RuntimeError) {
         self.bundle = bundle
+        self.winograd = winograd
         let model = bundle.model
-        var steps: [Step] = []
-        steps.reserveCapacity(model.ops.count)
-        for op in model.ops {
-            steps.append(try Self.validate(op, tensors: model.tensors))
+        let validated = ConvAlgorithm.$winogradAllowed.withValue(winograd) {
+            Result { () throws(RuntimeError) in
+                try model.ops.map { op throws(RuntimeError) in try Self.validate(op, tensors: model.tensors) }
+            }
         }
-        self.steps = steps
+        self.steps = try validated.get()
         if let (v, t) = model.otherValueTypes.min(by: { $0.key < $1.key }) {
             throw RuntimeError(.unsupported, "value '\(model.valueNames[v])' is \(t): this runtime computes float32 values only")
         }

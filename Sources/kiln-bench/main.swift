@@ -39,6 +39,9 @@ struct KilnBench: ParsableCommand {
     @Flag(name: .long, help: "Print the time per op (over the timed runs) on stderr.")
     var profile = false
 
+    @Flag(name: .long, help: "No Winograd: every convolution direct (GEMM), as kiln-run --exact.")
+    var exact = false
+
     func validate() throws {
         guard batch >= 1, warmup >= 0, iterations >= 1, threads >= 1, threads <= 256 else {
             throw ValidationError("--batch, --iterations and --threads must be positive, --warmup not negative")
@@ -50,7 +53,7 @@ struct KilnBench: ParsableCommand {
         setKernelThreads(threads)
         let mapped = try Bundle(contentsOf: bundle)
         let validated = monotonic()
-        let model = try Model(bundle: mapped)
+        let model = try Model(bundle: mapped, winograd: !exact)
         let loaded = monotonic()
 
         let source = try NPY.read(path: input)

@@ -1,8 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import ArgumentParser
 import KilnClassify
 import KilnImage
@@ -65,6 +60,8 @@ struct KilnRun: ParsableCommand {
 
     @Flag(name: .long, help: "Run the naive reference kernels (slow; the test oracle).")
     var reference = false
+    @Flag(name: .long, help: "No Winograd: every convolution direct (GEMM); slower on 3x3 layers.")
+    var exact = false
 
     func validate() throws {
         guard threads >= 1, threads <= 256 else { throw ValidationError("--threads must be in 1...256") }
@@ -82,7 +79,8 @@ struct KilnRun: ParsableCommand {
 
     func run() throws {
         setKernelThreads(threads)
-        let classifier = try Classifier(contentsOf: bundle, output: outputName, kernels: reference ? .reference : .fast, plansPerShape: 1)
+        let classifier = try Classifier(contentsOf: bundle, output: outputName, kernels: reference ? .reference : .fast,
+                                        plansPerShape: 1, winograd: !exact)
         if let input {
             try runTensor(classifier, input: input)
         } else if try classifyImages(classifier) > 0 {
@@ -133,7 +131,7 @@ struct KilnRun: ParsableCommand {
                 if case .failure = result { failures += 1 }
                 for line in writer.lines(file: file.path, result) { print(line) }
             }
-            fflush(nil)   // all streams: stdout (stdout itself is not concurrency-safe to name)
+            flushStandardStreams()
             done += results.count
             progress.update(done: done)
         }
