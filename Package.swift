@@ -17,10 +17,13 @@ let package = Package(
         .executable(name: "kiln", targets: ["kiln"]),
         // The kiln side of `make bench`.
         .executable(name: "kiln-bench", targets: ["kiln-bench"]),
+        // The Open Inference Protocol (KServe v2) server over KilnClassify: the only networking product.
+        .executable(name: "kiln-serve", targets: ["kiln-serve"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/weichsel/ZIPFoundation", from: "0.9.20"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         // MARK: System libraries (module map + shim header, found by pkg-config)
@@ -58,6 +61,14 @@ let package = Package(
         .executableTarget(name: "kiln-bench", dependencies: [
             "KilnRuntime", "KilnFormat", "KilnKernels",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+
+        // KServe v2 REST server (SwiftNIO HTTP/1.1) over KilnClassify; networking lives only here.
+        .executableTarget(name: "kiln-serve", dependencies: [
+            "KilnClassify", "KilnRuntime", "KilnFormat",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
 
         // MARK: Conversion side
