@@ -155,11 +155,11 @@ final class ServedModel: Sendable {
             guard binary.readableBytes >= size else {
                 throw ServeError(.badRequest, "input '\(inputName)': the body has \(binary.readableBytes) binary bytes, \(size) declared")
             }
+            // The binary part may start at any offset: copy the bytes (little-endian on every machine Kiln runs on).
+            values = [Float](repeating: 0, count: count)
             binary.withUnsafeReadableBytes { raw in
-                values = Array(UnsafeBufferPointer(start: raw.baseAddress!.assumingMemoryBound(to: UInt8.self), count: size)
-                    .withMemoryRebound(to: Float.self) { Array($0) })
+                values.withUnsafeMutableBytes { $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: raw[0..<size])) }
             }
-            _ = values  // little-endian on every machine Kiln runs on
         } else {
             guard let data = input["data"] else { throw ServeError(.badRequest, "input '\(inputName)' has no 'data'") }
             func flatten(_ any: Any) throws {
