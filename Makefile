@@ -3,7 +3,7 @@ SHELL := /bin/bash
 KILN_CACHE ?= $(HOME)/.cache/kiln
 export KILN_CACHE
 
-.PHONY: setup build release demo fixtures fixtures-images fixtures-onnx fixtures-compact fixtures-train fixtures-malformed test unit-test bench sanitize fuzz clean
+.PHONY: setup build release demo fixtures fixtures-images fixtures-onnx fixtures-compact fixtures-train fixtures-malformed test unit-test bench sanitize fuzz clean serve-test
 
 setup:
 	@scripts/setup
@@ -57,6 +57,7 @@ test: release fixtures fixtures-images fixtures-onnx fixtures-compact fixtures-t
 	KILN_BIN="$$(swift build -c release --show-bin-path)" KILN_REQUIRE_FIXTURES=1 \
 		swift test
 	KILN_CPU=avx2 swift test --skip-build --filter 'KilnKernelsTests|KilnRuntimeTests'
+	$(MAKE) serve-test
 
 # Kiln against OpenVINO, ONNX Runtime and TFLite on the fixture ResNet-50, side by side (scripts/bench):
 # prints the table with kiln/peer ratios and writes benchmarks/resnet50.csv. BENCH_ARGS go to the driver.
@@ -77,3 +78,8 @@ fuzz: setup
 
 clean:
 	rm -rf .build
+
+# kiln-serve against the real tritonclient (scripts/pyenv serve), 127.0.0.1 only, one server per module.
+serve-test: release fixtures
+	KILN_BIN="$$(swift build -c release --show-bin-path)" KILN_FIXTURES="$(KILN_CACHE)/fixtures" \
+	"$$(scripts/pyenv serve)" -m pytest -q -p no:cacheprovider Tests/serve
