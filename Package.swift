@@ -65,7 +65,7 @@ let package = Package(
 
         // KServe v2 REST server (SwiftNIO HTTP/1.1) over KilnClassify; networking lives only here.
         .executableTarget(name: "kiln-serve", dependencies: [
-            "KilnClassify", "KilnRuntime", "KilnFormat",
+            "KilnClassify", "KilnRuntime", "KilnFormat", "KilnImage",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),

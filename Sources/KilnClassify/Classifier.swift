@@ -220,7 +220,7 @@ public final class Classifier: Sendable {
 
 /// Writes `image`'s pixels as float32 0–255 at `offset` of a batch: interleaved (`[H, W, 3]`, NHWC) or as
 /// three planes (`[3, H, W]`, NCHW).
-func writePixels(_ image: RGBImage, into batch: UnsafeMutableBufferPointer<Float>, at offset: Int, layout: InputLayout) {
+public func writePixels(_ image: RGBImage, into batch: UnsafeMutableBufferPointer<Float>, at offset: Int, layout: InputLayout) {
     image.pixels.withUnsafeBufferPointer { src in
         let plane = src.count / 3
         switch layout {

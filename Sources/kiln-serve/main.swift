@@ -3,6 +3,7 @@
 import Foundation
 import KilnClassify
 import KilnFormat
+import KilnImage
 import KilnRuntime
 import NIOCore
 import NIOHTTP1
@@ -102,10 +103,10 @@ final class ServedModel: Sendable {
             ["name": name, "datatype": "FP32",
              "shape": index == spec.outputIndex ? spec.outputShape.map { $0 < 0 ? -1 : Int($0) } : [-1]]
         }
-        return ["name": name, "versions": ["1"], "platform": "kiln",
-                "inputs": [["name": spec.inputName, "datatype": "FP32",
-                            "shape": spec.inputShape.map { $0 < 0 ? -1 : Int($0) }]],
-                "outputs": outputs]
+        var inputs: [[String: Any]] = [["name": spec.inputName, "datatype": "FP32",
+                                        "shape": spec.inputShape.map { $0 < 0 ? -1 : Int($0) }]]
+        if classifier.imageResize != nil { inputs.append(["name": "image", "datatype": "BYTES", "shape": [-1]]) }
+        return ["name": name, "versions": ["1"], "platform": "kiln", "inputs": inputs, "outputs": outputs]
     }
 
     /// Runs a KServe v2 inference request: `header` is the JSON part, `binary` the bytes after it.
@@ -118,6 +119,9 @@ final class ServedModel: Sendable {
             throw ServeError(.badRequest, "model '\(name)' takes one input, the request gives \(inputs.count)")
         }
         let inputName = input["name"] as? String ?? ""
+        if inputName == "image", let resize = classifier.imageResize {
+            return try inferImages(input: input, header: header, binary: binary, resize: resize)
+        }
         guard inputName == spec.inputName else {
             throw ServeError(.badRequest, "model '\(name)' has no input '\(inputName)' (its input is '\(spec.inputName)')")
         }
@@ -176,13 +180,60 @@ final class ServedModel: Sendable {
                 throw ServeError(.badRequest, "input '\(inputName)': \(values.count) values for shape \(shape)")
             }
         }
+        return try respond(header: header, tensor: Tensor(shape: shape, values: values))
+    }
+
+    /// The BYTES `image` input: each element one JPEG or PNG file, decoded and resized as the bundle records.
+    func inferImages(input: [String: Any], header: [String: Any], binary: ByteBuffer, resize: InputResize) throws -> (json: [String: Any], binary: [UInt8]) {
+        guard (input["datatype"] as? String) == "BYTES" else {
+            throw ServeError(.badRequest, "input 'image' is BYTES, the request gives '\(input["datatype"] as? String ?? "")'")
+        }
+        var images: [[UInt8]] = []
+        let parameters = input["parameters"] as? [String: Any]
+        if let size = (parameters?["binary_data_size"] as? NSNumber)?.intValue {
+            guard size >= 0, binary.readableBytes >= size else {
+                throw ServeError(.badRequest, "input 'image': the body has \(binary.readableBytes) binary bytes, \(size) declared")
+            }
+            var part = binary.getSlice(at: binary.readerIndex, length: size)!
+            while part.readableBytes > 0 {
+                guard let length = part.readInteger(endianness: .little, as: UInt32.self),
+                      let bytes = part.readBytes(length: Int(length)) else {
+                    throw ServeError(.badRequest, "input 'image': a BYTES element runs past binary_data_size")
+                }
+                images.append(bytes)
+            }
+        } else if let data = input["data"] as? [Any] {
+            for element in data {
+                guard let text = element as? String else { throw ServeError(.badRequest, "input 'image': data holds a value that is not a string") }
+                images.append(Array(text.utf8))
+            }
+        } else {
+            throw ServeError(.badRequest, "input 'image' has no 'data'")
+        }
+        guard !images.isEmpty else { throw ServeError(.badRequest, "input 'image' holds no images") }
+        if let shape = input["shape"] as? [Any], shape.count == 1, let n = (shape[0] as? NSNumber)?.intValue, n != images.count {
+            throw ServeError(.badRequest, "input 'image' has shape [\(n)], the request holds \(images.count) images")
+        }
+        let rowFloats = resize.height * resize.width * 3
+        var batch = [Float](repeating: 0, count: rowFloats * images.count)
+        for (row, bytes) in images.enumerated() {
+            let image: RGBImage
+            do { image = try classifier.loadImage(.bytes(bytes, name: "image[\(row)]"), resize: resize) } catch { throw ServeError(error) }
+            batch.withUnsafeMutableBufferPointer { writePixels(image, into: $0, at: row * rowFloats, layout: classifier.spec.layout) }
+        }
+        let shape = classifier.spec.batchShape(images.count, height: resize.height, width: resize.width)
+        return try respond(header: header, tensor: Tensor(shape: shape, values: batch))
+    }
+
+    /// Runs `tensor` and answers the requested outputs (binary or JSON; the classification extension).
+    func respond(header: [String: Any], tensor input: Tensor) throws -> (json: [String: Any], binary: [UInt8]) {
         let outputs: [Tensor]
-        do { outputs = try classifier.run(Tensor(shape: shape, values: values)) } catch { throw ServeError(error) }
+        do { outputs = try classifier.run(input) } catch { throw ServeError(error) }
 
         // Which outputs, and in which form.
         let requestParameters = header["parameters"] as? [String: Any]
         let binaryDefault = (requestParameters?["binary_data_output"] as? Bool) ?? false
-        var wanted: [(index: Int, binary: Bool)] = []
+        var wanted: [(index: Int, binary: Bool, classes: Int)] = []
         if let requested = header["outputs"] as? [[String: Any]], !requested.isEmpty {
             for output in requested {
                 let outName = output["name"] as? String ?? ""
@@ -190,18 +241,45 @@ final class ServedModel: Sendable {
                     throw ServeError(.badRequest, "model '\(name)' has no output '\(outName)'")
                 }
                 let p = output["parameters"] as? [String: Any]
-                if p?["classification"] != nil {
-                    throw ServeError(.badRequest, "the classification extension is not implemented yet")
+                var classes = 0
+                if let k = p?["classification"] {
+                    guard let n = (k as? NSNumber)?.intValue, n > 0 else {
+                        throw ServeError(.badRequest, "output '\(outName)': classification must be a positive count")
+                    }
+                    classes = n
                 }
-                wanted.append((index, (p?["binary_data"] as? Bool) ?? binaryDefault))
+                wanted.append((index, (p?["binary_data"] as? Bool) ?? binaryDefault, classes))
             }
         } else {
-            wanted = outputNames.indices.map { ($0, binaryDefault) }
+            wanted = outputNames.indices.map { ($0, binaryDefault, 0) }
         }
         var bytes: [UInt8] = []
         var jsonOutputs: [[String: Any]] = []
-        for (index, asBinary) in wanted {
+        for (index, asBinary, classes) in wanted {
             let tensor = outputs[index]
+            if classes > 0 {
+                // Triton's classification extension: BYTES "score:index:label", best first, per row.
+                let columns = tensor.shape.last ?? 1
+                let k = min(classes, columns)
+                let rows = tensor.values.withUnsafeBufferPointer { classifier.predictions($0, columns: columns, top: k) }
+                let strings = rows.flatMap { $0.map { "\($0.score):\($0.index):\($0.label)" } }
+                var entry: [String: Any] = ["name": outputNames[index], "datatype": "BYTES",
+                                            "shape": Array(tensor.shape.dropLast()) + [k]]
+                if asBinary {
+                    var size = 0
+                    for string in strings {
+                        let utf8 = Array(string.utf8)
+                        withUnsafeBytes(of: UInt32(utf8.count).littleEndian) { bytes.append(contentsOf: $0) }
+                        bytes.append(contentsOf: utf8)
+                        size += 4 + utf8.count
+                    }
+                    entry["parameters"] = ["binary_data_size": size]
+                } else {
+                    entry["data"] = strings
+                }
+                jsonOutputs.append(entry)
+                continue
+            }
             var entry: [String: Any] = ["name": outputNames[index], "datatype": "FP32", "shape": tensor.shape]
             if asBinary {
                 tensor.values.withUnsafeBytes { bytes.append(contentsOf: $0) }
