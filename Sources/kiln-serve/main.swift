@@ -18,6 +18,9 @@ struct Options {
     var httpPort = 8000
     var maxRequestBytes = 64 << 20
     var threads = 2
+    var maxBatch = 8
+    var maxQueueDelayMicroseconds = 2000
+    var maxQueue = 256
 }
 
 func fail(_ message: String) -> Never {
@@ -46,7 +49,10 @@ func parseOptions(_ arguments: [String]) -> Options {
         case "--http-port": options.httpPort = number(argument)
         case "--max-request-bytes": options.maxRequestBytes = number(argument)
         case "--threads": options.threads = max(1, number(argument))
-        case "--grpc-port", "--metrics-port", "--max-batch", "--max-queue-delay-us", "--max-queue":
+        case "--max-batch": options.maxBatch = max(1, number(argument))
+        case "--max-queue-delay-us": options.maxQueueDelayMicroseconds = number(argument)
+        case "--max-queue": options.maxQueue = max(1, number(argument))
+        case "--grpc-port", "--metrics-port":
             _ = number(argument)  // accepted; not implemented yet (see the README)
         case "-h", "--help":
             print("usage: kiln-serve MODEL.kiln [MORE.kiln …] [--name NAME] [--host 127.0.0.1] [--http-port 8000] " +
@@ -90,9 +96,12 @@ final class ServedModel: Sendable {
     let name: String
     let classifier: Classifier
     let outputNames: [String]
+    let batcher: Batcher
 
-    init(name: String, path: String) throws {
+    init(name: String, path: String, options: Options) throws {
         classifier = try Classifier(contentsOf: path)
+        batcher = Batcher(classifier: classifier, maxBatch: options.maxBatch,
+                          maxDelayMicroseconds: options.maxQueueDelayMicroseconds, maxQueue: options.maxQueue)
         self.name = name
         outputNames = classifier.model.frozen.outputs.map(\.name)
     }
@@ -228,7 +237,9 @@ final class ServedModel: Sendable {
     /// Runs `tensor` and answers the requested outputs (binary or JSON; the classification extension).
     func respond(header: [String: Any], tensor input: Tensor) throws -> (json: [String: Any], binary: [UInt8]) {
         let outputs: [Tensor]
-        do { outputs = try classifier.run(input) } catch { throw ServeError(error) }
+        do { outputs = try batcher.run(input) } catch is Batcher.QueueFull {
+            throw ServeError(.serviceUnavailable, "the queue of model '\(name)' is full")
+        } catch { throw ServeError(error) }
 
         // Which outputs, and in which form.
         let requestParameters = header["parameters"] as? [String: Any]
@@ -331,7 +342,9 @@ func jsonResponse(_ status: HTTPResponseStatus, _ object: Any) -> Response {
 }
 
 func errorResponse(_ error: ServeError) -> Response {
-    jsonResponse(error.status, ["error": error.message])
+    var response = jsonResponse(error.status, ["error": error.message])
+    if error.status == .serviceUnavailable { response.headers.append(("Retry-After", "1")) }
+    return response
 }
 
 final class HTTPHandler: ChannelInboundHandler, @unchecked Sendable {
@@ -471,7 +484,7 @@ for (index, path) in options.bundles.enumerated() {
     let base = URL(fileURLWithPath: path).lastPathComponent
     let name = index == 0 ? (options.name ?? String(base.dropLast(base.hasSuffix(".kiln") ? 5 : 0)))
                           : String(base.dropLast(base.hasSuffix(".kiln") ? 5 : 0))
-    do { models[name] = try ServedModel(name: name, path: path) } catch {
+    do { models[name] = try ServedModel(name: name, path: path, options: options) } catch {
         fail("\(error)".split(separator: "\n").first.map(String.init) ?? "cannot load \(path)")
     }
 }

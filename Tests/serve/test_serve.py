@@ -180,3 +180,13 @@ def test_sigterm_under_load_loses_nothing(bundle):
     stop.set()
     for t in threads: t.join(timeout=30)
     assert results["ok"] > 0 and not results["lost"], results
+
+
+def test_larger_than_max_batch_is_split(bundle, tmp_path):
+    proc, port = start_server(bundle, "--max-batch", "2", "--max-queue-delay-us", "500")
+    try:
+        x = np.random.default_rng(11).standard_normal((5, 2048)).astype(np.float32)
+        np.testing.assert_allclose(infer(client(port), x), reference(bundle, x, tmp_path), rtol=0, atol=1e-6)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
