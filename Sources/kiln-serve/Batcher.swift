@@ -25,6 +25,14 @@ final class Batcher: @unchecked Sendable {
     private var queue: [Item] = []
     private var queuedRows = 0
     private(set) var runs = 0
+    /// Rows run, and the microseconds the runs took (read under the lock by `stats`).
+    private var rowsRun = 0
+    private var computeMicroseconds = 0.0
+
+    var stats: (runs: Int, rows: Int, computeMicroseconds: Double, queued: Int) {
+        condition.lock(); defer { condition.unlock() }
+        return (runs, rowsRun, computeMicroseconds, queuedRows)
+    }
 
     init(classifier: Classifier, maxBatch: Int, maxDelayMicroseconds: Int, maxQueue: Int) {
         self.classifier = classifier
@@ -120,7 +128,10 @@ final class Batcher: @unchecked Sendable {
             input = Tensor(shape: [rows] + rowShape, values: values)
         }
         do {
+            let started = DispatchTime.now().uptimeNanoseconds
             let outputs = try classifier.run(input)
+            let took = Double(DispatchTime.now().uptimeNanoseconds - started) / 1000
+            condition.lock(); rowsRun += rows; computeMicroseconds += took; condition.unlock()
             var offset = 0
             for item in batch {
                 item.result = .success(outputs.map { out in

@@ -18,6 +18,7 @@ struct Options {
     var httpPort = 8000
     var maxRequestBytes = 64 << 20
     var threads = 2
+    var metricsPort = 8002
     var maxBatch = 8
     var maxQueueDelayMicroseconds = 2000
     var maxQueue = 256
@@ -52,7 +53,8 @@ func parseOptions(_ arguments: [String]) -> Options {
         case "--max-batch": options.maxBatch = max(1, number(argument))
         case "--max-queue-delay-us": options.maxQueueDelayMicroseconds = number(argument)
         case "--max-queue": options.maxQueue = max(1, number(argument))
-        case "--grpc-port", "--metrics-port":
+        case "--metrics-port": options.metricsPort = number(argument)
+        case "--grpc-port":
             _ = number(argument)  // accepted; not implemented yet (see the README)
         case "-h", "--help":
             print("usage: kiln-serve MODEL.kiln [MORE.kiln …] [--name NAME] [--host 127.0.0.1] [--http-port 8000] " +
@@ -92,11 +94,34 @@ struct ServeError: Error {
     }
 }
 
-final class ServedModel: Sendable {
+final class ServedModel: @unchecked Sendable {  // counters under `lock`
     let name: String
     let classifier: Classifier
     let outputNames: [String]
     let batcher: Batcher
+    private let lock = NSLock()
+    private var successes = 0, failures = 0, requestMicroseconds = 0.0
+
+    func record(success: Bool, microseconds: Double) {
+        lock.withLock {
+            if success { successes += 1 } else { failures += 1 }
+            requestMicroseconds += microseconds
+        }
+    }
+
+    /// Prometheus text lines for this model, with Triton's metric names.
+    func metrics() -> [(String, String)] {
+        let (ok, bad, micros) = lock.withLock { (successes, failures, requestMicroseconds) }
+        let stats = batcher.stats
+        let label = "{model=\"\(name)\",version=\"1\"}"
+        return [("nv_inference_request_success", "\(label) \(ok)"),
+                ("nv_inference_request_failure", "\(label) \(bad)"),
+                ("nv_inference_count", "\(label) \(stats.rows)"),
+                ("nv_inference_exec_count", "\(label) \(stats.runs)"),
+                ("nv_inference_request_duration_us", "\(label) \(Int(micros))"),
+                ("nv_inference_compute_infer_duration_us", "\(label) \(Int(stats.computeMicroseconds))"),
+                ("nv_inference_pending_request_count", "\(label) \(stats.queued)")]
+    }
 
     init(name: String, path: String, options: Options) throws {
         classifier = try Classifier(contentsOf: path)
@@ -418,6 +443,7 @@ final class HTTPHandler: ChannelInboundHandler, @unchecked Sendable {
 
 func route(state: ServerState, head: HTTPRequestHead, body: ByteBuffer) -> Response {
     let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
+    if path == "/metrics", head.method == .GET { return metricsText(state) }
     let parts = path.split(separator: "/").map(String.init)
     guard parts.first == "v2" else { return errorResponse(ServeError(.notFound, "no route \(path)")) }
     let rest = Array(parts.dropFirst())
@@ -464,16 +490,37 @@ func infer(model: ServedModel, head: HTTPRequestHead, body: ByteBuffer) -> Respo
     guard let object = try? JSONSerialization.jsonObject(with: Data(headerBytes)), let header = object as? [String: Any] else {
         return errorResponse(ServeError(.badRequest, "the request is not a JSON object"))
     }
+    let started = DispatchTime.now().uptimeNanoseconds
+    func elapsed() -> Double { Double(DispatchTime.now().uptimeNanoseconds - started) / 1000 }
     do {
         let (json, binary) = try model.infer(header: header, binary: body)
+        model.record(success: true, microseconds: elapsed())
         let data = Array((try? JSONSerialization.data(withJSONObject: json)) ?? Data("{}".utf8))
         if binary.isEmpty { return Response(status: .ok, body: data) }
         return Response(status: .ok, body: data + binary,
                         headers: [("Content-Type", "application/octet-stream"),
                                   ("Inference-Header-Content-Length", "\(data.count)")])
     } catch {
+        model.record(success: false, microseconds: elapsed())
         return errorResponse(ServeError(error))
     }
+}
+
+func metricsText(_ state: ServerState) -> Response {
+    var groups: [String: [String]] = [:]
+    var order: [String] = []
+    for model in state.models.keys.sorted().compactMap({ state.models[$0] }) {
+        for (name, line) in model.metrics() {
+            if groups[name] == nil { order.append(name) }
+            groups[name, default: []].append(name + line)
+        }
+    }
+    var text = ""
+    for name in order {
+        text += "# TYPE \(name) \(name == "nv_inference_pending_request_count" ? "gauge" : "counter")\n"
+        text += groups[name]!.joined(separator: "\n") + "\n"
+    }
+    return Response(status: .ok, body: Array(text.utf8), headers: [("Content-Type", "text/plain; version=0.0.4")])
 }
 
 // MARK: - Main
@@ -503,6 +550,15 @@ let server: Channel
 do { server = try bootstrap.bind(host: options.host, port: options.httpPort).wait() } catch {
     fail("cannot listen on \(options.host):\(options.httpPort): \(error)")
 }
+// Prometheus text on the metrics port (the same handler; only /metrics is asked of it).
+let metricsServer: Channel?
+if options.metricsPort > 0 {
+    do { metricsServer = try bootstrap.bind(host: options.host, port: options.metricsPort).wait() } catch {
+        fail("cannot listen on \(options.host):\(options.metricsPort): \(error)")
+    }
+} else {
+    metricsServer = nil
+}
 FileHandle.standardError.write(Data("kiln-serve: \(models.keys.sorted().joined(separator: ", ")) on http://\(options.host):\(options.httpPort)\n".utf8))
 
 // SIGTERM: refuse new work, close the listener, answer what is in flight, exit 0.
@@ -511,6 +567,7 @@ let term = DispatchSource.makeSignalSource(signal: SIGTERM, queue: .global())
 term.setEventHandler {
     state.startDraining()
     server.close(promise: nil)
+    metricsServer?.close(promise: nil)
     let deadline = Date().addingTimeInterval(25)
     while state.inFlight > 0 && Date() < deadline { usleep(10_000) }
     usleep(50_000)

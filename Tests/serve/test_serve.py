@@ -20,9 +20,10 @@ def free_port():
 
 
 def start_server(bundle, *extra):
-    port = free_port()
-    proc = subprocess.Popen([os.path.join(BIN, "kiln-serve"), bundle, "--host", "127.0.0.1", "--http-port", str(port), *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    port, metrics = free_port(), free_port()
+    proc = subprocess.Popen([os.path.join(BIN, "kiln-serve"), bundle, "--host", "127.0.0.1", "--http-port", str(port),
+                             "--metrics-port", str(metrics), *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.metrics_port = metrics
     deadline = time.time() + 20
     while time.time() < deadline:
         try:
@@ -44,11 +45,27 @@ def bundle(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(bundle):
+def served(bundle):
     proc, port = start_server(bundle)
-    yield port
+    yield proc, port
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0
+
+
+@pytest.fixture(scope="module")
+def server(served):
+    return served[1]
+
+
+def test_metrics(served):
+    proc, port = served
+    infer(client(port), np.ones((3, 2048), np.float32))
+    with urllib.request.urlopen(f"http://127.0.0.1:{proc.metrics_port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    lines = dict(line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#"))
+    assert int(lines['nv_inference_request_success{model="head",version="1"}']) >= 1
+    assert int(lines['nv_inference_count{model="head",version="1"}']) >= 3
+    assert int(lines['nv_inference_exec_count{model="head",version="1"}']) >= 1
 
 
 def reference(bundle, x, tmp_path):
@@ -147,6 +164,14 @@ def test_32_clients_20_requests(server, bundle, tmp_path):
     for t in threads: t.start()
     for t in threads: t.join(timeout=120)
     assert not errors, errors[:3]
+
+
+def test_bad_bundle_one_line_exit_1(tmp_path):
+    bad = tmp_path / "bad.kiln"
+    bad.write_bytes(b"KILN" + b"\0" * 60)
+    run = subprocess.run([os.path.join(BIN, "kiln-serve"), str(bad), "--http-port", str(free_port()),
+                          "--metrics-port", str(free_port())], capture_output=True, timeout=30, text=True)
+    assert run.returncode == 1 and len(run.stderr.strip().splitlines()) == 1, run.stderr
 
 
 def test_sigterm_under_load_loses_nothing(bundle):
