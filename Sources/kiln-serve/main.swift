@@ -334,19 +334,23 @@ final class ServedModel: @unchecked Sendable {  // counters under `lock`
 // MARK: - Server state
 
 final class ServerState: @unchecked Sendable {
-    let models: [String: ServedModel]
     let maxRequestBytes: Int
     let work: DispatchQueue
     private let lock = NSLock()
     private var _draining = false
+    private var _loading = true
     private var _inFlight = 0
 
-    init(models: [String: ServedModel], maxRequestBytes: Int, threads: Int) {
-        self.models = models
+    init(maxRequestBytes: Int, threads: Int) {
         self.maxRequestBytes = maxRequestBytes
         work = DispatchQueue(label: "kiln-serve.work", attributes: .concurrent)
     }
     var draining: Bool { lock.withLock { _draining } }
+    /// Ready: loaded and not draining.
+    var ready: Bool { lock.withLock { !_loading && !_draining } }
+    func loaded(_ models: [String: ServedModel]) { lock.withLock { _models = models; _loading = false } }
+    private var _models: [String: ServedModel] = [:]
+    var models: [String: ServedModel] { lock.withLock { _models } }
     func startDraining() { lock.withLock { _draining = true } }
     func begin() { lock.withLock { _inFlight += 1 } }
     func end() { lock.withLock { _inFlight -= 1 } }
@@ -453,7 +457,7 @@ func route(state: ServerState, head: HTTPRequestHead, body: ByteBuffer) -> Respo
     case (.GET, 2) where rest[0] == "health" && rest[1] == "live":
         return jsonResponse(.ok, ["live": true])
     case (.GET, 2) where rest[0] == "health" && rest[1] == "ready":
-        return jsonResponse(state.draining ? .serviceUnavailable : .ok, ["ready": !state.draining])
+        return jsonResponse(state.ready ? .ok : .serviceUnavailable, ["ready": state.ready])
     default: break
     }
     guard rest.count >= 2, rest[0] == "models" else { return errorResponse(ServeError(.notFound, "no route \(path)")) }
@@ -466,7 +470,7 @@ func route(state: ServerState, head: HTTPRequestHead, body: ByteBuffer) -> Respo
     case (.GET, []):
         return jsonResponse(.ok, model.metadata)
     case (.GET, ["ready"]):
-        return jsonResponse(state.draining ? .serviceUnavailable : .ok, ["name": model.name, "ready": !state.draining])
+        return jsonResponse(state.ready ? .ok : .serviceUnavailable, ["name": model.name, "ready": state.ready])
     case (.POST, ["infer"]):
         if state.draining { return errorResponse(ServeError(.serviceUnavailable, "the server is draining")) }
         return infer(model: model, head: head, body: body)
@@ -526,16 +530,7 @@ func metricsText(_ state: ServerState) -> Response {
 // MARK: - Main
 
 let options = parseOptions(Array(CommandLine.arguments.dropFirst()))
-var models: [String: ServedModel] = [:]
-for (index, path) in options.bundles.enumerated() {
-    let base = URL(fileURLWithPath: path).lastPathComponent
-    let name = index == 0 ? (options.name ?? String(base.dropLast(base.hasSuffix(".kiln") ? 5 : 0)))
-                          : String(base.dropLast(base.hasSuffix(".kiln") ? 5 : 0))
-    do { models[name] = try ServedModel(name: name, path: path, options: options) } catch {
-        fail("\(error)".split(separator: "\n").first.map(String.init) ?? "cannot load \(path)")
-    }
-}
-let state = ServerState(models: models, maxRequestBytes: options.maxRequestBytes, threads: options.threads)
+let state = ServerState(maxRequestBytes: options.maxRequestBytes, threads: options.threads)
 let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
 let bootstrap = ServerBootstrap(group: group)
     .serverChannelOption(.backlog, value: 256)
@@ -559,6 +554,17 @@ if options.metricsPort > 0 {
 } else {
     metricsServer = nil
 }
+// Listening already (ready false), the bundles load and validate; a bad one stops the start.
+var models: [String: ServedModel] = [:]
+for (index, path) in options.bundles.enumerated() {
+    let base = URL(fileURLWithPath: path).lastPathComponent
+    let name = index == 0 ? (options.name ?? String(base.dropLast(base.hasSuffix(".kiln") ? 5 : 0)))
+                          : String(base.dropLast(base.hasSuffix(".kiln") ? 5 : 0))
+    do { models[name] = try ServedModel(name: name, path: path, options: options) } catch {
+        fail("\(error)".split(separator: "\n").first.map(String.init) ?? "cannot load \(path)")
+    }
+}
+state.loaded(models)
 FileHandle.standardError.write(Data("kiln-serve: \(models.keys.sorted().joined(separator: ", ")) on http://\(options.host):\(options.httpPort)\n".utf8))
 
 // SIGTERM: refuse new work, close the listener, answer what is in flight, exit 0.
