@@ -167,10 +167,34 @@ public final class Classifier: Sendable {
         guard let resize = resize ?? imageResize else {
             return try classify(sources, resize: spec.imageResize(), top: top, softmax: softmax)
         }
-        let rowFloats = resize.height * resize.width * 3
         var results = [Result<[Prediction], ClassifyError>](repeating: .success([]), count: sources.count)
-        var rows: [Int] = []    // positions in `sources` of the images in the batch, in batch order
-        var batch: [Float] = []     // grows by one image as each decodes: a failed image costs no memory
+        let (batch, rows, failures) = imageBatch(sources, resize: resize)
+        for (position, error) in failures { results[position] = .failure(error) }
+        guard !rows.isEmpty else { return results }
+        let index = spec.outputIndex
+        let predicted: [[Prediction]]
+        do {
+            predicted = try batch.values.withUnsafeBufferPointer { all in
+                try withOutputs(input: all, shape: batch.shape) { outputs, shapes in
+                    predictions(outputs[index], columns: shapes[index].last ?? 1, top: top, softmax: softmax)
+                }
+            }
+        } catch {
+            throw ClassifyError(error)
+        }
+        for (row, position) in rows.enumerated() where row < predicted.count { results[position] = .success(predicted[row]) }
+        return results
+    }
+
+    /// The images of `sources` decoded and resized by `resize`, as one input tensor in the bundle's layout: a row per
+    /// image that decoded, in order (`rows`: their positions in `sources`), and the errors of the others in order.
+    /// The tensor grows by one row as each image decodes, so a failed image costs no memory.
+    public func imageBatch(_ sources: [ImageSource], resize: InputResize)
+        -> (tensor: Tensor, rows: [Int], failures: [(position: Int, error: ClassifyError)]) {
+        let rowFloats = resize.height * resize.width * 3
+        var rows: [Int] = []
+        var failures: [(position: Int, error: ClassifyError)] = []
+        var batch: [Float] = []
         for (position, source) in sources.enumerated() {
             do {
                 let image = try loadImage(source, resize: resize)
@@ -180,24 +204,11 @@ public final class Classifier: Sendable {
                 }
                 rows.append(position)
             } catch {
-                results[position] = .failure(error)
+                failures.append((position, error))
             }
         }
-        guard !rows.isEmpty else { return results }
         let shape = spec.batchShape(rows.count, height: resize.height, width: resize.width)
-        let index = spec.outputIndex
-        let predicted: [[Prediction]]
-        do {
-            predicted = try batch.withUnsafeBufferPointer { all in
-                try withOutputs(input: all, shape: shape) { outputs, shapes in
-                    predictions(outputs[index], columns: shapes[index].last ?? 1, top: top, softmax: softmax)
-                }
-            }
-        } catch {
-            throw ClassifyError(error)
-        }
-        for (row, position) in rows.enumerated() where row < predicted.count { results[position] = .success(predicted[row]) }
-        return results
+        return (Tensor(shape: shape, values: batch), rows, failures)
     }
 
     /// Classifies `files` in batches of `batch` (in order; the last batch may be smaller) and hands each
@@ -220,7 +231,7 @@ public final class Classifier: Sendable {
 
 /// Writes `image`'s pixels as float32 0–255 at `offset` of a batch: interleaved (`[H, W, 3]`, NHWC) or as
 /// three planes (`[3, H, W]`, NCHW).
-public func writePixels(_ image: RGBImage, into batch: UnsafeMutableBufferPointer<Float>, at offset: Int, layout: InputLayout) {
+func writePixels(_ image: RGBImage, into batch: UnsafeMutableBufferPointer<Float>, at offset: Int, layout: InputLayout) {
     image.pixels.withUnsafeBufferPointer { src in
         let plane = src.count / 3
         switch layout {

@@ -47,12 +47,13 @@ public struct ProgressBar {
     public mutating func finish() { pause() }
 }
 
-/// Writes `s` unbuffered, straight to file descriptor 2.
 /// Flushes every C stdio stream (stdout among them) before other output, such as a progress line, goes out.
+/// `fflush(nil)` rather than naming stdout: the global `stdout` is not concurrency-safe to name in Swift 6.
 public func flushStandardStreams() {
     fflush(nil)
 }
 
+/// Writes `s` unbuffered, straight to file descriptor 2.
 public func writeStandardError(_ s: String) {
     let bytes = Array(s.utf8)
     var done = 0

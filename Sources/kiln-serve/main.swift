@@ -248,15 +248,10 @@ final class ServedModel: @unchecked Sendable {  // counters under `lock`
         if let shape = input["shape"] as? [Any], shape.count == 1, let n = (shape[0] as? NSNumber)?.intValue, n != images.count {
             throw ServeError(.badRequest, "input 'image' has shape [\(n)], the request holds \(images.count) images")
         }
-        let rowFloats = resize.height * resize.width * 3
-        var batch = [Float](repeating: 0, count: rowFloats * images.count)
-        for (row, bytes) in images.enumerated() {
-            let image: RGBImage
-            do { image = try classifier.loadImage(.bytes(bytes, name: "image[\(row)]"), resize: resize) } catch { throw ServeError(error) }
-            batch.withUnsafeMutableBufferPointer { writePixels(image, into: $0, at: row * rowFloats, layout: classifier.spec.layout) }
-        }
-        let shape = classifier.spec.batchShape(images.count, height: resize.height, width: resize.width)
-        return try respond(header: header, tensor: Tensor(shape: shape, values: batch))
+        let sources = images.enumerated().map { ImageSource.bytes($1, name: "image[\($0)]") }
+        let decoded = classifier.imageBatch(sources, resize: resize)
+        if let first = decoded.failures.first { throw ServeError(first.error) }
+        return try respond(header: header, tensor: decoded.tensor)
     }
 
     /// Runs `tensor` and answers the requested outputs (binary or JSON; the classification extension).
