@@ -23,7 +23,8 @@ public struct MetadataKey: RawRepresentable, Hashable, Sendable, CustomStringCon
     public static let sourceKerasBackend = MetadataKey(rawValue: "source.keras_backend")
     /// string: the source model's (or ONNX graph's) name.
     public static let sourceModelName = MetadataKey(rawValue: "source.model_name")
-    /// string: `builtin:resnet50` / `builtin:resnet50-notop-avgpool` when the file had no config.
+    /// string: `builtin:NAME` / `builtin:NAME-notop-avgpool` (KilnKeras `BuiltinTopology`, e.g. `builtin:resnet50`)
+    /// when the file had no config.
     public static let sourceTopology = MetadataKey(rawValue: "source.topology")
     /// string: the config file used for a weights-only source.
     public static let sourceConfig = MetadataKey(rawValue: "source.config")

@@ -19,11 +19,13 @@ public enum KerasLayout: String, Sendable {
 /// Reads every Keras layout into a `Graph`, resolving weights by layer name.
 public enum KerasImporter {
     /// Imports `path`. `configPath` (a `model.to_json()` or `config.json`) supplies the topology for a
-    /// weights-only file; without it a weights-only file is read with the built-in ResNet-50 topology.
-    public static func importModel(path: String, configPath: String? = nil) throws(KerasImportError) -> Graph {
+    /// weights-only file; without it a weights-only file is read with the built-in topology named `topology`,
+    /// else with the one `BuiltinTopology.all` entry whose layers the file holds.
+    public static func importModel(path: String, configPath: String? = nil, topology builtinName: String? = nil) throws(KerasImportError) -> Graph {
         let display = (path as NSString).lastPathComponent
         switch try KerasFileKind.detect(path: path, displayName: path) {
         case .zip:
+            try refuseTopology(builtinName, file: display)
             let archive = try KerasArchive.open(path: path)
             let config = try parseJSON(archive.configJSON, file: "\(display)::config.json")
             var metadata: [String: MetadataValue] = [:]
@@ -55,6 +57,7 @@ public enum KerasImporter {
 
         if let configText = try file.stringAttribute("model_config") {
             // A whole model saved in the legacy HDF5 layout.
+            try refuseTopology(builtinName, file: display)
             let config = try parseJSON(Data(configText.utf8), file: "\(display): model_config")
             let topology = try KerasTopology.parse(config, file: display)
             guard file.isGroup("/model_weights") else {
@@ -87,11 +90,19 @@ public enum KerasImporter {
             topology = try KerasTopology.parse(try parseJSON(data, file: configDisplay), file: configDisplay)
             metadata[.sourceConfig] = .string(configDisplay)
         } else {
-            let includeTop = try weightsInclude(file: file, layout: layout, layer: "predictions")
-            topology = try KerasTopology.parse(ResNet50Topology.config(includeTop: includeTop), file: display)
-            metadata[.sourceTopology] = .string(includeTop ? "builtin:resnet50" : "builtin:resnet50-notop-avgpool")
+            let builtin = try BuiltinTopology.resolve(builtinName, for: file, layout: layout)
+            let includeTop = try weightsInclude(file: file, layout: layout, layer: builtin.classifier)
+            topology = try KerasTopology.parse(builtin.config(includeTop), file: display)
+            metadata[.sourceTopology] = .string(builtin.recordedName(includeTop: includeTop))
         }
         return try build(topology, weights: weights, file: display, layout: layout, metadata: metadata)
+    }
+
+    /// A built-in topology is for weights-only files: one named for a file with its own config is refused.
+    static func refuseTopology(_ name: String?, file: String) throws(KerasImportError) {
+        if let name {
+            throw KerasImportError(file: file, "has its own model config; a built-in topology ('\(name)') applies to weights-only files")
+        }
     }
 
     /// Whether a weights-only file has weights for `layer` (decides the built-in topology's top).
@@ -100,7 +111,7 @@ public enum KerasImporter {
         case .legacyWeightsH5:
             return (try file.root.stringArrayAttribute("layer_names") ?? []).contains(layer)
         default:
-            // The built-in ResNet-50 has exactly one Dense layer, the classifier.
+            // A built-in topology has exactly one Dense layer, the classifier.
             return file.isGroup("/layers/dense")
         }
     }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import KilnFormat
 import KilnGraph
+import KilnKeras
 
 /// The backbone options `kiln features` and `kiln fuse` share. They resolve in one place (`resolve`), so that the
 /// features a head is trained on come through exactly the cut, preprocessing, image size and resizing the fused
@@ -9,6 +10,9 @@ import KilnGraph
 struct BackboneOptions: ParsableArguments {
     @Option(name: .long, help: "The backbone layer to cut at: its output is what the head takes (default: the last global average pool).")
     var cut: String?
+
+    @Option(name: .long, help: "Built-in topology of a weights-only backbone without --config: \(builtinTopologyNames) (default: the one its layers match).")
+    var topology: String?
 
     @Option(name: .long, help: "Preprocessing the backbone was trained with, folded in: caffe, torch, tf or none (default: what the source implies).")
     var preprocess: Preprocessing?
@@ -41,9 +45,9 @@ struct BackboneOptions: ParsableArguments {
         } else if foldedName != nil {
             chosen = .none
             note("preprocessing: already folded into \(name)")
-        } else if metaString(.sourceFramework) == "keras", backbone.node(named: "conv1_conv") != nil {
-            chosen = .caffe
-            note("preprocessing: caffe (Keras applications ResNet-50's preprocess_input); override with --preprocess")
+        } else if let builtin = BuiltinTopology.recognizing(backbone) {
+            chosen = builtin.preprocessing
+            note("preprocessing: \(chosen.rawValue) (\(builtin.summary)'s preprocess_input); override with --preprocess")
         } else {
             chosen = .none
             note("preprocessing: none (images go in as 0-255 RGB, as \(name)'s first layer takes them); set --preprocess to fold one in")
@@ -101,3 +105,6 @@ struct BackboneInput {
                          cut: cut, preprocessing: recordedPreprocessing, height: height, width: width, resize: resize.rawValue)
     }
 }
+
+/// The built-in topologies' names, for help texts.
+let builtinTopologyNames = BuiltinTopology.all.map(\.name).joined(separator: ", ")

@@ -71,7 +71,7 @@ struct ResolvedBackbone {
 
 func resolveBackbone(path: String, config: String?, options: BackboneOptions, note: (String) -> Void) throws -> ResolvedBackbone {
     let name = (path as NSString).lastPathComponent
-    let backbone = try loadGraph(path: path, config: config)
+    let backbone = try loadGraph(path: path, config: config, topology: options.topology)
     var graph = backbone
     let cutName = try options.cutName(in: backbone)
     guard backbone.node(named: cutName) != nil else { throw CLIError(.badInput, "\(name): no layer '\(cutName)' to cut at") }

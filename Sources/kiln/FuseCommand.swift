@@ -6,7 +6,7 @@ import KilnRuntime
 
 /// Loads a model source into the IR: an existing `.kiln` bundle (lifted back), or anything
 /// `importSource` reads.
-func loadGraph(path: String, config: String?) throws -> Graph {
+func loadGraph(path: String, config: String?, topology: String? = nil) throws -> Graph {
     if let handle = FileHandle(forReadingAtPath: path) {
         let head = handle.readData(ofLength: 8)
         try? handle.close()
@@ -16,7 +16,7 @@ func loadGraph(path: String, config: String?) throws -> Graph {
             return try withExtendedLifetime(bundle) { try Graph(frozen: bundle.model) }
         }
     }
-    return try importSource(path: path, config: config)
+    return try importSource(path: path, config: config, topology: topology)
 }
 
 /// A failure that is not a usage error: printed as one line, exit status 1. Every one is the caller's
@@ -83,7 +83,7 @@ struct Fuse: ParsableCommand {
     func run() throws {
         let backboneName = (backbone as NSString).lastPathComponent
         let headName = (head as NSString).lastPathComponent
-        let backboneGraph = try loadGraph(path: backbone, config: backboneConfig)
+        let backboneGraph = try loadGraph(path: backbone, config: backboneConfig, topology: backboneOptions.topology)
         let headGraph = try loadGraph(path: head, config: headConfig)
         try refuseBaselineHead(headPath: head)
         let cutName = try backboneOptions.cutName(in: backboneGraph)

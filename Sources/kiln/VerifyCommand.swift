@@ -29,6 +29,9 @@ struct Verify: ParsableCommand {
     @Option(name: .long, help: "Model config JSON for a weights-only source.")
     var config: String?
 
+    @Option(name: .long, help: "Built-in topology of a weights-only source without --config: \(builtinTopologyNames) (default: the one its layers match).")
+    var topology: String?
+
     @Option(name: .long, help: "An input tensor (.npy, NHWC) to check besides the random ones.")
     var input: String?
 
@@ -44,7 +47,7 @@ struct Verify: ParsableCommand {
     func run() throws {
         let model = try Model(contentsOf: bundle)
         let frozen = model.frozen
-        var graph = try loadGraph(path: against, config: config)
+        var graph = try loadGraph(path: against, config: config, topology: topology)
         if let head {
             let headGraph = try loadGraph(path: head, config: nil)
             graph = try graph.attachingHead(headGraph, cut: try cut ?? graph.defaultCut(),

@@ -26,8 +26,9 @@ struct Convert: ParsableCommand {
         discussion: """
             Batch norms are folded into their convolutions, dropout removed, zero padding folded, ReLUs and
             residual adds fused. The bundle is written atomically: OUT holds the old file or the new one.
-            A weights-only file without --config is read with the built-in Keras ResNet-50 topology
-            (without the classifier it ends at avg_pool, as ResNet50(include_top=False, pooling="avg")).
+            A weights-only file without --config is read with a built-in topology: --topology, else the one
+            whose layer names the file holds (today the Keras ResNet-50; without the classifier it ends at
+            avg_pool, as ResNet50(include_top=False, pooling="avg")).
             """)
 
     @Argument(help: "The source model file.")
@@ -39,13 +40,16 @@ struct Convert: ParsableCommand {
     @Option(name: .long, help: "Model config JSON (model.to_json() or config.json) for a weights-only file.")
     var config: String?
 
+    @Option(name: .long, help: "Built-in topology of a weights-only file without --config: \(builtinTopologyNames) (default: the one its layers match).")
+    var topology: String?
+
     @Option(name: .customLong("extra-output"), help: "Also expose this layer's output (repeatable), e.g. avg_pool.")
     var extraOutputs: [String] = []
 
     @OptionGroup var storage: StorageOptions
 
     func run() throws {
-        var graph = try importSource(path: source, config: config)
+        var graph = try importSource(path: source, config: config, topology: topology)
         for name in extraOutputs {
             try graph.addOutput(node: name)
         }

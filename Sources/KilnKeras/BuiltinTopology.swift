@@ -1,0 +1,94 @@
+import KilnFormat
+import KilnGraph
+
+/// A Keras model topology Kiln knows by name: the layers of a weights-only file that carries no model config
+/// (a Keras applications weights file, a bare `.weights.h5`), and the preprocessing its weights were trained
+/// with. One entry per topology in `BuiltinTopology.all`; adding one (MobileNet, EfficientNet, …) is its config
+/// builder and one entry there.
+public struct BuiltinTopology: Sendable {
+    /// The name `kiln convert --topology` takes; recorded as `source.topology = builtin:NAME`.
+    public let name: String
+    /// What it is, for messages ("Keras applications ResNet-50").
+    public let summary: String
+    /// The preprocessing the weights were trained with (the application's `preprocess_input`), the default
+    /// `kiln fuse` and `kiln features` fold in.
+    public let preprocessing: Preprocessing
+    /// The classifier layer: with its weights in the file the topology keeps its top, else it ends at the
+    /// features.
+    let classifier: String
+    /// Layer names that identify the topology in a model that brings its own config (its saved form).
+    let signature: [String]
+    /// The topology as a Keras functional config, with or without the classifier.
+    let config: @Sendable (_ includeTop: Bool) -> [String: Any]
+
+    /// Every built-in topology; a weights file is matched against each in turn.
+    public static let all: [BuiltinTopology] = [
+        BuiltinTopology(name: "resnet50", summary: "Keras applications ResNet-50", preprocessing: .caffe,
+                        classifier: "predictions", signature: ["conv1_conv"], config: ResNet50Topology.config),
+    ]
+
+    /// The entry called `name`.
+    public static func named(_ name: String) -> BuiltinTopology? { all.first { $0.name == name } }
+
+    /// The value of `source.topology` for this topology read with or without its classifier.
+    func recordedName(includeTop: Bool) -> String { includeTop ? "builtin:\(name)" : "builtin:\(name)-notop-avgpool" }
+
+    /// The built-in topology `graph` was imported as: the one its `source.topology` names, else (a Keras model
+    /// with its own config) the one whose signature layers it has. Nil for anything else.
+    public static func recognizing(_ graph: Graph) -> BuiltinTopology? {
+        if case .string(let recorded)? = graph.metadata[.sourceTopology],
+           let entry = all.first(where: { recorded == $0.recordedName(includeTop: true) || recorded == $0.recordedName(includeTop: false) }) {
+            return entry
+        }
+        guard case .string("keras")? = graph.metadata[.sourceFramework] else { return nil }
+        return all.first { $0.signature.allSatisfy { graph.node(named: $0) != nil } }
+    }
+
+    /// The layers of this topology that hold weights (`expectsWeights`), by name and by Keras 3 group path,
+    /// the classifier included.
+    func weightedLayers(file: String) throws(KerasImportError) -> [KerasLayer] {
+        try KerasTopology.parse(config(true), file: file).layers.filter { expectsWeights($0.className) }
+    }
+
+    /// Whether the weights-only `file` (in `layout`) holds exactly this topology's weighted layers (the
+    /// classifier optional) and no others. Names decide; shapes are the import's to check (filter counts are
+    /// taken from the kernels, so narrower models with the same names match).
+    func matches(_ file: HDF5File, layout: KerasLayout) throws(KerasImportError) -> Bool {
+        let layers = try weightedLayers(file: file.displayName)
+        let required = layers.filter { $0.name != classifier }
+        switch layout {
+        case .legacyWeightsH5:
+            let names = try file.root.stringArrayAttribute("layer_names") ?? []
+            let listed = Set(names)
+            guard required.allSatisfy({ listed.contains($0.name) }) else { return false }
+            let known = Set(layers.map(\.name))
+            for name in names where !known.contains(name) && file.isGroup("/\(name)") {
+                if !(try file.group(at: "/\(name)").stringArrayAttribute("weight_names") ?? []).isEmpty { return false }
+            }
+            return true
+        default:
+            for layer in required {
+                guard file.isDataset("\(layer.v3Path)/vars/0") else { return false }
+                if let stored = try file.group(at: "\(layer.v3Path)/vars").stringAttribute("name"), stored != layer.name { return false }
+            }
+            let known = Set(layers.map(\.v3Path))
+            for child in try file.group(at: "/layers").childNames where !known.contains("layers/\(child)") {
+                if file.isDataset("/layers/\(child)/vars/0") { return false }
+            }
+            return true
+        }
+    }
+
+    /// The topology for the weights-only `file`: `name` when given, else the one entry its layers match.
+    static func resolve(_ name: String?, for file: HDF5File, layout: KerasLayout) throws(KerasImportError) -> BuiltinTopology {
+        let known = all.map(\.name).joined(separator: ", ")
+        if let name {
+            guard let entry = named(name) else {
+                throw KerasImportError(file: file.displayName, "no built-in topology '\(name)' (known: \(known))")
+            }
+            return entry
+        }
+        for entry in all where try entry.matches(file, layout: layout) { return entry }
+        throw KerasImportError(file: file.displayName, "holds weights only (no model config) and its layers match no built-in topology (\(known)); give its config with --config or a topology with --topology")
+    }
+}
