@@ -88,7 +88,7 @@ let package = Package(
         // with Adam through OpenBLAS, metrics and plots, and the head saved as a Keras-loadable .h5.
         .target(name: "KilnTrain", dependencies: ["KilnKeras", "KilnRuntime", "KilnKernels", "KilnImage", "COpenBLAS"]),
         // Benchmark of the head trainer (4,000 × 2048 features, 50 epochs).
-        .executableTarget(name: "kiln-train-bench", dependencies: ["KilnTrain"]),
+        .executableTarget(name: "kiln-train-bench", dependencies: ["KilnTrain", "KilnKernels"]),
         // The toolchain CLI: convert, fuse, inspect, verify, compare, features, train-head.
         .executableTarget(name: "kiln", dependencies: [
             "KilnKeras", "KilnONNX", "KilnGraph", "KilnFormat", "KilnRuntime", "KilnTrain", "KilnImage",
@@ -106,9 +106,9 @@ let package = Package(
             "KilnKeras", "KilnGraph", "KilnFormat", "KilnRuntime", "CHDF5",
             .product(name: "ZIPFoundation", package: "ZIPFoundation"),
         ]),
-        .testTarget(name: "KilnONNXTests", dependencies: ["KilnONNX", "KilnGraph", "KilnFormat", "KilnRuntime"]),
+        .testTarget(name: "KilnONNXTests", dependencies: ["KilnONNX", "KilnGraph", "KilnFormat", "KilnRuntime", "KilnKernels"]),
         .testTarget(name: "KilnImageTests", dependencies: ["KilnImage", "KilnFormat", "KilnRuntime", "KilnTestSupport"]),
-        .testTarget(name: "KilnTrainTests", dependencies: ["KilnTrain", "KilnKeras", "KilnRuntime", "KilnTestSupport"]),
+        .testTarget(name: "KilnTrainTests", dependencies: ["KilnTrain", "KilnKeras", "KilnRuntime", "KilnKernels", "KilnTestSupport"]),
         .testTarget(name: "KilnClassifyTests", dependencies: ["KilnClassify", "KilnFormat", "KilnRuntime", "KilnImage", "KilnTestSupport"]),
         .testTarget(name: "EndToEndTests", dependencies: ["KilnFormat", "KilnRuntime", "KilnTestSupport"]),
         // Helpers the test targets share (running the release binaries, temporary directories).

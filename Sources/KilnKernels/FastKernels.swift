@@ -459,6 +459,9 @@ public func flushDenormals() -> FloatMode { FloatMode(raw: kiln_flush_denormals(
 /// Restores the calling thread's mode from before `flushDenormals`.
 public func restoreFloatMode(_ mode: FloatMode) { kiln_restore_float_mode(mode.raw) }
 
+/// The `--threads` values every command line accepts (the kernel pool itself runs at most 64 workers).
+public let acceptedKernelThreadCounts = 1...256
+
 /// Sets how many threads the kernels use (process-wide): the AVX2 kernels' pool (the caller plus count − 1
 /// workers, at most 64) and OpenBLAS's for the portable path. Call before planning or running, not during: a
 /// workspace sized for fewer threads is too small for more.

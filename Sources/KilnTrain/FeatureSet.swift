@@ -1,4 +1,5 @@
 import Foundation
+import KilnKernels
 
 /// What `kiln features` writes and `kiln train-head` reads: one row per image.
 ///
@@ -95,27 +96,6 @@ public struct FeatureSet: Sendable {
         }
         return FeatureSet(features: features, featureCount: d, labels: labels, classNames: classNames, files: files,
                           fileSizes: sizes, fileMtimes: mtimes, pixels: pixels, pixelCount: pixelCount, backbone: backbone, split: split)
-    }
-}
-
-/// SplitMix64: small, fast, and the same sequence on every platform (the seed of every random choice).
-public struct SplitMix64: Sendable {
-    var state: UInt64
-    public init(seed: UInt64) { state = seed }
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1).
-    public mutating func nextUniform() -> Double { Double(next() >> 11) * 0x1.0p-53 }
-    /// Uniform in 0..<n.
-    public mutating func next(below n: Int) -> Int { Int(next() % UInt64(n)) }
-    public mutating func shuffle<T>(_ a: inout [T]) {
-        guard a.count > 1 else { return }
-        for i in stride(from: a.count - 1, to: 0, by: -1) { a.swapAt(i, next(below: i + 1)) }
     }
 }
 

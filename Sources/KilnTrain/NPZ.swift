@@ -4,6 +4,7 @@ import Glibc
 import Darwin
 #endif
 import Foundation
+import KilnFormat
 
 /// One array of a NumPy `.npz` archive: float32, float64, int64 or fixed-width unicode strings (`<U`),
 /// C order. These are the types `kiln features` stores; NumPy reads them with `np.load` (no pickle).
@@ -232,27 +233,13 @@ public enum NPZ {
     static func le32(_ v: UInt32) -> [UInt8] { [UInt8(v & 0xFF), UInt8((v >> 8) & 0xFF), UInt8((v >> 16) & 0xFF), UInt8(v >> 24)] }
 }
 
-/// Writes `bytes` to a temporary file beside `path`, then renames it into place.
+/// Writes `bytes` atomically (the bundle writer's temporary file, fsync and rename; see
+/// `BundleWriter.writeAtomically`).
 func writeAtomically(_ bytes: [UInt8], to path: String) throws(NPZError) {
-    let name = (path as NSString).lastPathComponent
-    let dir = (path as NSString).deletingLastPathComponent
-    let tmp = (dir.isEmpty ? "" : dir + "/") + ".\(name).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-    let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0o644)
-    guard fd >= 0 else { throw NPZError(file: path, message: "cannot create the file: \(String(cString: strerror(errno)))") }
-    var written = 0
-    let ok = bytes.withUnsafeBytes { raw -> Bool in
-        while written < raw.count {
-            let n = Glibc.write(fd, raw.baseAddress! + written, raw.count - written)
-            if n <= 0 { return false }
-            written += n
-        }
-        return true
-    }
-    let closed = close(fd) == 0
-    guard ok, closed, rename(tmp, path) == 0 else {
-        let reason = String(cString: strerror(errno))
-        unlink(tmp)
-        throw NPZError(file: path, message: "cannot write the file: \(reason)")
+    do {
+        try BundleWriter.writeAtomically(bytes, to: path)
+    } catch {
+        throw NPZError(file: path, message: error.message)
     }
 }
 

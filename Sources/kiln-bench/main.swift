@@ -43,18 +43,18 @@ struct KilnBench: ParsableCommand {
     var exact = false
 
     func validate() throws {
-        guard batch >= 1, warmup >= 0, iterations >= 1, threads >= 1, threads <= 256 else {
+        guard batch >= 1, warmup >= 0, iterations >= 1, acceptedKernelThreadCounts.contains(threads) else {
             throw ValidationError("--batch, --iterations and --threads must be positive, --warmup not negative")
         }
     }
 
     func run() throws {
-        let start = monotonic()
+        let start = monotonicSeconds()
         setKernelThreads(threads)
         let mapped = try Bundle(contentsOf: bundle)
-        let validated = monotonic()
+        let validated = monotonicSeconds()
         let model = try Model(bundle: mapped, winograd: !exact)
-        let loaded = monotonic()
+        let loaded = monotonicSeconds()
 
         let source = try NPY.read(path: input)
         guard let rows = source.shape.first, rows >= 1 else { throw ValidationError("input has no rows") }
@@ -66,12 +66,12 @@ struct KilnBench: ParsableCommand {
         }
         let shape = [batch] + source.shape.dropFirst()
         let plan = try ExecutionPlan(model: model, inputShape: shape, kernels: .fast)
-        let planned = monotonic()
+        let planned = monotonicSeconds()
 
         var outputs: [UnsafeBufferPointer<Float>] = []
         try values.withUnsafeBufferPointer { x in
             outputs = try plan.run(input: x)
-            let first = monotonic()
+            let first = monotonicSeconds()
             // Wall-clock time of the first prediction, for the driver's cold start (process start → first
             // prediction), measured exactly as for the peers' workers.
             var now = timespec()
@@ -85,9 +85,9 @@ struct KilnBench: ParsableCommand {
             var perRun: [[Double]] = []
             var previous = plan.opSeconds
             for _ in 0..<iterations {
-                let t = monotonic()
+                let t = monotonicSeconds()
                 outputs = try plan.run(input: x)
-                samples.append(monotonic() - t)
+                samples.append(monotonicSeconds() - t)
                 if profile {
                     perRun.append(plan.opSeconds.indices.map { plan.opSeconds[$0] - previous[$0] })
                     previous = plan.opSeconds
@@ -150,12 +150,6 @@ struct KilnBench: ParsableCommand {
         getrusage(RUSAGE_SELF.rawValue, &usage)
         return Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) * 1e-6
             + Double(usage.ru_stime.tv_sec) + Double(usage.ru_stime.tv_usec) * 1e-6
-    }
-
-    func monotonic() -> Double {
-        var t = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &t)
-        return Double(t.tv_sec) + Double(t.tv_nsec) * 1e-9
     }
 }
 

@@ -64,7 +64,7 @@ struct KilnRun: ParsableCommand {
     var exact = false
 
     func validate() throws {
-        guard threads >= 1, threads <= 256 else { throw ValidationError("--threads must be in 1...256") }
+        guard acceptedKernelThreadCounts.contains(threads) else { throw ValidationError("--threads must be in \(acceptedKernelThreadCounts)") }
         guard top >= 1 else { throw ValidationError("--top must be positive") }
         guard batch >= 1, batch <= 4096 else { throw ValidationError("--batch must be in 1...4096") }
         if input != nil, !images.isEmpty {

@@ -9,6 +9,7 @@
 // .npz, to time `kiln train-head` itself on them.
 import Foundation
 import KilnTrain
+import KilnKernels
 
 var hidden: Int?
 var writePath: String?

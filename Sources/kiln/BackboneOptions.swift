@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import KilnFormat
 import KilnGraph
+import KilnImage
 import KilnKeras
 
 /// The backbone options `kiln features` and `kiln fuse` share. They resolve in one place (`resolve`), so that the
@@ -64,7 +65,7 @@ struct BackboneOptions: ParsableArguments {
         let fixed: (Int, Int)? = inputShape.count == 4 ? inputShape[1].flatMap { h in inputShape[2].map { (h, $0) } } : nil
         let size: (Int, Int)
         if let inputSize {
-            guard let s = parseSize(inputSize) else { throw ValidationError("--input-size '\(inputSize)' is not HxW") }
+            guard let s = parseImageSize(inputSize) else { throw ValidationError("--input-size '\(inputSize)' is not HxW (each side 1...65536)") }
             size = s
         } else if case .int(let h)? = backbone.metadata[.inputHeight], case .int(let w)? = backbone.metadata[.inputWidth] {
             size = (Int(h), Int(w))

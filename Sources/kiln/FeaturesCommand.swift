@@ -126,7 +126,7 @@ struct Features: ParsableCommand {
 
     func validate() throws {
         guard batch >= 1, batch <= 1024 else { throw ValidationError("--batch must be in 1...1024") }
-        guard threads >= 1, threads <= 256 else { throw ValidationError("--threads must be in 1...256") }
+        guard acceptedKernelThreadCounts.contains(threads) else { throw ValidationError("--threads must be in \(acceptedKernelThreadCounts)") }
     }
 
     func run() throws {

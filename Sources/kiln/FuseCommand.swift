@@ -39,14 +39,6 @@ enum ResizeMethod: String, ExpressibleByArgument, CaseIterable {
 
 extension Preprocessing: ExpressibleByArgument {}
 
-/// Parses "HxW" or "N".
-func parseSize(_ text: String) -> (Int, Int)? {
-    let parts = text.lowercased().split(separator: "x").map { Int($0) }
-    if parts.count == 1, let n = parts[0], n > 0 { return (n, n) }
-    if parts.count == 2, let h = parts[0], let w = parts[1], h > 0, w > 0 { return (h, w) }
-    return nil
-}
-
 struct Fuse: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Fuse a backbone and a trained head into one deployable bundle, preprocessing and labels inside.",

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import KilnFormat
 import KilnGraph
+import KilnImage
 import KilnRuntime
 
 struct Verify: ParsableCommand {
@@ -67,7 +68,7 @@ struct Verify: ParsableCommand {
         var size = (64, 64)
         if case .int(let h)? = frozen.metadata[.inputHeight], case .int(let w)? = frozen.metadata[.inputWidth] { size = (Int(h), Int(w)) }
         if let inputSize {
-            guard let s = parseSize(inputSize) else { throw ValidationError("--input-size '\(inputSize)' is not HxW") }
+            guard let s = parseImageSize(inputSize) else { throw ValidationError("--input-size '\(inputSize)' is not HxW (each side 1...65536)") }
             size = s
         }
         let declared = frozen.inputs[0].shape

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import KilnKernels
 @testable import KilnONNX
 
 /// Damaged and unsupported models stop the import with a one-line, typed error naming the node, op type
@@ -100,7 +101,7 @@ import Testing
     }
 
     @Test func malformedBytesFailCleanly() {
-        var rng = SeededGenerator(state: 1)
+        var rng = SplitMix64(seed: 1)
         for _ in 0..<50 {
             let bytes = Data((0..<Int.random(in: 1...400, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) })
             do {
@@ -121,7 +122,7 @@ import Testing
 
     @Test func damagedBytesInsideAValidModelFailCleanly() throws {
         let data = try Data(contentsOf: URL(fileURLWithPath: ONNXSamples.path("ops_opset17.onnx")))
-        var rng = SeededGenerator(state: 2)
+        var rng = SplitMix64(seed: 2)
         for _ in 0..<300 {
             var damaged = data
             let i = Int.random(in: 0..<damaged.count, using: &rng)

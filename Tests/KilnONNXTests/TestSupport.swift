@@ -69,16 +69,3 @@ func allcloseRatio(_ want: [Float], _ got: [Float], rtol: Double, atol: Double) 
     guard want.count == got.count else { return .infinity }
     return zip(want, got).map { w, g in abs(Double(g) - Double(w)) / (atol + rtol * abs(Double(w))) }.max() ?? 0
 }
-
-/// SplitMix64: a seeded generator, so that the damaged-input tests are the same on every run.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}

@@ -3,6 +3,7 @@ import Testing
 import KilnTestSupport
 import KilnKeras
 import KilnGraph
+import KilnKernels
 @testable import KilnTrain
 
 /// Three Gaussian blobs in 5 dimensions, seeded.
