@@ -20,8 +20,18 @@ public enum NPY {
         public var description: String { "\(file): \(message)" }
     }
 
-    /// Parses an `.npy` image held in memory.
-    public static func parse(_ bytes: [UInt8], file: String = "<memory>") throws(FormatError) -> Tensor {
+    /// An `.npy` header: the dtype string, the shape (C order) and where the data starts.
+    public struct Header: Sendable, Equatable {
+        public var descr: String
+        public var shape: [Int]
+        public var elementCount: Int
+        public var dataStart: Int
+    }
+
+    /// Reads and checks the header of an `.npy` image: magic, version 1.0–3.0, the header's length and text,
+    /// `descr`, C order, and a shape of at most `BundleLayout.maximumRank` dims and `maximumElements` elements.
+    /// The dtype is the caller's to check (`parse` takes float32/float64; the `.npz` codec more).
+    public static func parseHeader(_ bytes: [UInt8], file: String) throws(FormatError) -> Header {
         func fail(_ m: String) -> FormatError { FormatError(file: file, message: m) }
         guard bytes.count >= 10, Array(bytes[0..<6]) == magic else { throw fail("not a NumPy .npy file (bad magic)") }
         let major = bytes[6]
@@ -70,13 +80,35 @@ public enum NPY {
             guard !o, p <= maximumElements else { throw fail("shape \(shape) has more than \(maximumElements) elements") }
             count = p
         }
+        return Header(descr: descr, shape: shape, elementCount: count, dataStart: headerStart + headerLength)
+    }
+
+    /// The bytes before the data of an array of `descr` and `shape`: version 1.0 (2.0 when the header needs
+    /// more than 65535 bytes), padded with spaces so that the data starts at a multiple of 64.
+    public static func encodeHeader(descr: String, shape: [Int]) -> [UInt8] {
+        let dims = shape.map(String.init).joined(separator: ", ") + (shape.count == 1 ? "," : "")
+        var header = "{'descr': '\(descr)', 'fortran_order': False, 'shape': (\(dims)), }"
+        let v1 = header.utf8.count + 1 + 10 <= 65535
+        let total = (v1 ? 10 : 12) + header.utf8.count + 1
+        header += String(repeating: " ", count: (64 - total % 64) % 64) + "\n"
+        var out = magic + [v1 ? 1 : 2, 0]
+        let n = header.utf8.count
+        out += v1 ? [UInt8(n & 0xFF), UInt8(n >> 8)] : [UInt8(n & 0xFF), UInt8((n >> 8) & 0xFF), UInt8((n >> 16) & 0xFF), UInt8(n >> 24)]
+        out += Array(header.utf8)
+        return out
+    }
+
+    /// Parses an `.npy` image held in memory.
+    public static func parse(_ bytes: [UInt8], file: String = "<memory>") throws(FormatError) -> Tensor {
+        func fail(_ m: String) -> FormatError { FormatError(file: file, message: m) }
+        let h = try parseHeader(bytes, file: file)
+        let (descr, shape, count, dataStart) = (h.descr, h.shape, h.elementCount, h.dataStart)
         let width: Int
         switch descr {
         case "<f4", "=f4": width = 4
         case "<f8", "=f8": width = 8
         default: throw fail("dtype '\(descr)' is not supported (float32 or float64, little-endian)")
         }
-        let dataStart = headerStart + headerLength
         guard bytes.count - dataStart == count * width else {
             throw fail("shape \(shape) needs \(count * width) data bytes, the file has \(bytes.count - dataStart)")
         }
@@ -107,14 +139,7 @@ public enum NPY {
 
     /// The `.npy` (version 1.0, `<f4`) bytes of a tensor.
     public static func serialize(_ t: Tensor) -> [UInt8] {
-        let dims = t.shape.map(String.init).joined(separator: ", ") + (t.shape.count == 1 ? "," : "")
-        var header = "{'descr': '<f4', 'fortran_order': False, 'shape': (\(dims)), }"
-        let total = 10 + header.utf8.count + 1
-        header += String(repeating: " ", count: (64 - total % 64) % 64) + "\n"
-        var out = magic + [1, 0]
-        let n = header.utf8.count
-        out += [UInt8(n & 0xFF), UInt8(n >> 8)]
-        out += Array(header.utf8)
+        var out = encodeHeader(descr: "<f4", shape: t.shape)
         t.values.withUnsafeBytes { raw in
             #if _endian(little)
             out.append(contentsOf: raw)

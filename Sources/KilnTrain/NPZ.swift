@@ -5,6 +5,7 @@ import Darwin
 #endif
 import Foundation
 import KilnFormat
+import KilnRuntime
 
 /// One array of a NumPy `.npz` archive: float32, float64, int64 or fixed-width unicode strings (`<U`),
 /// C order. These are the types `kiln features` stores; NumPy reads them with `np.load` (no pickle).
@@ -61,61 +62,16 @@ public enum NPYCodec {
                 body.append(contentsOf: [UInt8](repeating: 0, count: (width - n) * 4))
             }
         }
-        let shape = array.shape
-        let shapeText = shape.count == 1 ? "(\(shape[0]),)" : "(" + shape.map(String.init).joined(separator: ", ") + ")"
-        var header = "{'descr': '\(descr)', 'fortran_order': False, 'shape': \(shapeText), }"
-        // Pad so that the data starts on a 64-byte boundary; the header ends with a newline.
-        let v1 = header.utf8.count + 1 + 10 <= 65535
-        let prefix = v1 ? 10 : 12
-        let total = prefix + header.utf8.count + 1
-        header += String(repeating: " ", count: (64 - total % 64) % 64) + "\n"
-        var out: [UInt8] = [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59, v1 ? 1 : 2, 0]
-        let n = header.utf8.count
-        if v1 {
-            out += [UInt8(n & 0xFF), UInt8(n >> 8)]
-        } else {
-            out += [UInt8(n & 0xFF), UInt8((n >> 8) & 0xFF), UInt8((n >> 16) & 0xFF), UInt8(n >> 24)]
-        }
-        out += Array(header.utf8)
+        var out = NPY.encodeHeader(descr: descr, shape: array.shape)
         out += body
         return out
     }
 
     public static func decode(_ bytes: [UInt8], file: String) throws(NPZError) -> NPYArray {
         func fail(_ m: String) -> NPZError { NPZError(file: file, message: m) }
-        guard bytes.count >= 10, bytes[0..<6].elementsEqual([0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59]) else { throw fail("not a .npy array (bad magic)") }
-        let headerLength: Int, start: Int
-        switch bytes[6] {
-        case 1: headerLength = Int(bytes[8]) | Int(bytes[9]) << 8; start = 10
-        case 2, 3:
-            guard bytes.count >= 12 else { throw fail("truncated .npy header") }
-            headerLength = Int(bytes[8]) | Int(bytes[9]) << 8 | Int(bytes[10]) << 16 | Int(bytes[11]) << 24; start = 12
-        default: throw fail("unsupported .npy version \(bytes[6])")
-        }
-        guard headerLength < 1 << 20, start + headerLength <= bytes.count,
-              let header = String(bytes: bytes[start..<start + headerLength], encoding: .utf8) else { throw fail("truncated .npy header") }
-        func field(_ key: String) -> Substring? {
-            guard let r = header.range(of: "'\(key)':") else { return nil }
-            return header[r.upperBound...].drop { $0 == " " }
-        }
-        guard let d = field("descr"), d.first == "'" else { throw fail("the .npy header has no descr") }
-        let descr = String(d.dropFirst().prefix { $0 != "'" })
-        if let f = field("fortran_order"), f.hasPrefix("True") { throw fail("Fortran-ordered arrays are not supported") }
-        guard let s = field("shape"), s.first == "(" else { throw fail("the .npy header has no shape") }
-        var shape: [Int] = []
-        for part in s.dropFirst().prefix(while: { $0 != ")" }).split(separator: ",") {
-            let t = part.trimmingCharacters(in: .whitespaces)
-            if t.isEmpty { continue }
-            guard let v = Int(t), v >= 0 else { throw fail("shape \(s.prefix { $0 != ")" })) is not understood") }
-            shape.append(v)
-        }
-        var count = 1
-        for v in shape {
-            let (p, o) = count.multipliedReportingOverflow(by: v)
-            guard !o, p < 1 << 34 else { throw fail("shape \(shape) is too large") }
-            count = p
-        }
-        let data = start + headerLength
+        let header: NPY.Header
+        do { header = try NPY.parseHeader(bytes, file: file) } catch { throw fail(error.message) }
+        let (descr, shape, count, data) = (header.descr, header.shape, header.elementCount, header.dataStart)
         func need(_ width: Int) throws(NPZError) {
             guard bytes.count - data == count * width else {
                 throw fail("shape \(shape) of \(descr) needs \(count * width) data bytes, the array has \(bytes.count - data)")
