@@ -23,8 +23,8 @@ import Darwin
 /// on that pool; everywhere else, and for `.portable` weights, the Swift and OpenBLAS code below.
 public enum FastKernels {
     /// The im2col scratch `convWorkspaceFloats(for:)` aims for: 512 Ki floats (2 MiB). Small enough that a
-    /// chunk is still in cache when the GEMM reads it back: on ResNet-50's 3×3 layers, chunks of 500–1000 rows
-    /// ran about a quarter faster than whole-image chunks of 3136 rows (7 MiB).
+    /// chunk is still in cache when the GEMM reads it back (on ResNet-50's 3×3 layers, chunks of 500–1000 rows
+    /// beat whole-image chunks of 3136 rows; `make bench` measures the whole network).
     public static let convWorkspaceBudgetFloats = 512 * 1024
     /// Fewer im2col rows than this per GEMM call wastes OpenBLAS's blocking, so the budget yields to it.
     static let minimumChunkPixels = 64
@@ -431,8 +431,8 @@ extension FastKernels {
 /// C [m, n] = op(A) · op(B) + beta · C, row-major and contiguous: op(A) is A [m, k] or, with `transA`, the
 /// transpose of A [k, m]; op(B) is B [k, n] or, with `transB`, the transpose of B [n, k]. On the AVX2/AVX-512
 /// GEMM and the kernels' threads where the CPU has AVX2 and the product pays for packing B on every call (16 or
-/// more columns, a million or more multiply-adds: a hidden layer's products in head training, 3× faster there
-/// than Debian's OpenBLAS, which picks an SSE3 kernel on some CPUs), else OpenBLAS. The same inputs give the
+/// more columns, a million or more multiply-adds: a hidden layer's products in head training, where it beats
+/// Debian's OpenBLAS, which picks an SSE3 kernel on some CPUs; `kiln-train-bench` measures it), else OpenBLAS. The same inputs give the
 /// same bits on any thread count.
 public func sgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<Float>, b: UnsafePointer<Float>,
                   beta: Float, c: UnsafeMutablePointer<Float>) {
