@@ -19,9 +19,9 @@ eval mode with a symbolic batch:
   ReduceMean with axes as an input), also with `external_data=False` (one file), at opset 18, and with
   `optimize=False` (the exporter's raw graph: BatchNormalization, Shape/Squeeze/Concat/Reshape before the
   head, dead Expand/CastLike chains);
-- the TorchScript exporter (`dynamo=False`, opset 17: GlobalAveragePool + Flatten), and at opset 13 a head
-  that writes `x.mean((2, 3))` and `x.view(x.size(0), -1)` (ReduceMean with axes as an attribute,
-  Shape/Gather/Unsqueeze/Concat/Reshape).
+- the TorchScript exporter (`dynamo=False`, opset 17: GlobalAveragePool + Flatten; opset 11: Identity nodes for
+  the weights), and at opset 13 a head that writes `x.mean((2, 3))` and `x.view(x.size(0), -1)` (ReduceMean
+  with axes as an attribute, Shape/Gather/Unsqueeze/Concat/Reshape).
 torch's outputs on fixed normalised NCHW inputs (torchvision preprocessing of seeded uint8 images) are the
 expected values; the onnx stage also runs onnxruntime on every export and records how far it is from torch
 (`onnxruntime_vs_torch`), so a fixture whose export itself were wrong would show.
@@ -91,6 +91,7 @@ TORCH_MODELS = [
     ("resnet18_sequential_dynamo_unoptimized_64", "resnet18", "sequential", "dynamo", 64, {"optimize": False}),
     ("resnet18_sequential_torchscript_64", "resnet18", "sequential", "torchscript", 64, {"opset_version": 17}),
     ("resnet18_meanview_torchscript_64", "resnet18", "meanview", "torchscript", 64, {"opset_version": 13}),
+    ("resnet18_linear_torchscript_opset11_64", "resnet18", "linear", "torchscript", 64, {"opset_version": 11}),
 ]
 CLASSES = {"resnet50": 5, "resnet18": 7}
 
@@ -120,6 +121,50 @@ def torch_stage(out):
             x = x.mean((2, 3), keepdim=True)
             return n.fc(x.view(x.size(0), -1))
 
+    def build(arch, head, size, seed):
+        """A torchvision ResNet with seeded weights, BN statistics calibrated then randomised, a replaced head."""
+        torch.manual_seed(seed)
+        net = getattr(torchvision.models, arch)(weights=None)
+        features = net.fc.in_features
+        classes = CLASSES[arch]
+        if head == "sequential":
+            net.fc = torch.nn.Sequential(torch.nn.Dropout(0.2), torch.nn.Linear(features, classes))
+        else:
+            net.fc = torch.nn.Linear(features, classes)
+        # BatchNorm statistics: calibrated on seeded images (cumulative average), then randomised.
+        calib = torch.from_numpy(torchvision_nchw(seeded_images(seed + 1, 8, size)))
+        bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None
+        net.train()
+        with torch.no_grad():
+            net(calib)
+            g = torch.Generator().manual_seed(seed + 2)
+            for m in bns:
+                c = m.num_features
+                std = m.running_var.sqrt()
+                m.running_mean += 0.2 * std * torch.randn(c, generator=g)
+                m.running_var *= torch.empty(c).uniform_(0.7, 1.4, generator=g)
+                m.weight.copy_(torch.empty(c).uniform_(0.6, 1.4, generator=g))
+                m.bias.copy_(0.1 * torch.randn(c, generator=g))
+        net.eval()
+        with torch.no_grad():
+            # The head centred on the calibration images' mean feature (post-ReLU features share a large
+            # common part that would give every image the same class), logits of a few units.
+            head_module = net.fc
+            fc = head_module[1] if head == "sequential" else head_module
+            net.fc = torch.nn.Identity()
+            mean_feature = net(calib).mean(0)
+            net.fc = head_module
+            fc.weight.mul_(4.0)
+            fc.bias.copy_(0.1 * torch.randn(classes, generator=g) - fc.weight @ mean_feature)
+        model = MeanViewHead(net).eval() if head == "meanview" else net
+        assert not any(m.training for m in model.modules())
+        with torch.no_grad():
+            logits = model(torch.from_numpy(inputs[size])).numpy().astype(np.float32)
+        return model, logits
+
     inputs = {}
     for size, batch, seed in [(224, 2, 224), (64, 3, 64)]:
         x = torchvision_nchw(seeded_images(seed, batch, size))
@@ -132,46 +177,17 @@ def torch_stage(out):
     for name, arch, head, exporter, size, options in TORCH_MODELS:
         key = (arch, head, size)
         if key not in built:
-            seed = sum(map(ord, f"{arch}/{head}")) + size
-            torch.manual_seed(seed)
-            net = getattr(torchvision.models, arch)(weights=None)
-            features = net.fc.in_features
-            classes = CLASSES[arch]
-            if head == "sequential":
-                net.fc = torch.nn.Sequential(torch.nn.Dropout(0.2), torch.nn.Linear(features, classes))
+            # Seeds in order until every input's top-1 leads by 0.2% of the largest logit (no near tie that float
+            # rounding could flip).
+            for attempt in range(10):
+                seed = sum(map(ord, f"{arch}/{head}")) + size + 1000 * attempt
+                model, logits = build(arch, head, size, seed)
+                top = np.sort(logits, axis=1)
+                if (top[:, -1] - top[:, -2]).min() >= 2e-3 * np.abs(logits).max():
+                    break
             else:
-                net.fc = torch.nn.Linear(features, classes)
-            # BatchNorm statistics: calibrated on seeded images (cumulative average), then randomised.
-            calib = torch.from_numpy(torchvision_nchw(seeded_images(seed + 1, 8, size)))
-            bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-            for m in bns:
-                m.reset_running_stats()
-                m.momentum = None
-            net.train()
-            with torch.no_grad():
-                net(calib)
-                g = torch.Generator().manual_seed(seed + 2)
-                for m in bns:
-                    c = m.num_features
-                    std = m.running_var.sqrt()
-                    m.running_mean += 0.2 * std * torch.randn(c, generator=g)
-                    m.running_var *= torch.empty(c).uniform_(0.7, 1.4, generator=g)
-                    m.weight.copy_(torch.empty(c).uniform_(0.6, 1.4, generator=g))
-                    m.bias.copy_(0.1 * torch.randn(c, generator=g))
-            net.eval()
-            with torch.no_grad():
-                # The head centred on the calibration images' mean feature (post-ReLU features share a large
-                # common part that would give every image the same class), logits of a few units.
-                head_module = net.fc
-                fc = head_module[1] if head == "sequential" else head_module
-                net.fc = torch.nn.Identity()
-                mean_feature = net(calib).mean(0)
-                net.fc = head_module
-                fc.weight.mul_(4.0)
-                fc.bias.copy_(0.1 * torch.randn(classes, generator=g) - fc.weight @ mean_feature)
-            model = MeanViewHead(net).eval() if head == "meanview" else net
-            with torch.no_grad():
-                logits = model(torch.from_numpy(inputs[size])).numpy().astype(np.float32)
+                raise SystemExit(f"{name}: no seed gives clear top-1 classes")
+            log(f"{name}: seed {seed}")
             built[key] = (model, logits)
         model, logits = built[key]
         path = os.path.join(out, name + ".onnx")
@@ -219,7 +235,7 @@ def onnx_stage(out):
         got = session.run(None, {"x": x})[0]
         want = np.load(os.path.join(out, c["expected"][0]))
         c["onnxruntime_vs_torch"] = float(np.abs(got - want).max() / np.abs(want).max())
-        assert c["onnxruntime_vs_torch"] < 1e-5, c
+        assert c["onnxruntime_vs_torch"] < 5e-5, c
         assert list(got.argmax(1)) == c["top1"], c
 
     os.makedirs(os.path.join(out, "ops"), exist_ok=True)
@@ -240,7 +256,7 @@ def onnx_stage(out):
         """A one-input model: saved, run by onnxruntime on a seeded input, listed with its declared output."""
         declared = [-1 if isinstance(d, str) else d for d in y_shape]
         path = save_model(name, nodes, [tensor("x", x_shape)], [tensor("y", y_shape)], opset, initializers)
-        concrete = [3 if isinstance(d, str) else d for d in x_shape]
+        concrete = [{"h": 9, "w": 11}.get(d, 3) if isinstance(d, str) else d for d in x_shape]
         x = rng.normal(0, 2, concrete).astype(np.float32)
         np.save(os.path.join(out, "ops", name + ".input.npy"), x)
         y = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
@@ -297,6 +313,10 @@ def onnx_stage(out):
              ["n", 3, 3, 3], ["n", 4, 1, 1], 13, [w, b], notes="an NCHW [N, C, 1, 1] output")
     run_case("conv_feature_map_opset13", "shape", [conv, helper.make_node("Relu", ["c"], ["y"])],
              ["n", 3, 6, 7], ["n", 4, 6, 7], 13, [w, b], notes="an NCHW feature map output")
+
+    flatten = helper.make_node("Flatten", ["p"], ["y"])
+    run_case("conv_free_size_opset13", "shape", [conv, helper.make_node("GlobalAveragePool", ["c"], ["p"]), flatten],
+             ["n", 3, "h", "w"], ["n", 4], 13, [w, b], notes="NCHW input of any size (kiln inspect counts 224x224)")
 
     # Models the runtime cannot run: kiln convert must refuse them.
     relu = helper.make_node("Relu", ["x"], ["y"])

@@ -5,8 +5,8 @@ import KilnGraph
 /// the opset versions where an op changed in a way that matters here.
 extension Converter {
     static let supportedOps: [String] = ([
-        "Add", "AveragePool", "BatchNormalization", "Cast", "Concat", "Constant", "ConstantOfShape", "Conv", "Div",
-        "Dropout", "Flatten", "Gather", "Gemm", "GlobalAveragePool", "Identity", "MatMul", "MaxPool", "Mul", "Pad",
+        "Add", "AveragePool", "BatchNormalization", "Cast", "CastLike", "Concat", "Constant", "ConstantOfShape", "Conv", "Div",
+        "Dropout", "Expand", "Flatten", "Gather", "Gemm", "GlobalAveragePool", "Identity", "MatMul", "MaxPool", "Mul", "Pad",
         "ReduceMean", "ReduceSum", "Reshape", "Shape", "Slice", "Softmax", "Squeeze", "Sub", "Sum", "Transpose", "Unsqueeze",
     ] + onnxActivations.keys).sorted()
 
@@ -66,6 +66,8 @@ extension Converter {
         case "Concat": return [.constant(try concat(n))]
         case "Slice": return [.constant(try slice(n))]
         case "Cast": return [try cast(n)]
+        case "CastLike": return [try castLike(n)]
+        case "Expand": return [.constant(try expand(n))]
         default:
             throw fail("op type '\(n.opType)' is not supported (supported: \(Self.supportedOps.joined(separator: ", ")))")
         }
