@@ -23,7 +23,8 @@ eval mode with a symbolic batch:
   the weights), and at opset 13 a head that writes `x.mean((2, 3))` and `x.view(x.size(0), -1)` (ReduceMean
   with axes as an attribute, Shape/Gather/Unsqueeze/Concat/Reshape).
 torch's outputs on fixed normalised NCHW inputs (torchvision preprocessing of seeded uint8 images) are the
-expected values; the onnx stage also runs onnxruntime on every export and records how far it is from torch
+expected values, and torch's pooled features of a few photos through torchvision's own transforms (for `kiln
+features`' defaults with a PyTorch backbone); the onnx stage also runs onnxruntime on every export and records how far it is from torch
 (`onnxruntime_vs_torch`), so a fixture whose export itself were wrong would show.
 
 manifest.json lists one case per line: model, kind, input, expected, outputs, declared output shape (batch
@@ -94,9 +95,11 @@ TORCH_MODELS = [
     ("resnet18_linear_torchscript_opset11_64", "resnet18", "linear", "torchscript", 64, {"opset_version": 11}),
 ]
 CLASSES = {"resnet50": 5, "resnet18": 7}
+# RGB photos of samples/images/photos (several sizes and aspect ratios) for the photo-features case.
+PHOTOS = ["chelsea_q90.jpg", "china_q95_444.jpg", "flower_q85_422.jpg", "rocket_q90.jpg"]
 
 
-def torch_stage(out):
+def torch_stage(out, photos):
     import warnings
 
     warnings.filterwarnings("ignore")
@@ -212,6 +215,24 @@ def torch_stage(out):
                    opset=int(opset), external_data=external, ops=ops,
                    top1_margin=float((top[:, -1] - top[:, -2]).min()), max_abs_logit=float(np.abs(logits).max()),
                    notes=f"{exporter} {options}")
+    # torch's pooled features of real photos through torchvision's own transforms (Resize(73) + CenterCrop(64),
+    # what `--resize torchvision` does for 64x64), for `kiln features` with a PyTorch backbone's defaults.
+    if photos:
+        from PIL import Image
+        from torchvision import transforms
+
+        net = built[("resnet18", "linear", 64)][0]
+        pipeline = transforms.Compose([transforms.Resize(73), transforms.CenterCrop(64), transforms.ToTensor(),
+                                       transforms.Normalize(MEAN.tolist(), STD.tolist())])
+        batch = torch.stack([pipeline(Image.open(os.path.join(photos, f)).convert("RGB")) for f in PHOTOS])
+        fc, net.fc = net.fc, torch.nn.Identity()
+        with torch.no_grad():
+            features = net(batch).numpy().astype(np.float32)
+        net.fc = fc
+        np.save(os.path.join(out, "expected/photo_features_resnet18_64.npy"), features)
+        write_case(cases, model="resnet18_linear_dynamo_64.onnx", kind="photo-features", photos=PHOTOS,
+                   expected=["expected/photo_features_resnet18_64.npy"], outputs=["mean"], layout="NCHW", opset=20,
+                   notes="torchvision Resize(73) + CenterCrop(64) + ToTensor + Normalize on PIL images, pooled features")
     write_manifest(out, cases, "manifest-torch.json")
 
 
@@ -230,6 +251,8 @@ def onnx_stage(out):
 
     # onnxruntime on every export, against torch.
     for c in cases:
+        if c["kind"] == "photo-features":
+            continue
         session = ort.InferenceSession(os.path.join(out, c["model"]), providers=["CPUExecutionProvider"])
         x = np.load(os.path.join(out, c["input"]))
         got = session.run(None, {"x": x})[0]
@@ -337,10 +360,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("stage", choices=["torch", "onnx"])
     ap.add_argument("--out", required=True)
+    ap.add_argument("--photos", help="samples/images/photos (torch stage): torch's features of a few photos")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     if args.stage == "torch":
-        torch_stage(args.out)
+        torch_stage(args.out, args.photos)
     else:
         onnx_stage(args.out)
 

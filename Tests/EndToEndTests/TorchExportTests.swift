@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import KilnFormat
 import KilnRuntime
+import KilnTrain
 
 /// End to end through the release binaries on the PyTorch export fixtures (scripts/fixtures-torchvision):
 /// torchvision ResNets with replaced heads as `torch.onnx.export` writes them, against torch's own outputs, and
@@ -30,6 +31,8 @@ enum TorchE2E {
         var external_data: Bool?
         /// What `kiln convert` must say when it refuses the model.
         var refuse: String?
+        /// Photos of samples/images/photos whose torch features `expected` holds (the photo-features case).
+        var photos: [String]?
         var onnxruntime_vs_torch: Double?
         var description: String { model }
     }
@@ -135,26 +138,41 @@ struct TorchExportTests {
         #expect(text.stdout.contains("FLOPs:") && text.stdout.contains("[1, 3, 224, 224]"), "\(text.stdout)")
     }
 
-    /// `kiln features` with a PyTorch export as the backbone defaults to torch preprocessing and torchvision
-    /// resizing, says so in one line, and cuts at the ReduceMean the exporter writes for AdaptiveAvgPool2d.
-    @Test func featuresOfAPyTorchBackboneDefaultToTorchvision() throws {
+    /// `kiln features` with a PyTorch export as the backbone and no options: torch preprocessing and torchvision
+    /// resizing by default, said in one line, the cut at the ReduceMean the exporter writes for AdaptiveAvgPool2d;
+    /// each photo's features equal torch's through torchvision's own Resize(73) + CenterCrop(64) + ToTensor +
+    /// Normalize (max|Δ|/max|ref| ≤ 1e-4).
+    @Test func featuresOfAPyTorchBackboneMatchTorchvision() throws {
         guard TorchE2E.available else { #expect(TorchE2E.available); return }
-        let c = try #require(TorchE2E.exports.first { $0.model.hasPrefix("resnet18_linear_dynamo") })
+        let c = try #require(TorchE2E.cases.first { $0.kind == "photo-features" })
+        let photos = try #require(c.photos), file = try #require(c.expected?.first)
         let dir = try E2E.tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let photos = "\(ONNXE2E.samples)/images/photos"
-        for cls in ["a", "b"] {
-            try FileManager.default.createDirectory(atPath: "\(dir)/data/\(cls)", withIntermediateDirectories: true)
+        for (k, name) in photos.enumerated() {
+            let cls = "\(dir)/data/\(k % 2 == 0 ? "a" : "b")"
+            try FileManager.default.createDirectory(atPath: cls, withIntermediateDirectories: true)
+            try FileManager.default.copyItem(atPath: "\(ONNXE2E.samples)/images/photos/\(name)", toPath: "\(cls)/\(name)")
         }
-        let names = try FileManager.default.contentsOfDirectory(atPath: photos).filter { $0.hasSuffix(".jpg") }.sorted().prefix(2)
-        for (k, name) in names.enumerated() {
-            try FileManager.default.copyItem(atPath: "\(photos)/\(name)", toPath: "\(dir)/data/\(k == 0 ? "a" : "b")/\(name)")
-        }
-        let r = try E2E.run("kiln", ["features", "\(TorchE2E.fixtures)/\(c.model)", "\(dir)/data", "-o", "\(dir)/f.npz", "--input-size", "64x64"])
+        let r = try E2E.run("kiln", ["features", "\(TorchE2E.fixtures)/\(c.model)", "\(dir)/data", "-o", "\(dir)/f.npz"])
         #expect(r.status == 0, "\(r.stderr)")
         let notes = r.stderr.split(separator: "\n").filter { $0.contains("preprocessing") }
         #expect(notes.count == 1, "\(r.stderr)")
         #expect(notes.first?.contains("--preprocess torch --resize torchvision") == true, "\(r.stderr)")
         #expect(notes.first?.contains("PyTorch export") == true, "\(r.stderr)")
+        guard r.status == 0 else { return }
+        let set = try FeatureSet.read(path: "\(dir)/f.npz")
+        let want = try NPY.read(path: "\(TorchE2E.fixtures)/\(file)")
+        let d = set.featureCount
+        #expect(d == want.shape.last, "features \(d) vs torch \(want.shape)")
+        var worst: Float = 0
+        for (k, name) in photos.enumerated() {
+            let row = try #require(set.files.firstIndex { ($0 as NSString).lastPathComponent == name }, "\(name) not in \(set.files)")
+            let got = Array(set.features[(row * d)..<((row + 1) * d)])
+            let ref = Array(want.values[(k * d)..<((k + 1) * d)])
+            let err = relativeMaxError(ref, got)
+            worst = max(worst, err)
+            #expect(err <= 1e-4, "\(name): kiln features vs torchvision + torch: max|Δ|/max|ref| = \(err)")
+        }
+        print("kiln features (PyTorch defaults) vs torchvision transforms + torch on \(photos.count) photos: max|Δ|/max|ref| ≤ \(worst)")
     }
 }
