@@ -422,8 +422,18 @@ public struct ReshapeAttributes: Sendable, Equatable {
             default: out.append(d)
             }
         }
-        let total = input.reduce(1) { $0.multipliedReportingOverflow(by: $1).overflow ? Int.max : $0 * $1 }
-        let given = out.reduce(1) { $0.multipliedReportingOverflow(by: $1).overflow ? Int.max : $0 * $1 }
+        func product(_ dims: [Int]) -> Int? {
+            var p = 1
+            for d in dims {
+                let (q, overflow) = p.multipliedReportingOverflow(by: d)
+                guard !overflow else { return nil }
+                p = q
+            }
+            return p
+        }
+        guard let total = product(input), let given = product(out) else {
+            return .failure(AttributeError(message: "reshaping \(input) to \(dims): too many elements"))
+        }
         if let rest {
             guard given > 0, total % given == 0 else {
                 return .failure(AttributeError(message: "cannot reshape \(input) to \(dims)"))

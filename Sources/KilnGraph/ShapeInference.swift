@@ -127,8 +127,7 @@ extension Graph {
             if let rest = r.dims.firstIndex(of: -1) {
                 let known = x.allSatisfy { $0 != nil } && out.enumerated().allSatisfy { $0.offset == rest || $0.element != nil }
                 if known, case .success(let s) = r.outputShape(x.map { $0 ?? 1 }) { out[rest] = s[rest] }
-            } else if x.allSatisfy({ $0 != nil }), out.allSatisfy({ $0 != nil }),
-                      x.reduce(1, { $0 * ($1 ?? 1) }) != out.reduce(1, { $0 * ($1 ?? 1) }) {
+            } else if case .failure = r.outputShape(x.map { $0 ?? 1 }), x.allSatisfy({ $0 != nil }) {
                 throw fail("cannot reshape \(describe(x)) to \(describe(out))")
             }
             return out
