@@ -337,6 +337,22 @@ def onnx_stage(out):
     run_case("conv_feature_map_opset13", "shape", [conv, helper.make_node("Relu", ["c"], ["y"])],
              ["n", 3, 6, 7], ["n", 4, 6, 7], 13, [w, b], notes="an NCHW feature map output")
 
+    # The same ops on a convolution's output, which Kiln holds NHWC: the axes move in the IR.
+    for name, op, opset, attrs in [("conv_softmax_opset13_axis_1", "Softmax", 13, {"axis": 1}),
+                                   ("conv_softmax_opset13_axis_m1", "Softmax", 13, {}),
+                                   ("conv_softmax_opset11_axis_2", "Softmax", 11, {"axis": 2}),
+                                   ("conv_softmax_opset11_axis_1", "Softmax", 11, {}),
+                                   ("conv_reducemean_opset13_axes_1_keep0", "ReduceMean", 13, {"axes": [1], "keepdims": 0}),
+                                   ("conv_reducesum_opset11_axes_1_3_keep1", "ReduceSum", 11, {"axes": [1, 3], "keepdims": 1})]:
+        out_shape = ["n", 4, 6, 7]
+        if op == "ReduceMean":
+            out_shape = ["n", 6, 7]
+        elif op == "ReduceSum":
+            out_shape = ["n", 1, 6, 1]
+        run_case(name, "reduce" if op.startswith("Reduce") else "softmax",
+                 [conv, helper.make_node(op, ["c"], ["y"], **attrs)], ["n", 3, 6, 7], out_shape, opset, [w, b],
+                 notes=f"{op} {attrs} after a Conv at opset {opset}")
+
     flatten = helper.make_node("Flatten", ["p"], ["y"])
     run_case("conv_free_size_opset13", "shape", [conv, helper.make_node("GlobalAveragePool", ["c"], ["p"]), flatten],
              ["n", 3, "h", "w"], ["n", 4], 13, [w, b], notes="NCHW input of any size (kiln inspect counts 224x224)")
