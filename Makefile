@@ -3,7 +3,7 @@ SHELL := /bin/bash
 KILN_CACHE ?= $(HOME)/.cache/kiln
 export KILN_CACHE
 
-.PHONY: setup build release demo fixtures fixtures-images fixtures-onnx fixtures-compact fixtures-train fixtures-malformed test unit-test bench sanitize fuzz clean serve-test
+.PHONY: setup build release demo fixtures fixtures-images fixtures-onnx fixtures-torchvision fixtures-compact fixtures-train fixtures-malformed test unit-test bench sanitize fuzz clean serve-test
 
 setup:
 	@scripts/setup
@@ -31,6 +31,12 @@ fixtures-images: fixtures
 fixtures-onnx: fixtures
 	@scripts/fixtures-onnx
 
+# torchvision resnet18/50 with replaced heads as torch.onnx.export writes them (dynamo by default, one file, opset 18,
+# unoptimised; TorchScript), torch's outputs as the truth; tiny onnx.helper models (Softmax per opset, reductions,
+# declared output shapes, models kiln must refuse) with onnxruntime's outputs (scripts/pyenv torch, then scripts/pyenv).
+fixtures-torchvision: setup
+	@scripts/fixtures-torchvision > /dev/null
+
 # A model Keras trains on scikit-learn's digits, with its test set: reduced-precision bundles are judged on it.
 fixtures-compact: fixtures
 	@scripts/fixtures-compact
@@ -49,9 +55,10 @@ fixtures-malformed: fixtures
 # The hardening tests run the malformed corpus and the damaged bundles through the binaries, and kill
 # `kiln convert` / `kiln fuse` mid-write. Then the kernel tests again on the AVX2 + FMA kernels alone (what an
 # AVX2-only CPU such as Zen 3 runs; on an AVX-512 machine the first pass reaches them only for narrow panels).
-test: release fixtures fixtures-images fixtures-onnx fixtures-compact fixtures-train fixtures-malformed
+test: release fixtures fixtures-images fixtures-onnx fixtures-torchvision fixtures-compact fixtures-train fixtures-malformed
 	KILN_FIXTURES="$(KILN_CACHE)/fixtures" KILN_IMAGE_FIXTURES="$(KILN_CACHE)/fixtures-images" \
-	KILN_FIXTURES_ONNX="$(KILN_CACHE)/fixtures-onnx" KILN_FIXTURES_COMPACT="$(KILN_CACHE)/fixtures-compact" \
+	KILN_FIXTURES_ONNX="$(KILN_CACHE)/fixtures-onnx" KILN_FIXTURES_TORCH="$(KILN_CACHE)/fixtures-torchvision" \
+	KILN_FIXTURES_COMPACT="$(KILN_CACHE)/fixtures-compact" \
 	KILN_TRAIN_FIXTURES="$(KILN_CACHE)/fixtures-train" KILN_PYTHON="$$(scripts/pyenv)" \
 	KILN_MALFORMED="$(KILN_CACHE)/malformed" \
 	KILN_BIN="$$(swift build -c release --show-bin-path)" KILN_REQUIRE_FIXTURES=1 \

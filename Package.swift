@@ -110,7 +110,7 @@ let package = Package(
         .testTarget(name: "KilnImageTests", dependencies: ["KilnImage", "KilnFormat", "KilnRuntime", "KilnTestSupport"]),
         .testTarget(name: "KilnTrainTests", dependencies: ["KilnTrain", "KilnKeras", "KilnRuntime", "KilnKernels", "KilnTestSupport"]),
         .testTarget(name: "KilnClassifyTests", dependencies: ["KilnClassify", "KilnFormat", "KilnRuntime", "KilnImage", "KilnTestSupport"]),
-        .testTarget(name: "EndToEndTests", dependencies: ["KilnFormat", "KilnRuntime", "KilnTestSupport"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["KilnFormat", "KilnRuntime", "KilnTrain", "KilnTestSupport"]),
         // Helpers the test targets share (running the release binaries, temporary directories).
         .target(name: "KilnTestSupport", path: "Tests/KilnTestSupport"),
     ]

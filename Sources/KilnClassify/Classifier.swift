@@ -176,7 +176,7 @@ public final class Classifier: Sendable {
         do {
             predicted = try batch.values.withUnsafeBufferPointer { all in
                 try withOutputs(input: all, shape: batch.shape) { outputs, shapes in
-                    predictions(outputs[index], columns: shapes[index].last ?? 1, top: top, softmax: softmax)
+                    predictions(outputs[index], columns: classColumns(shapes[index]), top: top, softmax: softmax)
                 }
             }
         } catch {

@@ -38,3 +38,9 @@ public func softmax(_ row: UnsafeMutableBufferPointer<Float>) {
     let sum = e.reduce(0, +)
     for i in row.indices { row[i] = Float(e[i] / sum) }
 }
+
+/// The classes per row of an output of `shape`: everything after the batch (`[N, C]`, or `[N, C, 1, 1]` as an ONNX
+/// model declares a pooled map); the one axis of a rank-1 output.
+public func classColumns(_ shape: [Int]) -> Int {
+    shape.count > 1 ? shape.dropFirst().reduce(1, *) : (shape.last ?? 1)
+}

@@ -73,6 +73,11 @@ public enum OpCode: UInt32, Sendable, CaseIterable, CustomStringConvertible {
     case transpose = 11
     /// y = act(x) elementwise, any rank (attributes: the activation; version 1.2).
     case unary = 12
+    /// The same elements in the same order in another shape (attributes: the output dims, 0 = the input's dim at
+    /// that position, -1 = the rest; version 1.3).
+    case reshape = 13
+    /// Mean or sum over some axes (attributes: function, keepdims, the axes; version 1.3).
+    case reduce = 14
 
     public var description: String {
         switch self {
@@ -88,6 +93,8 @@ public enum OpCode: UInt32, Sendable, CaseIterable, CustomStringConvertible {
         case .flatten: return "Flatten"
         case .transpose: return "Transpose"
         case .unary: return "Unary"
+        case .reshape: return "Reshape"
+        case .reduce: return "Reduce"
         }
     }
 }
@@ -129,9 +136,12 @@ public struct OpRecord: Sendable, Equatable {
         case .unary: return true
         case .conv2d: return attributes.count > 12
         case .dense, .add: return attributes.count > 1
-        case .maxPool2d, .avgPool2d, .globalAvgPool, .softmax, .relu, .pad, .flatten, .transpose: return false
+        case .maxPool2d, .avgPool2d, .globalAvgPool, .softmax, .relu, .pad, .flatten, .transpose, .reshape, .reduce: return false
         }
     }
+
+    /// True when the op needs format 1.3: Reshape or Reduce.
+    var needsVersion1_3: Bool { opcode == .reshape || opcode == .reduce }
 }
 
 /// A named model input or output: a value id and, for inputs, the NHWC shape (-1 = any size).
@@ -377,6 +387,105 @@ public struct PadAttributes: Sendable, Equatable {
             throw AttributeError(message: "Pad amount \(v) is outside 0...\(WindowPadding.maximumPad)")
         }
         self.init(top: Int(a[0]), bottom: Int(a[1]), left: Int(a[2]), right: Int(a[3]))
+    }
+}
+
+/// Attributes of `reshape`: the output dims (rank 1…8), each a size ≥ 1, 0 for the input's dim at the same
+/// position, or -1 (at most one) for what the other dims leave (ONNX Reshape without allowzero).
+public struct ReshapeAttributes: Sendable, Equatable {
+    public var dims: [Int]
+
+    public init(dims: [Int]) { self.dims = dims }
+
+    public var encoded: [Int64] { dims.map(Int64.init) }
+
+    public init(decoding a: [Int64]) throws(AttributeError) {
+        guard !a.isEmpty, a.count <= BundleLayout.maximumRank else {
+            throw AttributeError(message: "Reshape has \(a.count) dims, expected 1...\(BundleLayout.maximumRank)")
+        }
+        guard a.allSatisfy({ $0 >= -1 && $0 <= Int64(Int32.max) }), a.filter({ $0 == -1 }).count <= 1 else {
+            throw AttributeError(message: "Reshape dims \(a) must be sizes, 0 (copy) or one -1")
+        }
+        self.init(dims: a.map { Int($0) })
+    }
+
+    /// The output shape for an input of `input`, or nil with the reason when it does not fit.
+    public func outputShape(_ input: [Int]) -> Result<[Int], AttributeError> {
+        var out: [Int] = []
+        var rest: Int?
+        for (i, d) in dims.enumerated() {
+            switch d {
+            case 0:
+                guard i < input.count else { return .failure(AttributeError(message: "Reshape dim \(i) copies a dim the input \(input) does not have")) }
+                out.append(input[i])
+            case -1: rest = i; out.append(1)
+            default: out.append(d)
+            }
+        }
+        func product(_ dims: [Int]) -> Int? {
+            var p = 1
+            for d in dims {
+                let (q, overflow) = p.multipliedReportingOverflow(by: d)
+                guard !overflow else { return nil }
+                p = q
+            }
+            return p
+        }
+        guard let total = product(input), let given = product(out) else {
+            return .failure(AttributeError(message: "reshaping \(input) to \(dims): too many elements"))
+        }
+        if let rest {
+            guard given > 0, total % given == 0 else {
+                return .failure(AttributeError(message: "cannot reshape \(input) to \(dims)"))
+            }
+            out[rest] = total / given
+        } else if given != total {
+            return .failure(AttributeError(message: "cannot reshape \(input) (\(total) elements) to \(out)"))
+        }
+        return .success(out)
+    }
+}
+
+/// What `reduce` computes over its axes.
+public enum ReduceFunction: Int64, Sendable, CaseIterable, CustomStringConvertible {
+    case mean = 0
+    case sum = 1
+
+    public var description: String { self == .mean ? "mean" : "sum" }
+}
+
+/// Attributes of `reduce`: `[function, keepdims, axis…]`, the axes distinct, ascending, of the input (rank ≤ 8).
+public struct ReduceAttributes: Sendable, Equatable {
+    public var function: ReduceFunction
+    public var keepDims: Bool
+    public var axes: [Int]
+
+    public init(function: ReduceFunction, keepDims: Bool, axes: [Int]) {
+        self.function = function
+        self.keepDims = keepDims
+        self.axes = axes.sorted()
+    }
+
+    public var encoded: [Int64] { [function.rawValue, keepDims ? 1 : 0] + axes.map(Int64.init) }
+
+    public init(decoding a: [Int64]) throws(AttributeError) {
+        guard a.count >= 3, a.count <= 2 + BundleLayout.maximumRank else {
+            throw AttributeError(message: "Reduce has \(a.count) attributes, expected 3...\(2 + BundleLayout.maximumRank)")
+        }
+        guard let f = ReduceFunction(rawValue: a[0]) else { throw AttributeError(message: "Reduce function \(a[0]) is unknown") }
+        guard a[1] == 0 || a[1] == 1 else { throw AttributeError(message: "Reduce keepdims \(a[1]) is not 0 or 1") }
+        let axes = Array(a[2...])
+        guard axes.allSatisfy({ $0 >= 0 && $0 < Int64(BundleLayout.maximumRank) }), axes == axes.sorted(), Set(axes).count == axes.count else {
+            throw AttributeError(message: "Reduce axes \(axes) must be distinct ascending axes below \(BundleLayout.maximumRank)")
+        }
+        self.init(function: f, keepDims: a[1] == 1, axes: axes.map { Int($0) })
+    }
+
+    /// The output shape for an input of `input`, or nil when an axis is beyond its rank.
+    public func outputShape(_ input: [Int]) -> [Int]? {
+        guard let last = axes.last, last < input.count else { return nil }
+        if keepDims { return input.enumerated().map { axes.contains($0.offset) ? 1 : $0.element } }
+        return input.enumerated().filter { !axes.contains($0.offset) }.map(\.element)
     }
 }
 

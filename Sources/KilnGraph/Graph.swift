@@ -49,6 +49,11 @@ public enum GraphOp: Sendable {
     case dropout
     /// Output axis i is input axis perm[i] (layout changes from NCHW sources).
     case transpose(perm: [Int])
+    /// The same elements in the same order in another shape (0 copies the input's dim, -1 is the rest): a model's
+    /// declared output shape, a softmax over flattened axes.
+    case reshape(ReshapeAttributes)
+    /// Mean or sum over axes (ONNX ReduceMean/ReduceSum that are not a global average pool).
+    case reduce(ReduceAttributes)
 
     /// The Keras-like class name, for errors and summaries.
     public var kindName: String {
@@ -72,6 +77,8 @@ public enum GraphOp: Sendable {
         case .dense: return "Dense"
         case .dropout: return "Dropout"
         case .transpose: return "Transpose"
+        case .reshape: return "Reshape"
+        case .reduce(let r): return r.function == .mean ? "ReduceMean" : "ReduceSum"
         }
     }
 }

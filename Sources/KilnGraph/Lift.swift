@@ -48,6 +48,10 @@ extension Graph {
             case .flatten: graphOp = .flatten
             case .transpose:
                 graphOp = .transpose(perm: try attributes(op) { () throws(AttributeError) in try decodePermutation(op.attributes) })
+            case .reshape:
+                graphOp = .reshape(try attributes(op) { () throws(AttributeError) in try ReshapeAttributes(decoding: op.attributes) })
+            case .reduce:
+                graphOp = .reduce(try attributes(op) { () throws(AttributeError) in try ReduceAttributes(decoding: op.attributes) })
             case .pad:
                 let p = try attributes(op) { () throws(AttributeError) in try PadAttributes(decoding: op.attributes) }
                 if op.tensors.isEmpty {

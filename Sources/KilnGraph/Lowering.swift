@@ -65,6 +65,10 @@ extension Graph {
                 emit(.flatten)
             case .transpose(let perm):
                 emit(.transpose, perm.map(Int64.init))
+            case .reshape(let r):
+                emit(.reshape, r.encoded)
+            case .reduce(let r):
+                emit(.reduce, r.encoded)
             case .dense(let d):
                 let w = addTensor("\(node.name)/kernel", d.kernel)
                 let out = d.kernel.shape[1]

@@ -145,6 +145,20 @@ extension Graph {
                 }
             }
             return (perm.map { s[$0] }, out)
+        case .reshape(let r):
+            switch r.outputShape(ins[0].shape) {
+            case .success(let shape): return (shape, ins[0].values)
+            case .failure(let e): throw fail(e.message)
+            }
+        case .reduce(let r):
+            guard let shape = r.outputShape(ins[0].shape) else { throw fail("reduces axes \(r.axes) of \(ins[0].shape)") }
+            var out = [Float](repeating: 0, count: shape.reduce(1, *))
+            ins[0].values.withUnsafeBufferPointer { x in
+                out.withUnsafeMutableBufferPointer { o in
+                    ReferenceKernels.reduce(input: x.baseAddress!, output: o.baseAddress!, shape: ins[0].shape, axes: r.axes, mean: r.function == .mean)
+                }
+            }
+            return (shape, out)
         case .flatten:
             let s = ins[0].shape
             return ([s[0], s.dropFirst().reduce(1, *)], ins[0].values)

@@ -111,6 +111,33 @@ extension Graph {
                 throw fail("permutation \(perm) does not fit a rank-\(inputs[0].count) input")
             }
             return perm.map { inputs[0][$0] }
+        case .reshape(let r):
+            try expectArity(1)
+            let x = inputs[0]
+            var out: [Int?] = []
+            for (i, d) in r.dims.enumerated() {
+                switch d {
+                case 0:
+                    guard i < x.count else { throw fail("Reshape dim \(i) copies a dim the input \(describe(x)) does not have") }
+                    out.append(x[i])
+                case -1: out.append(nil)
+                default: out.append(d)
+                }
+            }
+            if let rest = r.dims.firstIndex(of: -1) {
+                let known = x.allSatisfy { $0 != nil } && out.enumerated().allSatisfy { $0.offset == rest || $0.element != nil }
+                if known, case .success(let s) = r.outputShape(x.map { $0 ?? 1 }) { out[rest] = s[rest] }
+            } else if case .failure = r.outputShape(x.map { $0 ?? 1 }), x.allSatisfy({ $0 != nil }) {
+                throw fail("cannot reshape \(describe(x)) to \(describe(out))")
+            }
+            return out
+        case .reduce(let r):
+            try expectArity(1)
+            guard let last = r.axes.last, last < inputs[0].count else {
+                throw fail("reduces axes \(r.axes) of a rank-\(inputs[0].count) input")
+            }
+            if r.keepDims { return inputs[0].enumerated().map { r.axes.contains($0.offset) ? 1 : $0.element } }
+            return inputs[0].enumerated().filter { !r.axes.contains($0.offset) }.map(\.element)
         case .dense(let spec):
             try expectArity(1)
             guard inputs[0].count == 2 else {

@@ -239,6 +239,54 @@ public enum FastKernels {
         }
     }
 
+    /// Mean (or sum) over `axes` of a row-major tensor of `shape` (as `ReferenceKernels.reduce`). Axes that form one
+    /// run are `[outer, reduced, inner]`: rows of `inner` floats added in order, in Float; other sets of axes are
+    /// first merged into such runs where adjacent, and the rest go through one strided pass per output row.
+    public static func reduce(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, shape: [Int], axes: [Int],
+                              mean: Bool) {
+        // Merge adjacent axes of the same kind: [(size, reduced)].
+        var groups: [(size: Int, reduced: Bool)] = []
+        for (a, d) in shape.enumerated() where d != 1 {
+            let r = axes.contains(a)
+            if let last = groups.last, last.reduced == r { groups[groups.count - 1].size *= d } else { groups.append((d, r)) }
+        }
+        let count = shape.reduce(1, *)
+        let reducedCount = max(groups.filter(\.reduced).reduce(1) { $0 * $1.size }, 1)
+        let scale: Float = mean ? 1 / Float(reducedCount) : 1
+        let runs = groups.filter(\.reduced).count
+        if runs <= 1 {
+            let r = groups.firstIndex { $0.reduced }
+            let outer = r.map { groups[..<$0].reduce(1) { $0 * $1.size } } ?? count
+            let span = r.map { groups[$0].size } ?? 1
+            let inner = r.map { groups[($0 + 1)...].reduce(1) { $0 * $1.size } } ?? 1
+            for o in 0..<outer {
+                let y = output + o * inner
+                let x = input + o * span * inner
+                y.update(from: x, count: inner)
+                for k in 1..<max(span, 1) {
+                    let row = x + k * inner
+                    for i in 0..<inner { y[i] += row[i] }
+                }
+                if mean { for i in 0..<inner { y[i] *= scale } }
+            }
+            return
+        }
+        // Several runs: the reference's walk, in Float.
+        let sizes = groups.map(\.size)
+        let outSizes = groups.filter { !$0.reduced }.map(\.size)
+        let outCount = outSizes.reduce(1, *)
+        output.update(repeating: 0, count: outCount)
+        var index = [Int](repeating: 0, count: sizes.count)
+        for i in 0..<count {
+            var rem = i
+            for a in stride(from: sizes.count - 1, through: 0, by: -1) { index[a] = rem % sizes[a]; rem /= sizes[a] }
+            var o = 0
+            for (a, g) in groups.enumerated() where !g.reduced { o = o * g.size + index[a] }
+            output[o] += input[i]
+        }
+        if mean { for o in 0..<outCount { output[o] *= scale } }
+    }
+
     /// Softmax of each row of `[rows, columns]`, numerically stable (the row maximum is subtracted first).
     /// `output` may be exactly `input`.
     public static func softmax(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>,

@@ -169,6 +169,28 @@ public enum ReferenceKernels {
         for i in 0..<count { output[i] = Float(activation.referenceValue(Double(input[i]))) }
     }
 
+    /// Mean (or sum, `mean` false) over `axes` of a row-major tensor of `shape`, accumulated in Double: output element
+    /// k holds the reduction over every input element whose kept coordinates are k's (the kept axes in order, so
+    /// keepdims changes the shape only). Each input index is decoded into coordinates.
+    public static func reduce(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, shape: [Int], axes: [Int],
+                              mean: Bool) {
+        let rank = shape.count
+        let kept = (0..<rank).filter { !axes.contains($0) }
+        let outCount = kept.reduce(1) { $0 * shape[$1] }
+        let count = shape.reduce(1, *)
+        let reduced = outCount == 0 ? 0 : count / outCount
+        var sums = [Double](repeating: 0, count: outCount)
+        var index = [Int](repeating: 0, count: rank)
+        for i in 0..<count {
+            var rem = i
+            for a in stride(from: rank - 1, through: 0, by: -1) { index[a] = rem % shape[a]; rem /= shape[a] }
+            var o = 0
+            for a in kept { o = o * shape[a] + index[a] }
+            sums[o] += Double(input[i])
+        }
+        for o in 0..<outCount { output[o] = Float(mean && reduced > 0 ? sums[o] / Double(reduced) : sums[o]) }
+    }
+
     /// Permutes axes: output axis i is input axis perm[i]. Each output index is decoded into coordinates and
     /// the input index computed from them.
     public static func transpose(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, shape: [Int],

@@ -211,6 +211,54 @@ extension Converter {
         return ConstantTensor(shape: shape, ints: result)
     }
 
+    /// Expand (opset 8) of a constant: broadcast (numpy rules) to the given shape, which may also be broadcast by it.
+    /// What torch.onnx.export's unoptimised graphs make a zero bias from.
+    mutating func expand(_ n: ONNXNodeProto) throws(ONNXImportError) -> ConstantTensor {
+        let data = try constantInput(n, 0, "input")
+        let given = try intsInput(n, 1, "shape")
+        let rank = max(data.shape.count, given.count)
+        let sa = [Int](repeating: 1, count: rank - data.shape.count) + data.shape
+        let sb = [Int](repeating: 1, count: rank - given.count) + given
+        var shape: [Int] = []
+        for (x, y) in zip(sa, sb) {
+            guard x == y || x == 1 || y == 1, y >= 0 else { throw fail("cannot expand \(data.shape) to \(given)") }
+            shape.append(x == 1 ? y : x)
+        }
+        guard let count = elementCount(shape, limit: 1 << 28) else { throw fail("the result \(shape) is too large") }
+        let strides = broadcastStrides(sa, shape), out = rowMajorStrides(shape)
+        let order = (0..<count).map { i in
+            var rem = i, k = 0
+            for d in 0..<rank {
+                k += (rem / out[d]) * strides[d]
+                rem %= out[d]
+            }
+            return k
+        }
+        return pick(data, order, shape)
+    }
+
+    /// CastLike (opset 15): Cast to the element type of input 1. Computed tensors are float, so a constant cast like
+    /// one becomes float, and a computed tensor cast like a float stays as it is.
+    mutating func castLike(_ n: ONNXNodeProto) throws(ONNXImportError) -> Value {
+        guard let x = try input(n, 0), let target = try input(n, 1) else { throw fail("CastLike needs two inputs") }
+        let toFloat: Bool
+        switch target {
+        case .runtime: toFloat = true
+        case .constant(let c): toFloat = c.isFloat
+        }
+        switch x {
+        case .runtime:
+            guard toFloat else { throw fail("casting a computed tensor to integers is not supported") }
+            return x
+        case .constant(let c):
+            if toFloat {
+                guard let f = c.floats else { throw fail("casting sizes known only at run time to floats") }
+                return .constant(ConstantTensor(shape: c.shape, floats: f))
+            }
+            return .constant(ConstantTensor(shape: c.shape, ints: c.dims))
+        }
+    }
+
     /// A constant's elements in the order of flat indices `order`, as a tensor of `shape`.
     func pick(_ c: ConstantTensor, _ order: [Int], _ shape: [Int]) -> ConstantTensor {
         switch c.elements {

@@ -138,8 +138,9 @@ struct ONNXGraphBuilder {
             guard case .runtime(let t) = v else {
                 throw fail("graph output '\(o.name)' is a constant; a bundle's outputs must be computed from its input", tensor: o.name)
             }
-            // Outputs keep ONNX's element order (an NCHW feature map is transposed back).
-            let (node, _) = try converter.inONNXOrder(t, for: "graph output")
+            // Outputs keep ONNX's element order and shape (an NCHW feature map is transposed back; a pooled
+            // [N, C, 1, 1] is reshaped from the IR's [N, C]).
+            let node = try converter.materialized(t, for: "graph output '\(o.name)'").node
             outputs.append(GraphOutput(port: o.name, node: node))
         }
 

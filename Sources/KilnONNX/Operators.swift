@@ -5,9 +5,9 @@ import KilnGraph
 /// the opset versions where an op changed in a way that matters here.
 extension Converter {
     static let supportedOps: [String] = ([
-        "Add", "AveragePool", "BatchNormalization", "Cast", "Concat", "Constant", "ConstantOfShape", "Conv", "Div",
-        "Dropout", "Flatten", "Gather", "Gemm", "GlobalAveragePool", "Identity", "MatMul", "MaxPool", "Mul", "Pad",
-        "Reshape", "Shape", "Slice", "Softmax", "Squeeze", "Sub", "Sum", "Transpose", "Unsqueeze",
+        "Add", "AveragePool", "BatchNormalization", "Cast", "CastLike", "Concat", "Constant", "ConstantOfShape", "Conv", "Div",
+        "Dropout", "Expand", "Flatten", "Gather", "Gemm", "GlobalAveragePool", "Identity", "MatMul", "MaxPool", "Mul", "Pad",
+        "ReduceMean", "ReduceSum", "Reshape", "Shape", "Slice", "Softmax", "Squeeze", "Sub", "Sum", "Transpose", "Unsqueeze",
     ] + onnxActivations.keys).sorted()
 
     /// ONNX's elementwise activations without attributes that Kiln executes, each as its `Activation`.
@@ -46,6 +46,7 @@ extension Converter {
         case "Gemm": return [try gemm(n)]
         case "MatMul": return [try matMul(n)]
         case "Softmax": return [try softmax(n)]
+        case "ReduceMean", "ReduceSum": return [try reduce(n)]
         case "Flatten", "Reshape", "Squeeze", "Unsqueeze": return [try reshape(n)]
         case "Transpose": return [try transpose(n)]
         case "Identity":
@@ -65,6 +66,8 @@ extension Converter {
         case "Concat": return [.constant(try concat(n))]
         case "Slice": return [.constant(try slice(n))]
         case "Cast": return [try cast(n)]
+        case "CastLike": return [try castLike(n)]
+        case "Expand": return [.constant(try expand(n))]
         default:
             throw fail("op type '\(n.opType)' is not supported (supported: \(Self.supportedOps.joined(separator: ", ")))")
         }
@@ -434,29 +437,5 @@ extension Converter {
         let out = emit(output, .dense(DenseSpec(kernel: kernel, bias: bias)), inputs: [node])
         let shape = [a.shape[0], .known(kernel.shape[1])]
         return RuntimeTensor(node: out, shape: shape, irShape: [ir[0], .known(kernel.shape[1])], perm: [0, 1])
-    }
-
-    /// Softmax (opset 13: over `axis`, default -1; before: over all axes from `axis`, default 1, flattened).
-    mutating func softmax(_ n: ONNXNodeProto) throws(ONNXImportError) -> Value {
-        let x = try runtimeInput(n, 0, "input")
-        let rank = x.shape.count
-        let a = try axis(try int(n, "axis", default: opset >= 13 ? -1 : 1), rank: rank, "axis")
-        let reduced = opset >= 13 ? [a] : Array(a..<rank)
-        let after = opset >= 13 ? Array((a + 1)..<rank) : []
-        guard after.allSatisfy({ x.shape[$0] == .known(1) }) else {
-            throw fail("softmax over axis \(a) of \(describe(x.shape)) is not supported (only over the last non-unit axis)")
-        }
-        let length = product(reduced.map { x.shape[$0] })
-        let (node, ir) = try inONNXOrder(x, for: "Softmax")
-        if let last = ir.last, let length, last == length || (rank == 2 && ir.count == 2) {
-            let out = emit(n.outputs[0], .softmax, inputs: [node])
-            return .runtime(RuntimeTensor(node: out, shape: x.shape, irShape: ir, perm: x.isInONNXOrder ? x.perm : nil))
-        }
-        if rank == 4, reduced.filter({ x.shape[$0] != .known(1) }) == [1] {
-            let image = try layout(x, nhwc, for: "Softmax")
-            let out = emit(n.outputs[0], .softmax, inputs: [image])
-            return .runtime(RuntimeTensor(node: out, shape: x.shape, irShape: [x.shape[0], x.shape[2], x.shape[3], x.shape[1]], perm: nhwc))
-        }
-        throw fail("softmax over axes \(reduced) of \(describe(x.shape)) is not supported")
     }
 }

@@ -99,11 +99,22 @@ public final class Model: @unchecked Sendable {
             }
         }
         self.steps = try validated.get()
-        if let (v, t) = model.otherValueTypes.min(by: { $0.key < $1.key }) {
-            throw RuntimeError(.unsupported, "value '\(model.valueNames[v])' is \(t): this runtime computes float32 values only")
+        try Self.checkRunnable(model)
+    }
+
+    /// Refuses a model this runtime cannot run, whatever its ops: other than one input, an input of another rank than
+    /// 2 (`[N, F]`) or 4 (an image), values of another element type than float32. Loading checks it; `kiln convert`
+    /// calls it on the model it is about to write, so that it never writes a bundle the runtime then refuses.
+    public static func checkRunnable(_ model: FrozenModel) throws(RuntimeError) {
+        guard model.inputs.count == 1 else {
+            let names = model.inputs.map { "'\($0.name)'" }.joined(separator: ", ")
+            throw RuntimeError(.unsupported, "the model has \(model.inputs.count) inputs (\(names)); the runtime runs models with one input")
         }
         for p in model.inputs where p.shape.count != 4 && p.shape.count != 2 {
             throw RuntimeError(.unsupported, "input '\(p.name)' has rank \(p.shape.count); rank 2 or 4 (NHWC) expected")
+        }
+        if let (v, t) = model.otherValueTypes.min(by: { $0.key < $1.key }) {
+            throw RuntimeError(.unsupported, "value '\(model.valueNames[v])' is \(t): this runtime computes float32 values only")
         }
     }
 

@@ -99,7 +99,7 @@ struct KilnRun: ParsableCommand {
             print("\(spec.outputName) \(result.shape) -> \(output)")
             return
         }
-        let rows = result.values.withUnsafeBufferPointer { classifier.predictions($0, columns: result.shape.last ?? 1, top: top) }
+        let rows = result.values.withUnsafeBufferPointer { classifier.predictions($0, columns: classColumns(result.shape), top: top) }
         for (row, predictions) in rows.enumerated() {
             print("\(row): " + predictions.map { "\($0.label)=\($0.score)" }.joined(separator: "  "))
         }

@@ -46,6 +46,11 @@ struct BackboneOptions: ParsableArguments {
         } else if foldedName != nil {
             chosen = .none
             note("preprocessing: already folded into \(name)")
+        } else if isPyTorchExport(backbone) {
+            // torchvision models take RGB / 255 normalised by ImageNet's mean and std, resized as torchvision does.
+            chosen = .torch
+            let resizeNote = resize == nil && metaString(.inputResize) == nil ? " --resize torchvision" : ""
+            note("preprocessing: --preprocess torch\(resizeNote) (\(name) is a PyTorch export; torchvision models take normalised NCHW input); override with --preprocess and --resize")
         } else if let builtin = BuiltinTopology.recognizing(backbone) {
             chosen = builtin.preprocessing
             note("preprocessing: \(chosen.rawValue) (\(builtin.summary)'s preprocess_input); override with --preprocess")
@@ -84,6 +89,14 @@ struct BackboneOptions: ParsableArguments {
                              recordedPreprocessing: foldedName?.rawValue ?? chosen.rawValue, alreadyFolded: foldedName != nil,
                              height: size.0, width: size.1, resize: method)
     }
+}
+
+/// True for an ONNX file written by PyTorch (`torch.onnx.export` records producer "pytorch").
+func isPyTorchExport(_ graph: Graph) -> Bool {
+    guard case .string("onnx")? = graph.metadata[.sourceFormat], case .string(let producer)? = graph.metadata[.sourceProducer] else {
+        return false
+    }
+    return producer.lowercased().hasPrefix("pytorch")
 }
 
 /// What `BackboneOptions` resolve to for one backbone.

@@ -55,6 +55,11 @@ struct Convert: ParsableCommand {
         }
         try graph.optimizeForInference()
         var frozen = try graph.lower()
+        do {
+            try Model.checkRunnable(frozen)
+        } catch {
+            throw CLIError(error.kind, "\((source as NSString).lastPathComponent): kiln-run could not run this model, so no bundle is written: \(error.message)")
+        }
         frozen.metadata[.converterVersion] = .string(KilnVersion.string)
         if frozen.metadata[.inputLayout] == nil { frozen.metadata[.inputLayout] = .string("NHWC") }  // ONNX importers record NCHW
         frozen.metadata[.inputPreprocessing] = .string("none: the input is what the source model's first layer takes")
@@ -104,7 +109,10 @@ struct Inspect: ParsableCommand {
             guard parts.allSatisfy({ $0 != nil }) else { throw ValidationError("--input-shape '\(inputShape)' is not a list of integers") }
             shape = parts.compactMap { $0 }
         } else {
-            shape = port.shape.enumerated().map { i, d in d > 0 ? Int(d) : (i == 0 ? 1 : (i == 3 ? 3 : 224)) }
+            // Free sizes: batch 1, 224 for H and W, 3 channels where the layout puts them (NCHW bundles from ONNX).
+            let nchw: Bool = { if case .string("NCHW")? = frozen.metadata[.inputLayout] { return true } else { return false } }()
+            let channelAxis = port.shape.count == 4 ? (nchw ? 1 : 3) : -1
+            shape = port.shape.enumerated().map { i, d in d > 0 ? Int(d) : (i == 0 ? 1 : (i == channelAxis ? 3 : 224)) }
         }
         let summary = try ModelSummary(model: model, inputShape: shape)
         if json {

@@ -147,3 +147,33 @@ func tinyModel() -> FrozenModel {
         }
     }
 }
+
+@Suite struct ShapeOpAttributeTests {
+    /// Reshape: 0 copies the input's dim, -1 is what the rest leave; sizes that do not fit are refused.
+    @Test func reshapeShapes() throws {
+        #expect(try ReshapeAttributes(dims: [0, -1]).outputShape([3, 4, 5]).get() == [3, 20])
+        #expect(try ReshapeAttributes(dims: [0, 7, 1, 1]).outputShape([2, 7]).get() == [2, 7, 1, 1])
+        #expect((try? ReshapeAttributes(dims: [0, 6]).outputShape([2, 7]).get()) == nil)
+        #expect((try? ReshapeAttributes(decoding: [-1, -1])) == nil)
+        #expect((try? ReshapeAttributes(decoding: [])) == nil)
+        #expect((try? ReshapeAttributes(decoding: [2, -2])) == nil)
+    }
+
+    /// Reduce: `[function, keepdims, axes…]`, axes distinct and ascending; the minor version becomes 3.
+    @Test func reduceAttributesAndVersion() throws {
+        let r = try ReduceAttributes(decoding: [1, 0, 0, 2])
+        #expect(r.function == .sum && !r.keepDims && r.axes == [0, 2])
+        #expect(r.outputShape([2, 3, 4]) == [3])
+        #expect(ReduceAttributes(function: .mean, keepDims: true, axes: [2, 1]).outputShape([2, 3, 4]) == [2, 1, 1])
+        for bad: [Int64] in [[2, 0, 1], [0, 2, 1], [0, 1, 2, 1], [0, 1, 1, 1], [0, 1], [0, 0, -1]] {
+            #expect((try? ReduceAttributes(decoding: bad)) == nil, "\(bad)")
+        }
+        var model = tinyModel()
+        model.ops.append(OpRecord(opcode: .reduce, name: "mean", inputs: [2], output: model.valueNames.count, attributes: r.encoded))
+        model.valueNames.append("mean")
+        model.outputs = [PortRecord(name: "mean", value: model.valueNames.count - 1, shape: [-1])]
+        let bundle = try Bundle(bytes: try BundleWriter.serialize(model))
+        #expect(bundle.versionMinor == 3)
+        #expect(bundle.model.ops.last?.attributes == [1, 0, 0, 2])
+    }
+}

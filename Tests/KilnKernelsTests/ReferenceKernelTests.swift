@@ -140,6 +140,21 @@ struct ReferenceKernelTests {
         expectValues(out.array, [2.5, 25, -2.5, -25], "global average pool")
     }
 
+    @Test("reduce: mean and sum over one axis, two separate axes, and all")
+    func reduce() {
+        // x [2, 2, 3] = 1...12: over axis 1 the pairs (1,4) (2,5) (3,6) (7,10) (8,11) (9,12) → means 2.5 3.5 4.5 8.5 9.5 10.5.
+        let x = Buffer((1...12).map(Float.init)), out = Buffer(count: 6)
+        ReferenceKernels.reduce(input: x.readOnly, output: out.pointer, shape: [2, 2, 3], axes: [1], mean: true)
+        expectValues(out.array, [2.5, 3.5, 4.5, 8.5, 9.5, 10.5], "mean over axis 1")
+        // Sum over axes 0 and 2 (not adjacent): row j of the middle axis holds 1+2+3+7+8+9 = 30 and 4+5+6+10+11+12 = 48.
+        let sums = Buffer(count: 2)
+        ReferenceKernels.reduce(input: x.readOnly, output: sums.pointer, shape: [2, 2, 3], axes: [0, 2], mean: false)
+        expectValues(sums.array, [30, 48], "sum over axes 0 and 2")
+        let all = Buffer(count: 1)
+        ReferenceKernels.reduce(input: x.readOnly, output: all.pointer, shape: [2, 2, 3], axes: [0, 1, 2], mean: true)
+        expectValues(all.array, [6.5], "mean of everything")
+    }
+
     @Test("dense: x · W + b, relu")
     func dense() {
         // x = [1, 2], W = [[1, 2, 3], [4, 5, 6]], b = [0.5, -20, 0]:

@@ -244,6 +244,16 @@ enum OpCases {
             return [([2, 3, 4, 5], [0, 2, 3, 1]), ([2, 5, 4, 3], [0, 3, 1, 2]), ([3, 7], [1, 0]), ([2, 3, 5], [2, 0, 1]), ([5], [0])].map {
                 OpCase("\($0.0) perm \($0.1)", .transpose, attributes: $0.1.map(Int64.init), inputs: [$0.0], tolerance: 0)
             }
+        case .reshape:
+            return [([2, 1, 1, 7], [0, 7, 1, 1]), ([3, 4, 5, 2], [0, -1]), ([2, 12], [0, 3, 4, 1]), ([1, 5], [5])].map {
+                OpCase("\($0.0) to \($0.1)", .reshape, attributes: $0.1.map(Int64.init), inputs: [$0.0], tolerance: 0)
+            }
+        case .reduce:
+            // [function, keepdims, axes…]: H and W of NHWC (the pooling run), one axis, two runs, everything, batch 1-3.
+            return [([2, 5, 7, 3], [0, 1, 1, 2]), ([3, 4, 6, 17], [1, 0, 1, 2]), ([2, 3, 4, 5], [0, 1, 3]), ([1, 9], [0, 0, 1]),
+                    ([2, 3, 4, 5], [0, 0, 1, 3]), ([3, 2, 5, 4], [1, 1, 0, 2]), ([2, 3, 1, 5], [0, 1, 1, 2, 3]), ([7, 1], [0, 1, 1])].map {
+                OpCase("\($0.0) \($0.1)", .reduce, attributes: $0.1.map(Int64.init), inputs: [$0.0], tolerance: 1e-6)
+            }
         }
     }
 
@@ -262,7 +272,7 @@ struct OpDriverTests {
             #expect(!OpCases.cases(for: code).isEmpty, "no op-test cases for \(code)")
         }
         // The count the README quotes.
-        #expect(OpCode.allCases.count == 12)
+        #expect(OpCode.allCases.count == 14)
     }
 
     /// The driver catches a kernel that writes past its output: a plan whose output is one element short.
