@@ -138,14 +138,17 @@ public final class Classifier: Sendable {
 
     // MARK: - Images
 
-    /// The image decoded and resized to the model's input size (`resize`); safe to call from many threads.
+    /// The image decoded and resized to the model's input size (`resize`), for the 8-bit resize modes (a `tf-*`
+    /// mode gives float pixels: `loadPixels`); safe to call from many threads.
     public func loadImage(_ source: ImageSource, resize: InputResize) throws(ClassifyError) -> RGBImage {
         do {
             switch source {
             case .file(let path):
-                return try resize.apply(try ImageDecoder.decode(contentsOf: path, limits: limits), file: path, limits: limits)
+                return try resize.apply(try ImageDecoder.decode(contentsOf: path, limits: limits, convention: resize.decoding),
+                                        file: path, limits: limits)
             case .bytes(let bytes, let name):
-                return try resize.apply(try ImageDecoder.decode(bytes, file: name, limits: limits), file: name, limits: limits)
+                return try resize.apply(try ImageDecoder.decode(bytes, file: name, limits: limits, convention: resize.decoding),
+                                        file: name, limits: limits)
             case .image(let image, let name):
                 return try resize.apply(image, file: name, limits: limits)
             case .resized(let image, let name):
@@ -154,6 +157,30 @@ public final class Classifier: Sendable {
                 }
                 return image
             }
+        } catch {
+            throw ClassifyError(error)
+        }
+    }
+
+    /// The model's input pixels of `source`: decoded as `resize.decoding` says and resized by `resize`, float
+    /// `[H, W, 3]` 0–255 (`InputResize.pixels`). An image already decoded is taken as it is; one already at the
+    /// input size (`.resized`) goes in as its 8-bit values. Safe to call from many threads.
+    public func loadPixels(_ source: ImageSource, resize: InputResize) throws(ClassifyError) -> RGBFloatImage {
+        do {
+            switch source {
+            case .file(let path):
+                return try resize.pixels(try ImageDecoder.decode(contentsOf: path, limits: limits, convention: resize.decoding),
+                                         file: path, limits: limits)
+            case .bytes(let bytes, let name):
+                return try resize.pixels(try ImageDecoder.decode(bytes, file: name, limits: limits, convention: resize.decoding),
+                                         file: name, limits: limits)
+            case .image(let image, let name):
+                return try resize.pixels(image, file: name, limits: limits)
+            case .resized:
+                return RGBFloatImage(try loadImage(source, resize: resize))
+            }
+        } catch let error as ClassifyError {
+            throw error
         } catch {
             throw ClassifyError(error)
         }
@@ -197,7 +224,7 @@ public final class Classifier: Sendable {
         var batch: [Float] = []
         for (position, source) in sources.enumerated() {
             do {
-                let image = try loadImage(source, resize: resize)
+                let image = try loadPixels(source, resize: resize)
                 batch.append(contentsOf: repeatElement(0, count: rowFloats))
                 batch.withUnsafeMutableBufferPointer { b in
                     writePixels(image, into: b, at: rows.count * rowFloats, layout: spec.layout)
@@ -229,17 +256,17 @@ public final class Classifier: Sendable {
     }
 }
 
-/// Writes `image`'s pixels as float32 0–255 at `offset` of a batch: interleaved (`[H, W, 3]`, NHWC) or as
-/// three planes (`[3, H, W]`, NCHW).
-func writePixels(_ image: RGBImage, into batch: UnsafeMutableBufferPointer<Float>, at offset: Int, layout: InputLayout) {
-    image.pixels.withUnsafeBufferPointer { src in
+/// Writes `image`'s values (0–255) at `offset` of a batch: interleaved (`[H, W, 3]`, NHWC) or as three planes
+/// (`[3, H, W]`, NCHW).
+func writePixels(_ image: RGBFloatImage, into batch: UnsafeMutableBufferPointer<Float>, at offset: Int, layout: InputLayout) {
+    image.values.withUnsafeBufferPointer { src in
         let plane = src.count / 3
         switch layout {
         case .nhwc:
-            for i in 0..<src.count { batch[offset + i] = Float(src[i]) }
+            for i in 0..<src.count { batch[offset + i] = src[i] }
         case .nchw:
             for p in 0..<plane {
-                for c in 0..<3 { batch[offset + c * plane + p] = Float(src[3 * p + c]) }
+                for c in 0..<3 { batch[offset + c * plane + p] = src[3 * p + c] }
             }
         }
     }

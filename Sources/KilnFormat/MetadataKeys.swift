@@ -46,7 +46,8 @@ public struct MetadataKey: RawRepresentable, Hashable, Sendable, CustomStringCon
     public static let inputHeight = MetadataKey(rawValue: "input.height")
     /// int: the image width the model takes.
     public static let inputWidth = MetadataKey(rawValue: "input.width")
-    /// string: how images are resized: `keras-nearest`, `keras-bilinear` or `torchvision`.
+    /// string: how images are resized: `keras-nearest`, `keras-bilinear`, `torchvision`, or TensorFlow's `tf-bilinear`,
+    /// `tf-nearest`, `tf-bicubic`, `tf-area`, each also with `-crop` (formats/kiln-bundle.md).
     public static let inputResize = MetadataKey(rawValue: "input.resize")
     /// int: torchvision only, the shorter side before the centre crop.
     public static let inputResizeShorter = MetadataKey(rawValue: "input.resize_shorter")

@@ -17,7 +17,9 @@ struct KilnRun: ParsableCommand {
         discussion: """
             Images: JPEG and PNG files, and directories searched recursively (entries in name order, hidden \
             ones skipped). Each image is decoded and resized exactly as the bundle records (input.resize: \
-            Keras load_img nearest or bilinear, or torchvision's resize + centre crop), then classified; a \
+            Keras load_img nearest or bilinear, torchvision's resize + centre crop, or Keras' \
+            image_dataset_from_directory: TensorFlow's decode and tf.image.resize, tf-bilinear and the \
+            other tf-* modes), then classified; a \
             bundle made by `kiln fuse` takes raw RGB and does its own preprocessing. EXIF orientation is not \
             applied (Keras does not apply it either). A file that cannot be read is reported in the output and \
             the others are still classified; the exit status is then 1.

@@ -30,11 +30,25 @@ struct CLIError: KindedError {
     }
 }
 
-/// Image resizing recorded in a bundle for `kiln-run` on image files.
+/// Image resizing recorded in a bundle for `kiln-run` on image files (`input.resize`; KilnImage's `InputResize`
+/// says exactly what each does).
 enum ResizeMethod: String, ExpressibleByArgument, CaseIterable {
     case kerasNearest = "keras-nearest"
     case kerasBilinear = "keras-bilinear"
     case torchvision
+    /// Keras' `image_dataset_from_directory`: TensorFlow's decode and `tf.image.resize`, aspect squashed; the
+    /// `-crop` variants take `crop_to_aspect_ratio=True`'s centred crop first.
+    case tfBilinear = "tf-bilinear"
+    case tfNearest = "tf-nearest"
+    case tfBicubic = "tf-bicubic"
+    case tfArea = "tf-area"
+    case tfBilinearCrop = "tf-bilinear-crop"
+    case tfNearestCrop = "tf-nearest-crop"
+    case tfBicubicCrop = "tf-bicubic-crop"
+    case tfAreaCrop = "tf-area-crop"
+
+    /// For help texts.
+    static let list = allCases.map(\.rawValue).joined(separator: ", ")
 }
 
 extension Preprocessing: ExpressibleByArgument {}
