@@ -38,3 +38,8 @@ public func softmax(_ row: UnsafeMutableBufferPointer<Float>) {
     let sum = e.reduce(0, +)
     for i in row.indices { row[i] = Float(e[i] / sum) }
 }
+
+/// The logistic function 1 / (1 + e^−z), in Float64 (a binary logit's probability of the second class).
+public func sigmoid(_ z: Float) -> Float {
+    Float(1 / (1 + exp(-Double(z))))
+}

@@ -115,6 +115,7 @@ struct Fuse: ParsableCommand {
         try graph.optimizeForInference()
         var frozen = try graph.lower()
         let total = frozen.tensors.reduce(0) { $0 + $1.elementCount }
+        frozen.recordClassifierOutputKind()
 
         // Labels: one per output column of the first output.
         if let labels {
@@ -128,8 +129,13 @@ struct Fuse: ParsableCommand {
                 names = text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
             }
             let columns = frozen.outputs.first.flatMap { $0.shape.last }.map(Int.init) ?? -1
-            guard names.count == columns else {
-                throw CLIError(.badInput, "\((labels as NSString).lastPathComponent) has \(names.count) class names but the head \(headName) has \(columns) outputs")
+            let kind = frozen.classifierOutputKind
+            let classes = kind?.classCount(columns: columns) ?? columns
+            guard names.count == classes else {
+                let binary = kind == .binaryLogit || kind == .binaryProbability
+                throw CLIError(.badInput, "\((labels as NSString).lastPathComponent) has \(names.count) class names but the head \(headName) " +
+                               (binary ? "is a binary classifier (one \(kind?.rawValue ?? "") unit): give 2 names, the first for output 0"
+                                       : "has \(columns) outputs"))
             }
             frozen.metadata[.labelNames] = .strings(names)
         }

@@ -56,6 +56,7 @@ struct Convert: ParsableCommand {
         try graph.optimizeForInference()
         var frozen = try graph.lower()
         frozen.metadata[.converterVersion] = .string(KilnVersion.string)
+        frozen.recordClassifierOutputKind()
         if frozen.metadata[.inputLayout] == nil { frozen.metadata[.inputLayout] = .string("NHWC") }  // ONNX importers record NCHW
         frozen.metadata[.inputPreprocessing] = .string("none: the input is what the source model's first layer takes")
         try BundleWriter.write(frozen.storingWeights(as: storage.weights), to: output, compression: storage.compression)
