@@ -99,11 +99,6 @@ struct BackboneInput {
     /// The shorter side torchvision-style resizing scales to first (256 for 224), else nil.
     var resizeShorter: Int? { resize == .torchvision ? Int((Double(min(height, width)) / 0.875).rounded()) : nil }
 
-    /// The identity `kiln features` records and `kiln fuse` checks, for the backbone file at `path`.
-    func identity(ofFile path: String) throws -> BackboneIdentity {
-        BackboneIdentity(checksum: try BackboneIdentity.checksum(ofFile: path), file: (path as NSString).lastPathComponent,
-                         cut: cut, preprocessing: recordedPreprocessing, height: height, width: width, resize: resize.rawValue)
-    }
 }
 
 /// The built-in topologies' names, for help texts.

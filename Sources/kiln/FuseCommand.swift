@@ -100,6 +100,9 @@ struct Fuse: ParsableCommand {
         let backboneGraph = try loadGraph(path: backbone, config: backboneConfig, topology: backboneOptions.topology)
         let headGraph = try loadGraph(path: head, config: headConfig)
         try refuseBaselineHead(headPath: head)
+        // A head from `kiln train-head` records its backbone settings and class names: adopted where not given.
+        var backboneOptions = self.backboneOptions
+        let recordedLabels = try adoptHeadRecords(headPath: head, backbone: backboneGraph, options: &backboneOptions, note: note)
         let cutName = try backboneOptions.cutName(in: backboneGraph)
         var graph = try backboneGraph.attachingHead(headGraph, cut: cutName, backboneName: backboneName, headName: headName)
         // Images arrive NHWC: an NCHW (ONNX) backbone's leading transpose goes.
@@ -109,7 +112,7 @@ struct Fuse: ParsableCommand {
                                                 note: note)
         try graph.prependPreprocessing(input.preprocessing)
         // A head from `kiln train-head` records the backbone its features came from.
-        try checkHeadBackbone(headPath: head) { try input.identity(ofFile: backbone) }
+        try checkHeadBackbone(headPath: head, backbonePath: backbone) { input.identity(of: backboneGraph, path: backbone) }
 
         let headParameters = headGraph.parameterCount
         try graph.optimizeForInference()
@@ -117,10 +120,14 @@ struct Fuse: ParsableCommand {
         let total = frozen.tensors.reduce(0) { $0 + $1.elementCount }
         frozen.recordClassifierOutputKind()
 
-        // Labels: one per output column of the first output.
-        if let labels {
+        // Labels: one per output column of the first output (two for a binary unit): --labels, else the head's own.
+        if labels != nil || recordedLabels != nil {
             let names: [String]
-            if labels == "imagenet" {
+            let labels = labels ?? "\(headName)'s class names"
+            if let recordedLabels, self.labels == nil {
+                names = recordedLabels
+                note("labels: the \(names.count) class names \(headName) records")
+            } else if labels == "imagenet" {
                 names = ImageNetClasses.all.map(\.name)
             } else {
                 guard let text = try? String(contentsOfFile: labels, encoding: .utf8) else {

@@ -157,7 +157,7 @@ struct TrainHead: ParsableCommand {
         printReport(report, classNames: set.classNames, on: val.isEmpty ? "training" : "validation")
 
         // Outputs: the head first, then its companions, each written atomically.
-        try KerasHeadExport.write(result.head, to: output, backbone: identity)
+        try KerasHeadExport.write(result.head, to: output, backbone: identity, classNames: set.classNames)
         let stem = output.lowercased().hasSuffix(".h5") ? String(output.dropLast(3)) : output
         try writeText(Reports.historyCSV(result.history), stem + ".history.csv")
         let title = "\(name)\(baseline ? " (baseline: raw pixels)" : ""): kept epoch \(result.bestEpoch)"

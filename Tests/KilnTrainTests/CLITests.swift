@@ -61,7 +61,7 @@ struct CLITests {
         let set = try FeatureSet.read(path: npz)
         #expect(set.count == 18 && set.featureCount == 128 && set.classNames == ["one", "seven", "zero"])
         #expect(set.pixelCount == 16 * 16 * 3)
-        #expect(set.backbone?.hasPrefix("kiln-backbone/1 xxh64=") == true)
+        #expect(set.backbone?.hasPrefix("kiln-backbone/2 weights=") == true)
         #expect(set.backbone?.contains("cut=avg_pool preprocessing=caffe size=64x64 resize=keras-nearest") == true)
         // Unchanged images: nothing recomputed; the same features.
         let second = try KilnBinary.run(["features", backbone, data, "-o", npz, "--input-size", "64x64"])
@@ -195,5 +195,44 @@ struct CLITests {
         #expect(r.stdout.contains("skipped (unreadable): three/cut.jpg"))
         #expect(r.stderr.contains("\(data)/three: no readable images in this class folder"))
         #expect(!FileManager.default.fileExists(atPath: dir + "/f.npz"))
+    }
+    /// Class names and settings travel: `features` stores the class names, `train-head` writes them into head.h5
+    /// (an attribute Keras ignores), and `fuse` of a byte-identical copy of the backbone under another name, given
+    /// neither --labels nor --input-size nor --resize, adopts what the head records (input size 32x32, tf-bilinear,
+    /// caffe) and its names.
+    @Test func classNamesAndSettingsTravelToFuse() throws {
+        let dir = try tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let classes = ["one", "seven", "zero"]
+        let data = try dataFolder(dir, classes: classes, perClass: 4)
+        let npz = dir + "/f.npz"
+        let f = try KilnBinary.run(["features", backbone, data, "-o", npz, "--input-size", "32x32", "--resize", "tf-bilinear"])
+        #expect(f.status == 0, "\(f.stderr)")
+        #expect(try FeatureSet.read(path: npz).classNames == classes)
+        let head = dir + "/head.h5"
+        #expect(try KilnBinary.run(["train-head", npz, "-o", head, "--epochs", "3"]).status == 0)
+        #expect(try KerasHeadExport.recordedClassNames(path: head) == classes)
+
+        let renamed = dir + "/renamed_backbone.h5"
+        try FileManager.default.copyItem(atPath: backbone, toPath: renamed)
+        let fused = try KilnBinary.run(["fuse", renamed, head, "-o", dir + "/fused.kiln"])
+        #expect(fused.status == 0, "\(fused.stderr)")
+        #expect(fused.stderr.contains("kiln fuse: cut avg_pool, input size 32x32, resize tf-bilinear, preprocessing caffe: as head.h5 records"), "\(fused.stderr)")
+        #expect(fused.stderr.contains("kiln fuse: labels: the 3 class names head.h5 records"), "\(fused.stderr)")
+        let model = try Model(contentsOf: dir + "/fused.kiln")
+        #expect(model.frozen.metadata["labels.names"] == .strings(classes))
+        #expect(model.frozen.metadata["input.height"] == .int(32) && model.frozen.metadata["input.width"] == .int(32))
+        #expect(model.frozen.metadata["input.resize"] == .string("tf-bilinear"))
+        #expect(model.frozen.metadata["input.preprocessing"] == .string("caffe"))
+
+        // --labels still wins over the recorded names; a setting given that differs from the record is refused.
+        try "a\nb\nc\n".write(toFile: dir + "/abc.txt", atomically: true, encoding: .utf8)
+        let relabelled = try KilnBinary.run(["fuse", renamed, head, "-o", dir + "/abc.kiln", "--labels", dir + "/abc.txt"])
+        #expect(relabelled.status == 0, "\(relabelled.stderr)")
+        #expect(try Model(contentsOf: dir + "/abc.kiln").frozen.metadata["labels.names"] == .strings(["a", "b", "c"]))
+        let nearest = try KilnBinary.run(["fuse", renamed, head, "-o", dir + "/other.kiln", "--resize", "keras-nearest"])
+        #expect(nearest.status == 1)
+        #expect(nearest.stderr.contains("head.h5 was trained on features of another backbone or setting") && nearest.stderr.contains("resize=keras-nearest"))
+        #expect(!FileManager.default.fileExists(atPath: dir + "/other.kiln"))
     }
 }
