@@ -1,5 +1,6 @@
 import ArgumentParser
 import KilnClassify
+import KilnFormat
 import KilnImage
 import KilnKernels
 import KilnRuntime
@@ -90,6 +91,7 @@ struct KilnRun: ParsableCommand {
     }
 
     func run() throws {
+        if let output { try BundleWriter.checkWritable(output) }    // before the bundle is loaded and run
         setKernelThreads(threads)
         let classifier = try Classifier(contentsOf: bundle, output: outputName, kernels: reference ? .reference : .fast,
                                         plansPerShape: 1, winograd: !exact)

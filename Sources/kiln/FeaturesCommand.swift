@@ -226,6 +226,7 @@ struct Features: ParsableCommand {
     }
 
     func run() throws {
+        try BundleWriter.checkWritable(output)     // before a single image is read
         setKernelThreads(threads)
         let folder = try ImageFolder(scanning: dataDir)
         // The histogram first: the imbalance users must see.

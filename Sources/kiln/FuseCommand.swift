@@ -95,6 +95,7 @@ struct Fuse: ParsableCommand {
     var headConfig: String?
 
     func run() throws {
+        try BundleWriter.checkWritable(output)     // before anything is loaded
         let backboneName = (backbone as NSString).lastPathComponent
         let headName = (head as NSString).lastPathComponent
         let backboneGraph = try loadGraph(path: backbone, config: backboneConfig, topology: backboneOptions.topology)

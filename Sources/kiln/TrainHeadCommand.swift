@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import KilnFormat
 import KilnRuntime
 import KilnTrain
 
@@ -84,6 +85,9 @@ struct TrainHead: ParsableCommand {
     }
 
     func run() throws {
+        // Every file it writes, before training: the head, its reports beside it, the predictions.
+        try BundleWriter.checkWritable(output)
+        if let predictions { try BundleWriter.checkWritable(predictions) }
         let set = try FeatureSet.read(path: features)
         let name = (features as NSString).lastPathComponent
         let classes = set.classNames.count

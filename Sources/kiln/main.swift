@@ -49,6 +49,7 @@ struct Convert: ParsableCommand {
     @OptionGroup var storage: StorageOptions
 
     func run() throws {
+        try BundleWriter.checkWritable(output)     // before the import, not after it
         var graph = try importSource(path: source, config: config, topology: topology)
         for name in extraOutputs {
             try graph.addOutput(node: name)
