@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import KilnFormat
 import KilnGraph
+import KilnImage
 import KilnRuntime
 
 /// Loads a model source into the IR: an existing `.kiln` bundle (lifted back), or anything
@@ -30,25 +31,25 @@ struct CLIError: KindedError {
     }
 }
 
-/// Image resizing recorded in a bundle for `kiln-run` on image files (`input.resize`; KilnImage's `InputResize`
-/// says exactly what each does).
-enum ResizeMethod: String, ExpressibleByArgument, CaseIterable {
-    case kerasNearest = "keras-nearest"
-    case kerasBilinear = "keras-bilinear"
-    case torchvision
-    /// Keras' `image_dataset_from_directory`: TensorFlow's decode and `tf.image.resize`, aspect squashed; the
-    /// `-crop` variants take `crop_to_aspect_ratio=True`'s centred crop first.
-    case tfBilinear = "tf-bilinear"
-    case tfNearest = "tf-nearest"
-    case tfBicubic = "tf-bicubic"
-    case tfArea = "tf-area"
-    case tfBilinearCrop = "tf-bilinear-crop"
-    case tfNearestCrop = "tf-nearest-crop"
-    case tfBicubicCrop = "tf-bicubic-crop"
-    case tfAreaCrop = "tf-area-crop"
+/// Image resizing recorded in a bundle for `kiln-run` on image files (`input.resize`): one of KilnImage's
+/// `InputResize.names`, which says exactly what each does (the names are defined there, once).
+struct ResizeMethod: RawRepresentable, ExpressibleByArgument, Equatable {
+    let rawValue: String
 
-    /// For help texts.
-    static let list = allCases.map(\.rawValue).joined(separator: ", ")
+    init?(rawValue: String) {
+        guard InputResize.names.contains(rawValue) else { return nil }
+        self.rawValue = rawValue
+    }
+
+    init?(argument: String) { self.init(rawValue: argument) }
+
+    private init(known: String) { rawValue = known }
+
+    static let kerasNearest = ResizeMethod(known: "keras-nearest")
+    static let kerasBilinear = ResizeMethod(known: "keras-bilinear")
+    static let torchvision = ResizeMethod(known: "torchvision")
+
+    static var allValueStrings: [String] { InputResize.names }
 }
 
 extension Preprocessing: ExpressibleByArgument {}
@@ -122,26 +123,19 @@ struct Fuse: ParsableCommand {
         frozen.recordClassifierOutputKind()
 
         // Labels: one per output column of the first output (two for a binary unit): --labels, else the head's own.
-        if labels != nil || recordedLabels != nil {
-            let names: [String]
-            let labels = labels ?? "\(headName)'s class names"
-            if let recordedLabels, self.labels == nil {
-                names = recordedLabels
-                note("labels: the \(names.count) class names \(headName) records")
-            } else if labels == "imagenet" {
-                names = ImageNetClasses.all.map(\.name)
-            } else {
-                guard let text = try? String(contentsOfFile: labels, encoding: .utf8) else {
-                    throw CLIError(.badInput, "\(labels): cannot read the labels file")
-                }
-                names = text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
-            }
+        var named: (names: [String], from: String)?
+        if let labels {
+            named = (try readLabels(labels), (labels as NSString).lastPathComponent)
+        } else if let recordedLabels {
+            named = (recordedLabels, "\(headName)'s recorded class names")
+            note("labels: the \(recordedLabels.count) class names \(headName) records")
+        }
+        if let (names, from) = named {
             let columns = frozen.outputs.first.flatMap { $0.shape.last }.map(Int.init) ?? -1
             let kind = frozen.classifierOutputKind
-            let classes = kind?.classCount(columns: columns) ?? columns
-            guard names.count == classes else {
+            guard names.count == kind?.classCount(columns: columns) ?? columns else {
                 let binary = kind == .binaryLogit || kind == .binaryProbability
-                throw CLIError(.badInput, "\((labels as NSString).lastPathComponent) has \(names.count) class names but the head \(headName) " +
+                throw CLIError(.badInput, "\(from) has \(names.count) class names but the head \(headName) " +
                                (binary ? "is a binary classifier (one \(kind?.rawValue ?? "") unit): give 2 names, the first for output 0"
                                        : "has \(columns) outputs"))
             }
@@ -168,6 +162,15 @@ struct Fuse: ParsableCommand {
 
     func note(_ text: String) {
         FileHandle.standardError.write(Data("kiln fuse: \(text)\n".utf8))
+    }
+
+    /// `--labels`: a file of class names, one per line (blank lines skipped), or `imagenet`.
+    func readLabels(_ labels: String) throws -> [String] {
+        if labels == "imagenet" { return ImageNetClasses.all.map(\.name) }
+        guard let text = try? String(contentsOfFile: labels, encoding: .utf8) else {
+            throw CLIError(.badInput, "\(labels): cannot read the labels file")
+        }
+        return text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
     }
 }
 
