@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import KilnTestSupport
+import KilnFormat
 import KilnKeras
 import KilnRuntime
 @testable import KilnTrain
@@ -234,5 +235,32 @@ struct CLITests {
         #expect(nearest.status == 1)
         #expect(nearest.stderr.contains("head.h5 was trained on features of another backbone or setting") && nearest.stderr.contains("resize=keras-nearest"))
         #expect(!FileManager.default.fileExists(atPath: dir + "/other.kiln"))
+    }
+    /// A head recorded before identities were the weights' checksum (`kiln-backbone/1`, the backbone file's xxh64) is
+    /// checked as it was written: the same file (under any name) fuses, adopting the recorded size; another is refused.
+    @Test func version1RecordsAreCheckedByFileChecksum() throws {
+        let dir = try tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let bytes = try #require(FileManager.default.contents(atPath: backbone))
+        let hex = String(bytes.withUnsafeBytes { XXH64.hash($0) }, radix: 16)
+        let checksum = String(repeating: "0", count: 16 - hex.count) + hex
+        let record = "kiln-backbone/1 xxh64=\(checksum) cut=avg_pool preprocessing=caffe size=32x32 resize=keras-nearest file=mini_notop_k3.h5"
+        let (x, labels) = blobs(perClass: 8, seed: 3)
+        let features = (0..<labels.count).flatMap { r in (0..<128).map { x[r * 5 + $0 % 5] } }   // 128 wide, as avg_pool
+        var settings = HeadSettings()
+        settings.epochs = 2
+        let trained = try HeadTrainer.train(x: features, inputs: 128, labels: labels, classCount: 3, train: Array(labels.indices),
+                                            validation: [], settings: settings)
+        let head = dir + "/old_head.h5"
+        try KerasHeadExport.write(trained.head, to: head, backbone: record)
+        let renamed = dir + "/copy.h5"
+        try FileManager.default.copyItem(atPath: backbone, toPath: renamed)
+        let fused = try KilnBinary.run(["fuse", renamed, head, "-o", dir + "/f.kiln"])
+        #expect(fused.status == 0, "\(fused.stderr)")
+        #expect(fused.stderr.contains("input size 32x32, resize keras-nearest, preprocessing caffe: as old_head.h5 records"), "\(fused.stderr)")
+        let other = try KilnBinary.run(["fuse", root + "/samples/mini/mini_k3.h5", head, "-o", dir + "/g.kiln"])
+        #expect(other.status == 1)
+        #expect(other.stderr.contains("old_head.h5 was trained on features of another backbone or setting"), "\(other.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: dir + "/g.kiln"))
     }
 }
