@@ -3,7 +3,7 @@ SHELL := /bin/bash
 KILN_CACHE ?= $(HOME)/.cache/kiln
 export KILN_CACHE
 
-.PHONY: setup build release demo fixtures fixtures-images fixtures-onnx fixtures-torchvision fixtures-compact fixtures-train fixtures-malformed test unit-test bench sanitize fuzz clean serve-test
+.PHONY: setup build release demo fixtures fixtures-images fixtures-onnx fixtures-torchvision fixtures-compact fixtures-train fixtures-malformed fixtures-tfresize fixtures-heads test unit-test bench sanitize fuzz clean serve-test
 
 setup:
 	@scripts/setup
@@ -45,6 +45,17 @@ fixtures-compact: fixtures
 fixtures-train: setup
 	@scripts/fixtures-train
 
+# Photos with TensorFlow's decode and the float pixels keras.utils.image_dataset_from_directory makes of them at every
+# tf-* resize mode (scripts/make_tf_resize_fixtures.py), cached in $(KILN_CACHE)/fixtures-tfresize.
+fixtures-tfresize: setup
+	@scripts/fixtures-tfresize > /dev/null
+
+# A small seeded Keras backbone and the tutorials' classifier heads (Dense(1) logit, Dense(1, sigmoid), Dense(N),
+# Dense(N, softmax), Dense(N, sigmoid)), alone and as whole models, with Keras' outputs on a few committed photos
+# (scripts/make_head_fixtures.py), cached in $(KILN_CACHE)/fixtures-heads.
+fixtures-heads: setup
+	@scripts/fixtures-heads > /dev/null
+
 # Damaged copies of the committed samples (HDF5, .keras, PNG/JPEG) and the one-line error each must give
 # (scripts/make_malformed.py through the pinned Python environment), cached in $(KILN_CACHE)/malformed.
 fixtures-malformed: fixtures
@@ -55,8 +66,10 @@ fixtures-malformed: fixtures
 # The hardening tests run the malformed corpus and the damaged bundles through the binaries, and kill
 # `kiln convert` / `kiln fuse` mid-write. Then the kernel tests again on the AVX2 + FMA kernels alone (what an
 # AVX2-only CPU such as Zen 3 runs; on an AVX-512 machine the first pass reaches them only for narrow panels).
-test: release fixtures fixtures-images fixtures-onnx fixtures-torchvision fixtures-compact fixtures-train fixtures-malformed
+test: release fixtures fixtures-images fixtures-onnx fixtures-torchvision fixtures-compact fixtures-train fixtures-malformed \
+		fixtures-tfresize fixtures-heads
 	KILN_FIXTURES="$(KILN_CACHE)/fixtures" KILN_IMAGE_FIXTURES="$(KILN_CACHE)/fixtures-images" \
+	KILN_TF_RESIZE_FIXTURES="$(KILN_CACHE)/fixtures-tfresize" KILN_HEAD_FIXTURES="$(KILN_CACHE)/fixtures-heads" \
 	KILN_FIXTURES_ONNX="$(KILN_CACHE)/fixtures-onnx" KILN_FIXTURES_TORCH="$(KILN_CACHE)/fixtures-torchvision" \
 	KILN_FIXTURES_COMPACT="$(KILN_CACHE)/fixtures-compact" \
 	KILN_TRAIN_FIXTURES="$(KILN_CACHE)/fixtures-train" KILN_PYTHON="$$(scripts/pyenv)" \

@@ -116,19 +116,43 @@ public final class Classifier: Sendable {
         return model.frozen.outputs.map { all[$0.value] }
     }
 
-    /// Top-k classes of every row of an output of `columns` columns. With `softmax`, a row that is not
-    /// already probabilities (`spec.scores == .scores`) is turned into probabilities first.
-    public func predictions(_ output: UnsafeBufferPointer<Float>, columns: Int, top: Int, softmax apply: Bool = false) -> [[Prediction]] {
+    /// Top-k classes of every row of an output of `columns` columns, by what the output holds (`spec.outputKind`):
+    /// probabilities as they are; logits through a softmax; a binary unit as its two classes (the second with
+    /// p = sigmoid(z) for a logit, p = y for a sigmoid unit; the first with 1 − p); multi-label, each class on its
+    /// own: the classes whose probability is at least `threshold`, highest first (at most `top`; without a threshold
+    /// simply the `top` highest, as Triton's classification extension reports them). A bundle that
+    /// records no kind: with `softmax`, a row that is not already probabilities (`spec.scores == .scores`) is
+    /// turned into probabilities first, else the values as they are.
+    public func predictions(_ output: UnsafeBufferPointer<Float>, columns: Int, top: Int, softmax apply: Bool = false,
+                            threshold: Float? = nil) -> [[Prediction]] {
         guard columns > 0 else { return [] }
-        let convert = apply && spec.scores == .scores
+        let rows = output.count / columns
+        let label = spec.label
+        switch spec.outputKind {
+        case .binaryLogit? where columns == 1, .binaryProbability? where columns == 1:
+            let logit = spec.outputKind == .binaryLogit
+            return (0..<rows).map { row in
+                let z = output[row]
+                return topK(logit ? [sigmoid(-z), sigmoid(z)] : [1 - z, z], k: top, label: label)
+            }
+        case .multiLabel?:
+            return (0..<rows).map { row in
+                let slice = UnsafeBufferPointer(rebasing: output[row * columns..<(row + 1) * columns])
+                guard let threshold else { return topK(slice, k: top, label: label) }
+                return topK(slice, k: columns, label: label).filter { $0.score >= threshold }.prefix(max(top, 0)).map { $0 }
+            }
+        default:
+            break
+        }
+        let convert = spec.outputKind == .logits || (spec.outputKind == nil && apply && spec.scores == .scores)
         var scratch = [Float](repeating: 0, count: convert ? columns : 0)
-        return (0..<output.count / columns).map { row in
+        return (0..<rows).map { row in
             let slice = UnsafeBufferPointer(rebasing: output[row * columns..<(row + 1) * columns])
-            guard convert else { return topK(slice, k: top, label: spec.label) }
+            guard convert else { return topK(slice, k: top, label: label) }
             return scratch.withUnsafeMutableBufferPointer { s in
                 _ = s.initialize(from: slice)
                 softmax(s)
-                return topK(UnsafeBufferPointer(s), k: top, label: spec.label)
+                return topK(UnsafeBufferPointer(s), k: top, label: label)
             }
         }
     }
@@ -138,14 +162,17 @@ public final class Classifier: Sendable {
 
     // MARK: - Images
 
-    /// The image decoded and resized to the model's input size (`resize`); safe to call from many threads.
+    /// The image decoded and resized to the model's input size (`resize`), for the 8-bit resize modes (a `tf-*`
+    /// mode gives float pixels: `loadPixels`); safe to call from many threads.
     public func loadImage(_ source: ImageSource, resize: InputResize) throws(ClassifyError) -> RGBImage {
         do {
             switch source {
             case .file(let path):
-                return try resize.apply(try ImageDecoder.decode(contentsOf: path, limits: limits), file: path, limits: limits)
+                return try resize.apply(try ImageDecoder.decode(contentsOf: path, limits: limits, convention: resize.decoding),
+                                        file: path, limits: limits)
             case .bytes(let bytes, let name):
-                return try resize.apply(try ImageDecoder.decode(bytes, file: name, limits: limits), file: name, limits: limits)
+                return try resize.apply(try ImageDecoder.decode(bytes, file: name, limits: limits, convention: resize.decoding),
+                                        file: name, limits: limits)
             case .image(let image, let name):
                 return try resize.apply(image, file: name, limits: limits)
             case .resized(let image, let name):
@@ -159,13 +186,37 @@ public final class Classifier: Sendable {
         }
     }
 
+    /// The model's input pixels of `source`: decoded as `resize.decoding` says and resized by `resize`, float
+    /// `[H, W, 3]` 0–255 (`InputResize.pixels`). An image already decoded is taken as it is; one already at the
+    /// input size (`.resized`) goes in as its 8-bit values. Safe to call from many threads.
+    public func loadPixels(_ source: ImageSource, resize: InputResize) throws(ClassifyError) -> RGBFloatImage {
+        do {
+            switch source {
+            case .file(let path):
+                return try resize.pixels(try ImageDecoder.decode(contentsOf: path, limits: limits, convention: resize.decoding),
+                                         file: path, limits: limits)
+            case .bytes(let bytes, let name):
+                return try resize.pixels(try ImageDecoder.decode(bytes, file: name, limits: limits, convention: resize.decoding),
+                                         file: name, limits: limits)
+            case .image(let image, let name):
+                return try resize.pixels(image, file: name, limits: limits)
+            case .resized:
+                return RGBFloatImage(try loadImage(source, resize: resize))
+            }
+        } catch let error as ClassifyError {
+            throw error
+        } catch {
+            throw ClassifyError(error)
+        }
+    }
+
     /// Classifies `sources` as one batch: every image decoded and resized (`resize`, default the bundle's
     /// `imageResize`) into one input, one run, top-k per image. An image that cannot be read gets its error
     /// in its place and the others still run; a failure of the run itself throws.
     public func classify(_ sources: [ImageSource], resize: InputResize? = nil, top: Int,
-                         softmax: Bool = false) throws(ClassifyError) -> [Result<[Prediction], ClassifyError>] {
+                         softmax: Bool = false, threshold: Float? = nil) throws(ClassifyError) -> [Result<[Prediction], ClassifyError>] {
         guard let resize = resize ?? imageResize else {
-            return try classify(sources, resize: spec.imageResize(), top: top, softmax: softmax)
+            return try classify(sources, resize: spec.imageResize(), top: top, softmax: softmax, threshold: threshold)
         }
         var results = [Result<[Prediction], ClassifyError>](repeating: .success([]), count: sources.count)
         let (batch, rows, failures) = imageBatch(sources, resize: resize)
@@ -176,7 +227,7 @@ public final class Classifier: Sendable {
         do {
             predicted = try batch.values.withUnsafeBufferPointer { all in
                 try withOutputs(input: all, shape: batch.shape) { outputs, shapes in
-                    predictions(outputs[index], columns: classColumns(shapes[index]), top: top, softmax: softmax)
+                    predictions(outputs[index], columns: classColumns(shapes[index]), top: top, softmax: softmax, threshold: threshold)
                 }
             }
         } catch {
@@ -197,7 +248,7 @@ public final class Classifier: Sendable {
         var batch: [Float] = []
         for (position, source) in sources.enumerated() {
             do {
-                let image = try loadImage(source, resize: resize)
+                let image = try loadPixels(source, resize: resize)
                 batch.append(contentsOf: repeatElement(0, count: rowFloats))
                 batch.withUnsafeMutableBufferPointer { b in
                     writePixels(image, into: b, at: rows.count * rowFloats, layout: spec.layout)
@@ -214,12 +265,13 @@ public final class Classifier: Sendable {
     /// Classifies `files` in batches of `batch` (in order; the last batch may be smaller) and hands each
     /// batch's results to `body` as they come, the files that could not be listed or opened in their places.
     public func classify(files: [ImageFile], batch: Int, resize: InputResize? = nil, top: Int, softmax: Bool = false,
-                         _ body: ([(file: ImageFile, result: Result<[Prediction], ClassifyError>)]) -> Void) throws(ClassifyError) {
+                         threshold: Float? = nil, _ body: ([(file: ImageFile, result: Result<[Prediction], ClassifyError>)]) -> Void) throws(ClassifyError) {
         var start = 0
         while start < files.count {
             let chunk = Array(files[start..<min(start + max(batch, 1), files.count)])
             let readable = chunk.filter { $0.error == nil }
-            var done = try classify(readable.map { .file($0.path) }, resize: resize, top: top, softmax: softmax).makeIterator()
+            var done = try classify(readable.map { .file($0.path) }, resize: resize, top: top, softmax: softmax,
+                                    threshold: threshold).makeIterator()
             body(chunk.map { file in
                 if let error = file.error { return (file, .failure(error)) }
                 return (file, done.next() ?? .failure(ClassifyError(.internal, file: file.path, "no result")))
@@ -229,17 +281,17 @@ public final class Classifier: Sendable {
     }
 }
 
-/// Writes `image`'s pixels as float32 0–255 at `offset` of a batch: interleaved (`[H, W, 3]`, NHWC) or as
-/// three planes (`[3, H, W]`, NCHW).
-func writePixels(_ image: RGBImage, into batch: UnsafeMutableBufferPointer<Float>, at offset: Int, layout: InputLayout) {
-    image.pixels.withUnsafeBufferPointer { src in
+/// Writes `image`'s values (0–255) at `offset` of a batch: interleaved (`[H, W, 3]`, NHWC) or as three planes
+/// (`[3, H, W]`, NCHW).
+func writePixels(_ image: RGBFloatImage, into batch: UnsafeMutableBufferPointer<Float>, at offset: Int, layout: InputLayout) {
+    image.values.withUnsafeBufferPointer { src in
         let plane = src.count / 3
         switch layout {
         case .nhwc:
-            for i in 0..<src.count { batch[offset + i] = Float(src[i]) }
+            for i in 0..<src.count { batch[offset + i] = src[i] }
         case .nchw:
             for p in 0..<plane {
-                for c in 0..<3 { batch[offset + c * plane + p] = Float(src[3 * p + c]) }
+                for c in 0..<3 { batch[offset + c * plane + p] = src[3 * p + c] }
             }
         }
     }

@@ -11,9 +11,10 @@ public enum InputLayout: String, Sendable, Equatable {
 
 /// What the chosen output's numbers are, decided from the op that produces it.
 public enum OutputScores: String, Sendable, Equatable {
-    /// A softmax's output (a Softmax op, or a Dense with the softmax fused): probabilities that sum to 1.
+    /// Probabilities: a softmax's output (a Softmax op, or a Dense with the softmax fused), or any output whose
+    /// `output.kind` is recorded (the predictions turn logits and binary units into probabilities).
     case probabilities = "probability"
-    /// Anything else: logits, features, raw scores. (The bundle's op set has no sigmoid.)
+    /// Anything else on a bundle without `output.kind`: logits, features, raw scores.
     case scores = "score"
 }
 
@@ -43,6 +44,8 @@ public struct InputSpec: Sendable, Equatable {
     public var outputName: String
     public var outputShape: [Int64]
     public var scores: OutputScores
+    /// What the first output holds, as recorded (`output.kind`); nil for bundles that do not say.
+    public var outputKind: ClassifierOutputKind?
 
     /// Reads the spec of `model`; `output` chooses the output by name (default: the first).
     public init(_ model: FrozenModel, bundle: String, output: String? = nil) throws(ClassifyError) {
@@ -77,8 +80,17 @@ public struct InputSpec: Sendable, Equatable {
         let port = ports[outputIndex]
         outputName = port.name
         outputShape = port.shape
-        scores = Self.producedBySoftmax(model, value: port.value) ? .probabilities : .scores
+        // The kind describes the first output; another chosen output is read as before.
+        outputKind = outputIndex == 0 ? string(.outputKind).flatMap(ClassifierOutputKind.init(rawValue:)) : nil
+        if let kind = string(.outputKind), outputIndex == 0, outputKind == nil {
+            throw ClassifyError(.badBundle, file: bundle, "\(MetadataKey.outputKind) '\(kind)' is not one of " +
+                                ClassifierOutputKind.allCases.map(\.rawValue).joined(separator: ", "))
+        }
+        scores = outputKind != nil || Self.producedBySoftmax(model, value: port.value) ? .probabilities : .scores
     }
+
+    /// The class names the output needs: `outputKind`'s class count for `columns` columns (2 for a binary unit).
+    public func classCount(columns: Int) -> Int { outputKind?.classCount(columns: columns) ?? columns }
 
     /// Whether the bundle takes images (it records how to resize them).
     public var takesImages: Bool { resize != nil }

@@ -44,3 +44,8 @@ public func softmax(_ row: UnsafeMutableBufferPointer<Float>) {
 public func classColumns(_ shape: [Int]) -> Int {
     shape.count > 1 ? shape.dropFirst().reduce(1, *) : (shape.last ?? 1)
 }
+
+/// The logistic function 1 / (1 + e^−z), in Float64 (a binary logit's probability of the second class).
+public func sigmoid(_ z: Float) -> Float {
+    Float(1 / (1 + exp(-Double(z))))
+}

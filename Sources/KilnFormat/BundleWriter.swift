@@ -77,6 +77,30 @@ public enum BundleWriter {
         try writeAtomically(bytes, to: path)
     }
 
+    /// Checks, before any long work, that `writeAtomically` will be able to write `path`: its folder exists, is a
+    /// folder, and takes a new file (one is created there and removed again, as the writer's temporary file
+    /// will be), and `path` is not a folder. The error names `path` and what is wrong, in one line.
+    public static func checkWritable(_ path: String) throws(BundleError) {
+        let slash = path.lastIndex(of: "/")
+        let folder = slash.map { String(path[..<$0]) } ?? "."
+        let base = slash.map { String(path[path.index(after: $0)...]) } ?? path
+        let dir = folder.isEmpty ? "/" : folder
+        func fail(_ message: String) -> BundleError { BundleError(file: path, message: message, kind: .badInput) }
+        guard !base.isEmpty, base != ".", base != ".." else { throw fail("names a folder, not a file") }
+        var st = stat()
+        guard stat(dir, &st) == 0 else {
+            if errno == ENOENT { throw fail("the folder '\(folder)' does not exist") }
+            throw fail("the folder '\(folder)' cannot be reached: \(errnoText())")
+        }
+        guard (st.st_mode & S_IFMT) == S_IFDIR else { throw fail("'\(folder)' is not a folder") }
+        if stat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR { throw fail("is a folder, not a file") }
+        var template = Array("\(dir)/.\(base).check-XXXXXX".utf8CString)
+        let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        guard fd >= 0 else { throw fail("cannot create a file in the folder '\(folder)': \(errnoText())") }
+        close(fd)
+        template.withUnsafeBufferPointer { _ = unlink($0.baseAddress!) }
+    }
+
     /// Writes `bytes` to `path` through a temporary file in the same folder and a rename. Where the file system
     /// allows it the temporary file is unnamed (O_TMPFILE) until it is complete, so a process killed while
     /// writing leaves nothing behind; it is then linked under `.NAME.tmp-XXXXXX` and renamed over `path`.

@@ -1,5 +1,5 @@
 /// A key of the bundle's metadata (META, formats/kiln-bundle.md): namespaced, `kiln.`, `source.`, `input.`,
-/// `labels.`, `fuse.`, `head.`. The standard keys are the static members, each spelled once, here; code
+/// `labels.`, `output.`, `fuse.`, `head.`. The standard keys are the static members, each spelled once, here; code
 /// everywhere else names them (`metadata[.inputResize]`), so a misspelt key does not compile.
 public struct MetadataKey: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
     public let rawValue: String
@@ -46,7 +46,8 @@ public struct MetadataKey: RawRepresentable, Hashable, Sendable, CustomStringCon
     public static let inputHeight = MetadataKey(rawValue: "input.height")
     /// int: the image width the model takes.
     public static let inputWidth = MetadataKey(rawValue: "input.width")
-    /// string: how images are resized: `keras-nearest`, `keras-bilinear` or `torchvision`.
+    /// string: how images are resized: `keras-nearest`, `keras-bilinear`, `torchvision`, or TensorFlow's `tf-bilinear`,
+    /// `tf-nearest`, `tf-bicubic`, `tf-area`, each also with `-crop` (formats/kiln-bundle.md).
     public static let inputResize = MetadataKey(rawValue: "input.resize")
     /// int: torchvision only, the shorter side before the centre crop.
     public static let inputResizeShorter = MetadataKey(rawValue: "input.resize_shorter")
@@ -54,6 +55,13 @@ public struct MetadataKey: RawRepresentable, Hashable, Sendable, CustomStringCon
     // MARK: labels.
     /// strings: class names, one per column of the first output.
     public static let labelNames = MetadataKey(rawValue: "labels.names")
+
+    // MARK: output.
+    /// string: what the first output of a classifier holds (`ClassifierOutputKind`), decided from the op that
+    /// produces it when the bundle is written (`kiln fuse`, `kiln convert`); absent on other bundles and on
+    /// bundles written before it existed (their output is then read as probabilities after a softmax, else
+    /// as scores).
+    public static let outputKind = MetadataKey(rawValue: "output.kind")
 
     // MARK: fuse. and head.
     /// string: the fused backbone's file.
@@ -80,5 +88,29 @@ extension Dictionary where Key == String, Value == MetadataValue {
     public subscript(key: MetadataKey) -> MetadataValue? {
         get { self[key.rawValue] }
         set { self[key.rawValue] = newValue }
+    }
+}
+
+/// What a classifier's output values are (`MetadataKey.outputKind`), from the head's final op.
+public enum ClassifierOutputKind: String, Sendable, CaseIterable {
+    /// `Dense(1)`, linear: one logit z of the second class; p(second) = sigmoid(z), p(first) = 1 − that.
+    case binaryLogit = "binary-logit"
+    /// `Dense(1, sigmoid)`: the probability p of the second class; the first has 1 − p.
+    case binaryProbability = "binary-probability"
+    /// `Dense(N)`, linear, N > 1: logits of N exclusive classes (a softmax turns them into probabilities
+    /// for presentation; the output stays the logits).
+    case logits
+    /// `Dense(N, softmax)` or a Softmax: probabilities of N exclusive classes.
+    case probabilities
+    /// `Dense(N, sigmoid)`, N > 1: N independent probabilities, one per class (multi-label).
+    case multiLabel = "multi-label"
+
+    /// How many classes (and so class names) an output of `columns` columns stands for: 2 for the binary
+    /// heads' single column, else `columns`.
+    public func classCount(columns: Int) -> Int {
+        switch self {
+        case .binaryLogit, .binaryProbability: return 2
+        case .logits, .probabilities, .multiLabel: return columns
+        }
     }
 }

@@ -4,6 +4,19 @@ import Glibc
 import Darwin
 #endif
 
+/// Whose decoding an image gets: the framework the model's training data went through. The two differ on
+/// JPEG (IDCT method, CMYK conversion) and on 16-bit grayscale PNG; everything else is the same bytes.
+public enum DecodeConvention: String, Sendable, Equatable {
+    /// PIL's `Image.open(path).convert("RGB")`: Keras' `load_img`, torchvision's `pil_loader`.
+    case pil
+    /// TensorFlow's `tf.io.decode_image(contents, channels=3)`: Keras' `image_dataset_from_directory`.
+    /// JPEG with libjpeg's fast integer IDCT (`JDCT_IFAST`, TensorFlow's default `dct_method=""`) and fancy
+    /// upsampling; CMYK/YCCK converted as TensorFlow's `jpeg_mem.cc` does (`r = k·c / 255` when the file has
+    /// an Adobe marker, else `(255 − k)(255 − c) / 255`, integer division); PNG as libpng's
+    /// `png_set_strip_16` + `png_set_strip_alpha` + palette/gray expansion, so 16-bit gray keeps the high byte.
+    case tensorflow
+}
+
 /// The image formats Kiln decodes.
 public enum ImageFormat: String, Sendable {
     case jpeg = "JPEG"
@@ -11,7 +24,8 @@ public enum ImageFormat: String, Sendable {
 }
 
 /// Decodes JPEG and PNG files into 8-bit RGB exactly as PIL's `Image.open(path).convert("RGB")` does,
-/// which is what Keras' `load_img` and torchvision's `pil_loader` start from.
+/// which is what Keras' `load_img` and torchvision's `pil_loader` start from (the default `.pil`
+/// convention), or as TensorFlow's `tf.io.decode_image` does (`.tensorflow`, see `DecodeConvention`).
 ///
 /// - The format is found from the file's first bytes, never from its name.
 /// - JPEG (libjpeg-turbo, TurboJPEG API): accurate integer IDCT (`JDCT_ISLOW`) and fancy (smooth) chroma
@@ -27,17 +41,19 @@ public enum ImageFormat: String, Sendable {
 /// - Size limits (`ImageLimits`) are checked against the header before the image is allocated.
 public enum ImageDecoder {
     /// Reads and decodes the image file at `path`.
-    public static func decode(contentsOf path: String, limits: ImageLimits = .standard) throws(ImageError) -> RGBImage {
+    public static func decode(contentsOf path: String, limits: ImageLimits = .standard,
+                              convention: DecodeConvention = .pil) throws(ImageError) -> RGBImage {
         let bytes = try readImageFile(path, limits: limits)
-        return try decode(bytes, file: path, limits: limits)
+        return try decode(bytes, file: path, limits: limits, convention: convention)
     }
 
     /// Decodes an image held in memory; `file` names it in errors.
-    public static func decode(_ bytes: [UInt8], file: String, limits: ImageLimits = .standard) throws(ImageError) -> RGBImage {
+    public static func decode(_ bytes: [UInt8], file: String, limits: ImageLimits = .standard,
+                              convention: DecodeConvention = .pil) throws(ImageError) -> RGBImage {
         guard !bytes.isEmpty else { throw ImageError(file: file, kind: .empty, "empty file (0 bytes)") }
         switch format(of: bytes) {
-        case .jpeg?: return try JPEGDecoder.decode(bytes, file: file, limits: limits)
-        case .png?: return try PNGDecoder.decode(bytes, file: file, limits: limits)
+        case .jpeg?: return try JPEGDecoder.decode(bytes, file: file, limits: limits, convention: convention)
+        case .png?: return try PNGDecoder.decode(bytes, file: file, limits: limits, convention: convention)
         case nil:
             if let other = otherFormat(of: bytes) {
                 throw ImageError(file: file, kind: .unsupported, "\(other) images are not supported (JPEG and PNG only)")

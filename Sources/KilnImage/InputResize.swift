@@ -12,7 +12,17 @@ public struct InputResize: Sendable, Equatable, CustomStringConvertible {
         /// truncated), then a centre crop at `round((H − height) / 2)`, `round((W − width) / 2)` (Python's
         /// round, half to even), zero-padded first when the crop is larger. Metadata value `torchvision`.
         case torchvision(shorter: Int)
+        /// Keras' `image_dataset_from_directory(image_size=(height, width), interpolation=method)`: TensorFlow's
+        /// decode (`DecodeConvention.tensorflow`), then `tf.image.resize` (`antialias=False`, float output, the
+        /// aspect ratio not kept); with `cropToAspectRatio`, first the centred crop of `smart_resize`
+        /// (`crop_to_aspect_ratio=True`). Metadata values `tf-bilinear`, `tf-nearest`, `tf-bicubic`, `tf-area`,
+        /// each with the suffix `-crop` for the cropping variant.
+        case tensorflow(TensorFlowResizeMethod, cropToAspectRatio: Bool)
     }
+
+    /// Every metadata value `init(name:…)` takes.
+    public static let names: [String] = ["keras-nearest", "keras-bilinear", "torchvision"]
+        + TensorFlowResizeMethod.allCases.flatMap { ["tf-\($0.rawValue)", "tf-\($0.rawValue)-crop"] }
 
     public var mode: Mode
     /// The image size the model takes.
@@ -35,9 +45,16 @@ public struct InputResize: Sendable, Equatable, CustomStringConvertible {
         self.width = width
     }
 
-    /// From the metadata values: `name` is `keras-nearest`, `keras-bilinear` or `torchvision` (which needs
-    /// `shorter`).
+    /// From the metadata values: `name` is one of `names` (`torchvision` needs `shorter`).
     public init(name: String, height: Int, width: Int, shorter: Int? = nil) throws(ImageError) {
+        if name.hasPrefix("tf-") {
+            let crop = name.hasSuffix("-crop")
+            let methodName = String(name.dropFirst(3).dropLast(crop ? 5 : 0))
+            if let method = TensorFlowResizeMethod(rawValue: methodName) {
+                try self.init(mode: .tensorflow(method, cropToAspectRatio: crop), height: height, width: width)
+                return
+            }
+        }
         switch name {
         case "keras-nearest": try self.init(mode: .kerasNearest, height: height, width: width)
         case "keras-bilinear": try self.init(mode: .kerasBilinear, height: height, width: width)
@@ -48,7 +65,7 @@ public struct InputResize: Sendable, Equatable, CustomStringConvertible {
             try self.init(mode: .torchvision(shorter: shorter), height: height, width: width)
         default:
             throw ImageError(file: "<input>", kind: .invalidArgument,
-                             "unknown resize mode '\(name)' (known: keras-nearest, keras-bilinear, torchvision)")
+                             "unknown resize mode '\(name)' (known: \(Self.names.joined(separator: ", ")))")
         }
     }
 
@@ -57,21 +74,41 @@ public struct InputResize: Sendable, Equatable, CustomStringConvertible {
         case .kerasNearest: return "keras-nearest"
         case .kerasBilinear: return "keras-bilinear"
         case .torchvision: return "torchvision"
+        case .tensorflow(let method, let crop): return "tf-\(method.rawValue)" + (crop ? "-crop" : "")
         }
+    }
+
+    /// How images are decoded for this resizing: TensorFlow's way for the `tf-*` modes, else PIL's.
+    public var decoding: DecodeConvention {
+        if case .tensorflow = mode { return .tensorflow }
+        return .pil
     }
 
     public var description: String {
         switch mode {
-        case .kerasNearest, .kerasBilinear: return "\(name) \(height)x\(width)"
+        case .kerasNearest, .kerasBilinear, .tensorflow: return "\(name) \(height)x\(width)"
         case .torchvision(let s): return "torchvision shorter \(s), crop \(height)x\(width)"
         }
     }
 
-    /// The image at the model's input size. `file` names the image in the one error: torchvision's
-    /// intermediate image (shorter side → `shorter`) over `limits.maximumPixels`, which only an extreme
-    /// aspect ratio reaches.
+    /// The model's input pixels of `image` (decoded with `decoding`): float `[height, width, 3]` on the 0–255
+    /// scale. The 8-bit modes give `apply`'s pixels as floats; the `tf-*` modes TensorFlow's float resize.
+    public func pixels(_ image: RGBImage, file: String = "<image>", limits: ImageLimits = .standard) throws(ImageError) -> RGBFloatImage {
+        guard case .tensorflow(let method, let crop) = mode else { return RGBFloatImage(try apply(image, file: file, limits: limits)) }
+        let source = crop ? image.tensorFlowAspectCrop(height: height, width: width) : image
+        guard let resized = source.tensorFlowResized(height: height, width: width, method: method) else {
+            throw ImageError(file: file, kind: .invalidArgument, "cannot resize to \(height)×\(width)")
+        }
+        return resized
+    }
+
+    /// The image at the model's input size, for the 8-bit modes (the `tf-*` modes give floats: `pixels`).
+    /// `file` names the image in the errors: torchvision's intermediate image (shorter side → `shorter`) over
+    /// `limits.maximumPixels`, which only an extreme aspect ratio reaches; a `tf-*` mode.
     public func apply(_ image: RGBImage, file: String = "<image>", limits: ImageLimits = .standard) throws(ImageError) -> RGBImage {
         switch mode {
+        case .tensorflow:
+            throw ImageError(file: file, kind: .invalidArgument, "resize mode '\(name)' gives float pixels, not 8-bit ones")
         case .kerasNearest: return image.resized(width: width, height: height, filter: .nearest) ?? image
         case .kerasBilinear: return image.resized(width: width, height: height, filter: .bilinear) ?? image
         case .torchvision(let shorter):

@@ -10,12 +10,12 @@ enum PNGDecoder {
         case gray = 0, rgb = 2, palette = 3, grayAlpha = 4, rgba = 6
     }
 
-    static func decode(_ bytes: [UInt8], file: String, limits: ImageLimits) throws(ImageError) -> RGBImage {
+    static func decode(_ bytes: [UInt8], file: String, limits: ImageLimits, convention: DecodeConvention = .pil) throws(ImageError) -> RGBImage {
         var result: Result<RGBImage, ImageError> = .failure(ImageError(file: file, kind: .corrupt, "PNG not decoded"))
         bytes.withUnsafeBufferPointer { buffer in
             do throws(ImageError) {
                 let reader = try Reader(buffer, file: file)
-                result = .success(try reader.read(limits: limits))
+                result = .success(try reader.read(limits: limits, convention: convention))
             } catch {
                 result = .failure(error)
             }
@@ -65,7 +65,7 @@ enum PNGDecoder {
             return ImageError(file: file, kind: .corrupt, "invalid PNG: \(m)")
         }
 
-        func read(limits: ImageLimits) throws(ImageError) -> RGBImage {
+        func read(limits: ImageLimits, convention: DecodeConvention) throws(ImageError) -> RGBImage {
             guard let info else { throw ImageError(file: file, kind: .corrupt, "cannot create a PNG reader") }
             // Our own limit (below) decides on size, with its message; libpng's 1,000,000 per side would
             // refuse some images first with a less useful one.
@@ -99,7 +99,8 @@ enum PNGDecoder {
             }
             guard ok else { throw failure() }
             let palette = colorType == .palette ? paletteTable(info) : []
-            let rgb = toRGB(raw, count: width * height, colorType: colorType, bitDepth: bitDepth, palette: palette)
+            let rgb = toRGB(raw, count: width * height, colorType: colorType, bitDepth: bitDepth, palette: palette,
+                            clipWideGray: convention == .pil)
             return RGBImage(unchecked: width, height, rgb)
         }
 
@@ -123,12 +124,14 @@ enum PNGDecoder {
     /// | PNG | PIL mode (raw mode) | → RGB |
     /// | gray 1/2/4 | "1" / "L" ("L;2", "L;4") | v · 255 / (2^depth − 1), replicated |
     /// | gray 8 | "L" | replicated |
-    /// | gray 16 | "I;16" ("I;16B") | v > 255 ? 255 : v (PIL clips, it does not scale), replicated |
+    /// | gray 16 | "I;16" ("I;16B") | v > 255 ? 255 : v (PIL clips, it does not scale), replicated; with
+    /// `clipWideGray` false the high byte instead (TensorFlow's `png_set_strip_16`) |
     /// | RGB 8 / 16 | "RGB" ("RGB;16B") | 16-bit: the high byte |
     /// | palette 1/2/4/8 | "P" | table lookup, tRNS ignored |
     /// | gray+alpha 8 / 16 | "LA" / "RGBA" ("LA;16B") | gray (high byte), alpha dropped |
     /// | RGBA 8 / 16 | "RGBA" ("RGBA;16B") | high byte, alpha dropped |
-    static func toRGB(_ raw: [UInt8], count: Int, colorType: ColorType, bitDepth: Int, palette: [UInt8]) -> [UInt8] {
+    static func toRGB(_ raw: [UInt8], count: Int, colorType: ColorType, bitDepth: Int, palette: [UInt8],
+                      clipWideGray: Bool = true) -> [UInt8] {
         var out = [UInt8](repeating: 0, count: count * 3)
         let wide = bitDepth == 16
         raw.withUnsafeBufferPointer { src in
@@ -138,7 +141,8 @@ enum PNGDecoder {
                     case .gray:
                         let scale = bitDepth == 1 ? 255 : bitDepth == 2 ? 85 : bitDepth == 4 ? 17 : 1
                         for i in 0..<count {
-                            let v = wide ? (src[2 * i] != 0 ? 255 : src[2 * i + 1]) : UInt8(truncatingIfNeeded: Int(src[i]) * scale)
+                            let v = wide ? (clipWideGray ? (src[2 * i] != 0 ? 255 : src[2 * i + 1]) : src[2 * i])
+                                         : UInt8(truncatingIfNeeded: Int(src[i]) * scale)
                             dst[3 * i] = v; dst[3 * i + 1] = v; dst[3 * i + 2] = v
                         }
                     case .rgb, .rgba:

@@ -157,8 +157,8 @@ public struct FeatureExtraction {
                 let e = folder.entries[i]
                 let path = folder.root + "/" + e.relativePath
                 do {
-                    let image = try ImageDecoder.decode(contentsOf: path)
-                    try resize.apply(image, file: e.relativePath).appendFloats(to: &input)
+                    let image = try ImageDecoder.decode(contentsOf: path, convention: resize.decoding)
+                    input += try resize.pixels(image, file: e.relativePath).values
                     pixelRows.append(try baseline.apply(image, file: e.relativePath).pixels.map { Float($0) / 255 })
                     positions.append(i)
                 } catch {

@@ -6,17 +6,23 @@ import KilnKeras
 /// softmax); `model_weights` with `layer_names`, one group per layer with `weight_names`
 /// (`<model>/<layer>/kernel`, `…/bias`) and the datasets at those paths; `top_level_model_weights` empty.
 /// `keras.models.load_model` opens it, and `kiln fuse` takes it as a head. `backbone` (the features'
-/// identity) is stored as the root attribute `kiln_backbone`, which Keras ignores and `kiln fuse` checks.
+/// identity) is stored as the root attribute `kiln_backbone`, which Keras ignores and `kiln fuse` checks; the class
+/// names, one per output column, as `kiln_class_names` (a JSON array of strings), which `kiln fuse` uses when it is
+/// given no `--labels`.
 public enum KerasHeadExport {
     public static let modelName = "kiln_head"
     public static let backboneAttribute = "kiln_backbone"
+    public static let classNamesAttribute = "kiln_class_names"
 
-    public static func write(_ head: Head, to path: String, backbone: String?) throws(HDF5Writer.WriteError) {
+    public static func write(_ head: Head, to path: String, backbone: String?, classNames: [String]? = nil) throws(HDF5Writer.WriteError) {
         let w = try HDF5Writer(path: path)
         try w.writeStringAttribute(on: "/", name: "keras_version", value: "3.15.1")
         try w.writeStringAttribute(on: "/", name: "backend", value: "tensorflow")
         try w.writeStringAttribute(on: "/", name: "model_config", value: modelConfig(head))
         if let backbone { try w.writeStringAttribute(on: "/", name: backboneAttribute, value: backbone) }
+        if let classNames, let json = try? JSONEncoder().encode(classNames) {
+            try w.writeStringAttribute(on: "/", name: classNamesAttribute, value: String(decoding: json, as: UTF8.self))
+        }
         try w.createGroup("/model_weights")
         try w.writeStringAttribute(on: "/model_weights", name: "keras_version", value: "3.15.1")
         try w.writeStringAttribute(on: "/model_weights", name: "backend", value: "tensorflow")
@@ -62,5 +68,16 @@ public enum KerasHeadExport {
     public static func recordedBackbone(path: String) throws(KerasImportError) -> String? {
         let file = try HDF5File(path: path)
         return try file.stringAttribute(backboneAttribute)
+    }
+
+    /// The class names a head file records, if any (nil for heads not written by kiln, or written before it
+    /// recorded them); a record that is not a JSON array of strings is refused naming the file.
+    public static func recordedClassNames(path: String) throws(KerasImportError) -> [String]? {
+        let file = try HDF5File(path: path)
+        guard let text = try file.stringAttribute(classNamesAttribute) else { return nil }
+        guard let names = try? JSONDecoder().decode([String].self, from: Data(text.utf8)) else {
+            throw KerasImportError(file: (path as NSString).lastPathComponent, "attribute '\(classNamesAttribute)' is not a JSON array of class names")
+        }
+        return names
     }
 }

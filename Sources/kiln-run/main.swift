@@ -1,5 +1,6 @@
 import ArgumentParser
 import KilnClassify
+import KilnFormat
 import KilnImage
 import KilnKernels
 import KilnRuntime
@@ -17,13 +18,21 @@ struct KilnRun: ParsableCommand {
         discussion: """
             Images: JPEG and PNG files, and directories searched recursively (entries in name order, hidden \
             ones skipped). Each image is decoded and resized exactly as the bundle records (input.resize: \
-            Keras load_img nearest or bilinear, or torchvision's resize + centre crop), then classified; a \
+            Keras load_img nearest or bilinear, torchvision's resize + centre crop, or Keras' \
+            image_dataset_from_directory: TensorFlow's decode and tf.image.resize, tf-bilinear and the \
+            other tf-* modes), then classified; a \
             bundle made by `kiln fuse` takes raw RGB and does its own preprocessing. EXIF orientation is not \
             applied (Keras does not apply it either). A file that cannot be read is reported in the output and \
             the others are still classified; the exit status is then 1.
 
+            Classes: by what the bundle records its output holds (output.kind): probabilities as they are; \
+            logits through a softmax; a binary unit (Dense(1), a logit or a sigmoid) as its two classes, the \
+            labels' first for output 0; multi-label (Dense(N, sigmoid)) each class on its own, those scoring at \
+            least --threshold.
+
             Tensors: --input takes a NumPy .npy float32 array, NHWC ([batch, height, width, channels]), \
-            already in the form the model's first input expects.
+            already in the form the model's first input expects; --output Y.npy holds the model's own output \
+            values (logits stay logits).
 
             Exit status: 0 success, 1 bad bundle or input (or any image not classified), 64 usage error.
             """)
@@ -49,6 +58,9 @@ struct KilnRun: ParsableCommand {
     @Option(name: .long, help: "Top classes to print per input.")
     var top: Int = 5
 
+    @Option(name: .long, help: "Multi-label bundles (output.kind multi-label): report the classes scoring at least this (0...1).")
+    var threshold: Float = 0.5
+
     @Option(name: .long, help: "Images per model run.")
     var batch: Int = 8
 
@@ -67,6 +79,7 @@ struct KilnRun: ParsableCommand {
         guard acceptedKernelThreadCounts.contains(threads) else { throw ValidationError("--threads must be in \(acceptedKernelThreadCounts)") }
         guard top >= 1 else { throw ValidationError("--top must be positive") }
         guard batch >= 1, batch <= 4096 else { throw ValidationError("--batch must be in 1...4096") }
+        guard threshold >= 0, threshold <= 1 else { throw ValidationError("--threshold must be in 0...1") }
         if input != nil, !images.isEmpty {
             throw ValidationError("give either image files and directories or --input X.npy, not both")
         }
@@ -78,6 +91,7 @@ struct KilnRun: ParsableCommand {
     }
 
     func run() throws {
+        if let output { try BundleWriter.checkWritable(output) }    // before the bundle is loaded and run
         setKernelThreads(threads)
         let classifier = try Classifier(contentsOf: bundle, output: outputName, kernels: reference ? .reference : .fast,
                                         plansPerShape: 1, winograd: !exact)
@@ -99,7 +113,9 @@ struct KilnRun: ParsableCommand {
             print("\(spec.outputName) \(result.shape) -> \(output)")
             return
         }
-        let rows = result.values.withUnsafeBufferPointer { classifier.predictions($0, columns: classColumns(result.shape), top: top) }
+        let rows = result.values.withUnsafeBufferPointer {
+            classifier.predictions($0, columns: classColumns(result.shape), top: top, threshold: threshold)
+        }
         for (row, predictions) in rows.enumerated() {
             print("\(row): " + predictions.map { "\($0.label)=\($0.score)" }.joined(separator: "  "))
         }
@@ -125,7 +141,7 @@ struct KilnRun: ParsableCommand {
         if let header = writer.header() { print(header) }
         var progress = ProgressBar(total: files.count)
         var failures = 0, done = 0
-        try classifier.classify(files: files, batch: batch, resize: resize, top: top) { results in
+        try classifier.classify(files: files, batch: batch, resize: resize, top: top, threshold: threshold) { results in
             progress.pause()
             for (file, result) in results {
                 if case .failure = result { failures += 1 }

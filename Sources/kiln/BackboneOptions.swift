@@ -21,7 +21,7 @@ struct BackboneOptions: ParsableArguments {
     @Option(name: .long, help: "Image size the model takes, HxW (default: the size the backbone records, else its input's fixed size, else 224x224).")
     var inputSize: String?
 
-    @Option(name: .long, help: "How images are resized: keras-nearest (load_img's default), keras-bilinear or torchvision (default: what the backbone records; torchvision with --preprocess torch).")
+    @Option(name: .long, help: "How images are resized: keras-nearest (load_img's default), keras-bilinear, torchvision, tf-bilinear (image_dataset_from_directory's default), tf-nearest, tf-bicubic, tf-area, each tf-* also with -crop (crop_to_aspect_ratio=True) (default: what the backbone records; torchvision with --preprocess torch).")
     var resize: ResizeMethod?
 
     /// The layer to cut at: `--cut`, else the backbone's last global average pool (whether it exists is for the
@@ -113,11 +113,6 @@ struct BackboneInput {
     /// The shorter side torchvision-style resizing scales to first (256 for 224), else nil.
     var resizeShorter: Int? { resize == .torchvision ? Int((Double(min(height, width)) / 0.875).rounded()) : nil }
 
-    /// The identity `kiln features` records and `kiln fuse` checks, for the backbone file at `path`.
-    func identity(ofFile path: String) throws -> BackboneIdentity {
-        BackboneIdentity(checksum: try BackboneIdentity.checksum(ofFile: path), file: (path as NSString).lastPathComponent,
-                         cut: cut, preprocessing: recordedPreprocessing, height: height, width: width, resize: resize.rawValue)
-    }
 }
 
 /// The built-in topologies' names, for help texts.

@@ -8,12 +8,15 @@ import Foundation
 import KilnFormat
 import KilnGraph
 import KilnImage
+import KilnKeras
 import KilnKernels
 import KilnRuntime
 import KilnTrain
 
 /// How a backbone turns images into features: everything that must be the same when the head trained on
-/// them is fused (`kiln fuse` resolves the same defaults and checks this identity).
+/// them is fused (`kiln fuse` resolves the same defaults and checks this identity). The backbone is known by its
+/// content, the checksum of its weights (`Graph.weightsChecksum`), not by its file: a renamed or re-saved copy
+/// of the same weights is the same backbone.
 struct BackboneIdentity: Equatable {
     var checksum: String
     var file: String
@@ -22,9 +25,15 @@ struct BackboneIdentity: Equatable {
     var height: Int, width: Int
     var resize: String
 
-    /// The recorded form: `kiln-backbone/1 xxh64=… cut=… preprocessing=… size=HxW resize=… file=…`.
+    /// The recorded form: `kiln-backbone/2 weights=… cut=… preprocessing=… size=HxW resize=… file=…`.
+    /// (Version 1, written before, held `xxh64=` of the file's bytes; `checkHeadBackbone` still reads it.)
     var text: String {
-        "kiln-backbone/1 xxh64=\(checksum) cut=\(cut) preprocessing=\(preprocessing) size=\(height)x\(width) resize=\(resize) file=\(file)"
+        "kiln-backbone/2 weights=\(checksum) cut=\(cut) preprocessing=\(preprocessing) size=\(height)x\(width) resize=\(resize) file=\(file)"
+    }
+
+    /// The version-1 form, with the file's checksum, for heads written before version 2.
+    func version1(fileChecksum: String) -> String {
+        "kiln-backbone/1 xxh64=\(fileChecksum) cut=\(cut) preprocessing=\(preprocessing) size=\(height)x\(width) resize=\(resize) file=\(file)"
     }
 
     /// The part that must match (the file name may change).
@@ -32,9 +41,59 @@ struct BackboneIdentity: Equatable {
         text.split(separator: " ").filter { !$0.hasPrefix("file=") }.joined(separator: " ")
     }
 
+    /// The `name=value` fields of a recorded identity (`size`, `resize`, `preprocessing`, `cut`, …).
+    static func fields(_ text: String) -> [String: String] {
+        var out: [String: String] = [:]
+        for part in text.split(separator: " ") {
+            guard let eq = part.firstIndex(of: "=") else { continue }
+            out[String(part[..<eq])] = String(part[part.index(after: eq)...])
+        }
+        return out
+    }
+
     static func checksum(ofFile path: String) throws -> String {
         guard let data = FileManager.default.contents(atPath: path) else { throw CLIError(.badInput, "\(path): cannot read the file") }
         let h = data.withUnsafeBytes { XXH64.hash($0) }
+        return String(h, radix: 16).leftPadded(to: 16)
+    }
+}
+
+extension BackboneInput {
+    /// The identity `kiln features` records and `kiln fuse` checks, for `backbone` (as loaded from `path`).
+    func identity(of backbone: Graph, path: String) -> BackboneIdentity {
+        BackboneIdentity(checksum: backbone.weightsChecksum, file: (path as NSString).lastPathComponent, cut: cut,
+                         preprocessing: recordedPreprocessing, height: height, width: width, resize: resize.rawValue)
+    }
+}
+
+extension Graph {
+    /// XXH64 over every weight the graph holds, in node order: each tensor's shape and float32 bytes, hashed
+    /// tensor by tensor and the hashes chained. The same weights give the same checksum whatever the file is
+    /// called or which Keras layout holds them.
+    var weightsChecksum: String {
+        var chain: [UInt64] = []
+        func add(_ values: [Float], shape: [Int]) {
+            chain.append(UInt64(shape.count))
+            chain.append(contentsOf: shape.map { UInt64(truncatingIfNeeded: $0) })
+            chain.append(values.withUnsafeBytes { XXH64.hash($0) })
+        }
+        func add(_ t: WeightTensor?) { if let t { add(t.values, shape: t.shape) } }
+        func add(_ values: [Double]) { add(values.map(Float.init), shape: [values.count]) }
+        for node in nodes {
+            switch node.op {
+            case .conv2d(let c): add(c.kernel); add(c.bias)
+            case .dense(let d): add(d.kernel); add(d.bias)
+            case .batchNorm(let b):
+                add(b.mean, shape: [b.mean.count]); add(b.variance, shape: [b.variance.count])
+                if let g = b.gamma { add(g, shape: [g.count]) }
+                if let v = b.beta { add(v, shape: [v.count]) }
+                add([Float(b.epsilon)], shape: [1])
+            case .channelAffine(let a): add(a.scale); add(a.shift)
+            case .constantPad(_, _, _, _, let values): add(values, shape: [values.count])
+            default: break
+            }
+        }
+        let h = chain.withUnsafeBytes { XXH64.hash($0) }
         return String(h, radix: 16).leftPadded(to: 16)
     }
 }
@@ -50,15 +109,52 @@ func refuseBaselineHead(headPath: String) throws {
     throw CLIError(.badInput, "\((headPath as NSString).lastPathComponent) was trained on raw pixels (--baseline), not on backbone features; it cannot be fused")
 }
 
-func checkHeadBackbone(headPath: String, backbone makeIdentity: () throws -> BackboneIdentity) throws {
+/// Refuses a head whose recorded backbone identity is not `backbone`'s (the file at `backbonePath`): weights,
+/// cut, preprocessing, size and resizing must all be the same; the file name may differ. A version-1 record is
+/// compared with the file's checksum, as it was written.
+func checkHeadBackbone(headPath: String, backbonePath: String, backbone makeIdentity: () throws -> BackboneIdentity) throws {
     // Only HDF5 heads can carry the record (a .keras zip or another file: nothing to check).
     guard let recorded = (try? KerasHeadExport.recordedBackbone(path: headPath)) ?? nil else { return }
     try refuseBaselineHead(headPath: headPath)
     let backbone = try makeIdentity()
+    let current = recorded.hasPrefix("kiln-backbone/1 ")
+        ? backbone.version1(fileChecksum: try BackboneIdentity.checksum(ofFile: backbonePath)) : backbone.text
     let headName = (headPath as NSString).lastPathComponent
-    if BackboneIdentity.key(recorded) != BackboneIdentity.key(backbone.text) {
-        throw CLIError(.badInput, "\(headName) was trained on features of another backbone or setting: it records '\(recorded)', this fuse gives '\(backbone.text)'; extract features with this backbone and settings (kiln features) and train again, or fuse with the recorded ones")
+    if BackboneIdentity.key(recorded) != BackboneIdentity.key(current) {
+        throw CLIError(.badInput, "\(headName) was trained on features of another backbone or setting: it records '\(recorded)', this fuse gives '\(current)'; extract features with this backbone and settings (kiln features) and train again, or fuse with the recorded ones")
     }
+}
+
+/// What a head from `kiln train-head` records, for `kiln fuse` to adopt: the backbone options its features were
+/// made with (cut, input size, resizing, preprocessing: each only where the command line does not give it, and
+/// the preprocessing only for a backbone without one folded in) and its class names. Each adopted value is said
+/// through `note`. A head without records changes nothing.
+func adoptHeadRecords(headPath: String, backbone: Graph, options: inout BackboneOptions, note: (String) -> Void) throws -> [String]? {
+    let headName = (headPath as NSString).lastPathComponent
+    let names: [String]?
+    do {
+        names = try KerasHeadExport.recordedClassNames(path: headPath)
+    } catch where error.message.contains(KerasHeadExport.classNamesAttribute) {
+        throw CLIError(.badInput, "\(error)")     // a record that is there but unreadable
+    } catch {
+        names = nil                                // not an HDF5 head: nothing recorded
+    }
+    guard let recorded = (try? KerasHeadExport.recordedBackbone(path: headPath)) ?? nil, recorded.hasPrefix("kiln-backbone/") else { return names }
+    let f = BackboneIdentity.fields(recorded)
+    var adopted: [String] = []
+    if options.cut == nil, let cut = f["cut"] { options.cut = cut; adopted.append("cut \(cut)") }
+    if options.inputSize == nil, let size = f["size"], parseSize(size) != nil { options.inputSize = size; adopted.append("input size \(size)") }
+    if options.resize == nil, let r = f["resize"], let method = ResizeMethod(rawValue: r) { options.resize = method; adopted.append("resize \(r)") }
+    let folded: Bool = {
+        if case .string(let p)? = backbone.metadata[.inputPreprocessing], let known = Preprocessing(rawValue: p) { return known != .none }
+        return false
+    }()
+    if options.preprocess == nil, !folded, let p = f["preprocessing"], let preprocessing = Preprocessing(rawValue: p) {
+        options.preprocess = preprocessing
+        adopted.append("preprocessing \(p)")
+    }
+    if !adopted.isEmpty { note("\(adopted.joined(separator: ", ")): as \(headName) records") }
+    return names
 }
 
 /// The backbone as a feature extractor: cut, preprocessing folded, resizing chosen, as `kiln fuse` would.
@@ -88,7 +184,7 @@ func resolveBackbone(path: String, config: String?, options: BackboneOptions, no
     }
     let resizer = try InputResize(name: input.resize.rawValue, height: input.height, width: input.width,
                                   shorter: input.resizeShorter)
-    return ResolvedBackbone(model: model, outputIndex: index, resize: resizer, identity: try input.identity(ofFile: path))
+    return ResolvedBackbone(model: model, outputIndex: index, resize: resizer, identity: input.identity(of: backbone, path: path))
 }
 
 struct Features: ParsableCommand {
@@ -130,6 +226,7 @@ struct Features: ParsableCommand {
     }
 
     func run() throws {
+        try BundleWriter.checkWritable(output)     // before a single image is read
         setKernelThreads(threads)
         let folder = try ImageFolder(scanning: dataDir)
         // The histogram first: the imbalance users must see.
@@ -149,8 +246,9 @@ struct Features: ParsableCommand {
         var cache: FeatureSet?
         if FileManager.default.fileExists(atPath: output) {
             do {
-                let old = try FeatureSet.read(path: output)
-                if old.backbone == resolved.identity.text {
+                var old = try FeatureSet.read(path: output)
+                if let recorded = old.backbone, BackboneIdentity.key(recorded) == BackboneIdentity.key(resolved.identity.text) {
+                    old.backbone = resolved.identity.text     // the same backbone, perhaps under another file name
                     cache = old
                 } else {
                     note("\(output) holds features of another backbone or setting: recomputing every image")

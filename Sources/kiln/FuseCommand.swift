@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import KilnFormat
 import KilnGraph
+import KilnImage
 import KilnRuntime
 
 /// Loads a model source into the IR: an existing `.kiln` bundle (lifted back), or anything
@@ -30,11 +31,25 @@ struct CLIError: KindedError {
     }
 }
 
-/// Image resizing recorded in a bundle for `kiln-run` on image files.
-enum ResizeMethod: String, ExpressibleByArgument, CaseIterable {
-    case kerasNearest = "keras-nearest"
-    case kerasBilinear = "keras-bilinear"
-    case torchvision
+/// Image resizing recorded in a bundle for `kiln-run` on image files (`input.resize`): one of KilnImage's
+/// `InputResize.names`, which says exactly what each does (the names are defined there, once).
+struct ResizeMethod: RawRepresentable, ExpressibleByArgument, Equatable {
+    let rawValue: String
+
+    init?(rawValue: String) {
+        guard InputResize.names.contains(rawValue) else { return nil }
+        self.rawValue = rawValue
+    }
+
+    init?(argument: String) { self.init(rawValue: argument) }
+
+    private init(known: String) { rawValue = known }
+
+    static let kerasNearest = ResizeMethod(known: "keras-nearest")
+    static let kerasBilinear = ResizeMethod(known: "keras-bilinear")
+    static let torchvision = ResizeMethod(known: "torchvision")
+
+    static var allValueStrings: [String] { InputResize.names }
 }
 
 extension Preprocessing: ExpressibleByArgument {}
@@ -73,11 +88,15 @@ struct Fuse: ParsableCommand {
     var headConfig: String?
 
     func run() throws {
+        try BundleWriter.checkWritable(output)     // before anything is loaded
         let backboneName = (backbone as NSString).lastPathComponent
         let headName = (head as NSString).lastPathComponent
         let backboneGraph = try loadGraph(path: backbone, config: backboneConfig, topology: backboneOptions.topology)
         let headGraph = try loadGraph(path: head, config: headConfig)
         try refuseBaselineHead(headPath: head)
+        // A head from `kiln train-head` records its backbone settings and class names: adopted where not given.
+        var backboneOptions = self.backboneOptions
+        let recordedLabels = try adoptHeadRecords(headPath: head, backbone: backboneGraph, options: &backboneOptions, note: note)
         let cutName = try backboneOptions.cutName(in: backboneGraph)
         var graph = try backboneGraph.attachingHead(headGraph, cut: cutName, backboneName: backboneName, headName: headName)
         // Images arrive NHWC: an NCHW (ONNX) backbone's leading transpose goes.
@@ -87,27 +106,30 @@ struct Fuse: ParsableCommand {
                                                 note: note)
         try graph.prependPreprocessing(input.preprocessing)
         // A head from `kiln train-head` records the backbone its features came from.
-        try checkHeadBackbone(headPath: head) { try input.identity(ofFile: backbone) }
+        try checkHeadBackbone(headPath: head, backbonePath: backbone) { input.identity(of: backboneGraph, path: backbone) }
 
         let headParameters = headGraph.parameterCount
         try graph.optimizeForInference()
         var frozen = try graph.lower()
         let total = frozen.tensors.reduce(0) { $0 + $1.elementCount }
+        frozen.recordClassifierOutputKind()
 
-        // Labels: one per output column of the first output.
+        // Labels: one per output column of the first output (two for a binary unit): --labels, else the head's own.
+        var named: (names: [String], from: String)?
         if let labels {
-            let names: [String]
-            if labels == "imagenet" {
-                names = ImageNetClasses.all.map(\.name)
-            } else {
-                guard let text = try? String(contentsOfFile: labels, encoding: .utf8) else {
-                    throw CLIError(.badInput, "\(labels): cannot read the labels file")
-                }
-                names = text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
-            }
+            named = (try readLabels(labels), (labels as NSString).lastPathComponent)
+        } else if let recordedLabels {
+            named = (recordedLabels, "\(headName)'s recorded class names")
+            note("labels: the \(recordedLabels.count) class names \(headName) records")
+        }
+        if let (names, from) = named {
             let columns = frozen.outputs.first.flatMap { $0.shape.last }.map(Int.init) ?? -1
-            guard names.count == columns else {
-                throw CLIError(.badInput, "\((labels as NSString).lastPathComponent) has \(names.count) class names but the head \(headName) has \(columns) outputs")
+            let kind = frozen.classifierOutputKind
+            guard names.count == kind?.classCount(columns: columns) ?? columns else {
+                let binary = kind == .binaryLogit || kind == .binaryProbability
+                throw CLIError(.badInput, "\(from) has \(names.count) class names but the head \(headName) " +
+                               (binary ? "is a binary classifier (one \(kind?.rawValue ?? "") unit): give 2 names, the first for output 0"
+                                       : "has \(columns) outputs"))
             }
             frozen.metadata[.labelNames] = .strings(names)
         }
@@ -132,6 +154,15 @@ struct Fuse: ParsableCommand {
 
     func note(_ text: String) {
         FileHandle.standardError.write(Data("kiln fuse: \(text)\n".utf8))
+    }
+
+    /// `--labels`: a file of class names, one per line (blank lines skipped), or `imagenet`.
+    func readLabels(_ labels: String) throws -> [String] {
+        if labels == "imagenet" { return ImageNetClasses.all.map(\.name) }
+        guard let text = try? String(contentsOfFile: labels, encoding: .utf8) else {
+            throw CLIError(.badInput, "\(labels): cannot read the labels file")
+        }
+        return text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
     }
 }
 

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import KilnFormat
 import KilnRuntime
 import KilnTrain
 
@@ -84,6 +85,9 @@ struct TrainHead: ParsableCommand {
     }
 
     func run() throws {
+        // Every file it writes, before training: the head, its reports beside it, the predictions.
+        try BundleWriter.checkWritable(output)
+        if let predictions { try BundleWriter.checkWritable(predictions) }
         let set = try FeatureSet.read(path: features)
         let name = (features as NSString).lastPathComponent
         let classes = set.classNames.count
@@ -157,7 +161,7 @@ struct TrainHead: ParsableCommand {
         printReport(report, classNames: set.classNames, on: val.isEmpty ? "training" : "validation")
 
         // Outputs: the head first, then its companions, each written atomically.
-        try KerasHeadExport.write(result.head, to: output, backbone: identity)
+        try KerasHeadExport.write(result.head, to: output, backbone: identity, classNames: set.classNames)
         let stem = output.lowercased().hasSuffix(".h5") ? String(output.dropLast(3)) : output
         try writeText(Reports.historyCSV(result.history), stem + ".history.csv")
         let title = "\(name)\(baseline ? " (baseline: raw pixels)" : ""): kept epoch \(result.bestEpoch)"

@@ -48,6 +48,12 @@ struct Verify: ParsableCommand {
     func run() throws {
         let model = try Model(contentsOf: bundle)
         let frozen = model.frozen
+        let bundleName = (bundle as NSString).lastPathComponent
+        // A fused bundle is its backbone and its head: checked against the backbone alone, every output would differ.
+        if head == nil, case .string(let fusedHead)? = frozen.metadata[.fuseHead] {
+            throw CLIError(.badInput, "\(bundleName) was fused with a head (\(MetadataKey.fuseHead) \(fusedHead)): give it after the bundle, " +
+                           "kiln verify \(bundle) HEAD --against \(against)")
+        }
         var graph = try loadGraph(path: against, config: config, topology: topology)
         if let head {
             let headGraph = try loadGraph(path: head, config: nil)
@@ -91,13 +97,30 @@ struct Verify: ParsableCommand {
 
         var worst = 0.0
         var allAgree = true
+        let sourceName = (against as NSString).lastPathComponent
         for (label, x) in inputs {
+            try checkInputShape(x.shape, name: label, bundle: bundleName, declared: declared, graph: graph)
             let reference = try graph.evaluateReference(input: x.values, shape: x.shape)
             let got = try model.run(x)
+            // Every output of the bundle has its counterpart in the source, of the same shape: checked before any line
+            // is printed, so a mismatch is one line (and exit 1), not a comparison of unrelated numbers.
+            var pairs: [(port: PortRecord, want: (shape: [Int], values: [Float]), got: Tensor)] = []
             for (i, port) in frozen.outputs.enumerated() {
-                guard let want = reference[port.name] ?? (i < graph.outputs.count ? reference[graph.outputs[i].port] : nil) else { continue }
+                let sourcePort = reference[port.name] != nil ? port.name : (i < graph.outputs.count ? graph.outputs[i].port : nil)
+                guard let sourcePort, let want = reference[sourcePort] else {
+                    throw CLIError(.badInput, "\(sourceName) has no output for \(bundleName)'s '\(port.name)' " +
+                                   "(its outputs: \(graph.outputs.map(\.port).joined(separator: ", ")))")
+                }
+                guard want.shape == got[i].shape else {
+                    let hint = head == nil ? "" : " (is it the head the bundle was fused with?)"
+                    throw CLIError(.badInput, "\(bundleName)'s output '\(port.name)' is \(got[i].shape) but \(sourceName)'s '\(sourcePort)' " +
+                                   "is \(want.shape) for \(label): not the model the bundle was made from\(hint)")
+                }
+                pairs.append((port, want, got[i]))
+            }
+            for (port, want, result) in pairs {
                 let scale = Double(want.values.map(abs).max() ?? 0)
-                let diff = Double(zip(want.values, got[i].values).map { abs($0 - $1) }.max() ?? .infinity)
+                let diff = Double(zip(want.values, result.values).map { abs($0 - $1) }.max() ?? .infinity)
                 let rel = scale > 0 ? diff / scale : diff
                 worst = max(worst, rel)
                 var agreement = ""
@@ -107,7 +130,7 @@ struct Verify: ParsableCommand {
                         let row = v[r * c..<(r + 1) * c]
                         return row.indices.max { row[$0] < row[$1] } ?? 0
                     }
-                    let same = (0..<rows).filter { argmax(want.values, $0) == argmax(got[i].values, $0) }.count
+                    let same = (0..<rows).filter { argmax(want.values, $0) == argmax(result.values, $0) }.count
                     allAgree = allAgree && same == rows
                     agreement = ", top-1 \(same)/\(rows)"
                 }
@@ -116,5 +139,21 @@ struct Verify: ParsableCommand {
         }
         print(String(format: "largest relative difference %.3g (tolerance %.1g)", worst, tolerance))
         if worst > tolerance || !allAgree { throw ExitCode(1) }
+    }
+
+    /// An input's shape (`name`: the --input file or the random input) against the bundle's input (rank, every fixed
+    /// dimension) and the source's declared input: the reference kernels trust the shapes they are given.
+    func checkInputShape(_ shape: [Int], name: String, bundle: String, declared: [Int64], graph: Graph) throws {
+        let fits = shape.count == declared.count && zip(shape, declared).allSatisfy { $1 < 0 || Int64($0) == $1 } && !shape.contains(0)
+        guard fits else {
+            throw CLIError(.badInput, "\(name) has shape \(shape) but \(bundle) takes [\(declared.map { $0 < 0 ? "N" : String($0) }.joined(separator: ", "))]")
+        }
+        if let first = graph.nodes.first, case .input(let sourceShape) = first.op {
+            let agrees = sourceShape.count == shape.count && zip(shape, sourceShape).allSatisfy { $1 == nil || $1 == $0 }
+            guard agrees else {
+                throw CLIError(.badInput, "\(name) has shape \(shape) but \((against as NSString).lastPathComponent) takes " +
+                               "[\(sourceShape.map { $0.map(String.init) ?? "N" }.joined(separator: ", "))]")
+            }
+        }
     }
 }

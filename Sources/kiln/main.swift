@@ -49,6 +49,7 @@ struct Convert: ParsableCommand {
     @OptionGroup var storage: StorageOptions
 
     func run() throws {
+        try BundleWriter.checkWritable(output)     // before the import, not after it
         var graph = try importSource(path: source, config: config, topology: topology)
         for name in extraOutputs {
             try graph.addOutput(node: name)
@@ -61,6 +62,7 @@ struct Convert: ParsableCommand {
             throw CLIError(error.kind, "\((source as NSString).lastPathComponent): kiln-run could not run this model, so no bundle is written: \(error.message)")
         }
         frozen.metadata[.converterVersion] = .string(KilnVersion.string)
+        frozen.recordClassifierOutputKind()
         if frozen.metadata[.inputLayout] == nil { frozen.metadata[.inputLayout] = .string("NHWC") }  // ONNX importers record NCHW
         frozen.metadata[.inputPreprocessing] = .string("none: the input is what the source model's first layer takes")
         try BundleWriter.write(frozen.storingWeights(as: storage.weights), to: output, compression: storage.compression)

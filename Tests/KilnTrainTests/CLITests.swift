@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import KilnTestSupport
+import KilnFormat
 import KilnKeras
 import KilnRuntime
 @testable import KilnTrain
@@ -61,7 +62,7 @@ struct CLITests {
         let set = try FeatureSet.read(path: npz)
         #expect(set.count == 18 && set.featureCount == 128 && set.classNames == ["one", "seven", "zero"])
         #expect(set.pixelCount == 16 * 16 * 3)
-        #expect(set.backbone?.hasPrefix("kiln-backbone/1 xxh64=") == true)
+        #expect(set.backbone?.hasPrefix("kiln-backbone/2 weights=") == true)
         #expect(set.backbone?.contains("cut=avg_pool preprocessing=caffe size=64x64 resize=keras-nearest") == true)
         // Unchanged images: nothing recomputed; the same features.
         let second = try KilnBinary.run(["features", backbone, data, "-o", npz, "--input-size", "64x64"])
@@ -195,5 +196,71 @@ struct CLITests {
         #expect(r.stdout.contains("skipped (unreadable): three/cut.jpg"))
         #expect(r.stderr.contains("\(data)/three: no readable images in this class folder"))
         #expect(!FileManager.default.fileExists(atPath: dir + "/f.npz"))
+    }
+    /// Class names and settings travel: `features` stores the class names, `train-head` writes them into head.h5
+    /// (an attribute Keras ignores), and `fuse` of a byte-identical copy of the backbone under another name, given
+    /// neither --labels nor --input-size nor --resize, adopts what the head records (input size 32x32, tf-bilinear,
+    /// caffe) and its names.
+    @Test func classNamesAndSettingsTravelToFuse() throws {
+        let dir = try tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let classes = ["one", "seven", "zero"]
+        let data = try dataFolder(dir, classes: classes, perClass: 4)
+        let npz = dir + "/f.npz"
+        let f = try KilnBinary.run(["features", backbone, data, "-o", npz, "--input-size", "32x32", "--resize", "tf-bilinear"])
+        #expect(f.status == 0, "\(f.stderr)")
+        #expect(try FeatureSet.read(path: npz).classNames == classes)
+        let head = dir + "/head.h5"
+        #expect(try KilnBinary.run(["train-head", npz, "-o", head, "--epochs", "3"]).status == 0)
+        #expect(try KerasHeadExport.recordedClassNames(path: head) == classes)
+
+        let renamed = dir + "/renamed_backbone.h5"
+        try FileManager.default.copyItem(atPath: backbone, toPath: renamed)
+        let fused = try KilnBinary.run(["fuse", renamed, head, "-o", dir + "/fused.kiln"])
+        #expect(fused.status == 0, "\(fused.stderr)")
+        #expect(fused.stderr.contains("kiln fuse: cut avg_pool, input size 32x32, resize tf-bilinear, preprocessing caffe: as head.h5 records"), "\(fused.stderr)")
+        #expect(fused.stderr.contains("kiln fuse: labels: the 3 class names head.h5 records"), "\(fused.stderr)")
+        let model = try Model(contentsOf: dir + "/fused.kiln")
+        #expect(model.frozen.metadata["labels.names"] == .strings(classes))
+        #expect(model.frozen.metadata["input.height"] == .int(32) && model.frozen.metadata["input.width"] == .int(32))
+        #expect(model.frozen.metadata["input.resize"] == .string("tf-bilinear"))
+        #expect(model.frozen.metadata["input.preprocessing"] == .string("caffe"))
+
+        // --labels still wins over the recorded names; a setting given that differs from the record is refused.
+        try "a\nb\nc\n".write(toFile: dir + "/abc.txt", atomically: true, encoding: .utf8)
+        let relabelled = try KilnBinary.run(["fuse", renamed, head, "-o", dir + "/abc.kiln", "--labels", dir + "/abc.txt"])
+        #expect(relabelled.status == 0, "\(relabelled.stderr)")
+        #expect(try Model(contentsOf: dir + "/abc.kiln").frozen.metadata["labels.names"] == .strings(["a", "b", "c"]))
+        let nearest = try KilnBinary.run(["fuse", renamed, head, "-o", dir + "/other.kiln", "--resize", "keras-nearest"])
+        #expect(nearest.status == 1)
+        #expect(nearest.stderr.contains("head.h5 was trained on features of another backbone or setting") && nearest.stderr.contains("resize=keras-nearest"))
+        #expect(!FileManager.default.fileExists(atPath: dir + "/other.kiln"))
+    }
+    /// A head recorded before identities were the weights' checksum (`kiln-backbone/1`, the backbone file's xxh64) is
+    /// checked as it was written: the same file (under any name) fuses, adopting the recorded size; another is refused.
+    @Test func version1RecordsAreCheckedByFileChecksum() throws {
+        let dir = try tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let bytes = try #require(FileManager.default.contents(atPath: backbone))
+        let hex = String(bytes.withUnsafeBytes { XXH64.hash($0) }, radix: 16)
+        let checksum = String(repeating: "0", count: 16 - hex.count) + hex
+        let record = "kiln-backbone/1 xxh64=\(checksum) cut=avg_pool preprocessing=caffe size=32x32 resize=keras-nearest file=mini_notop_k3.h5"
+        let (x, labels) = blobs(perClass: 8, seed: 3)
+        let features = (0..<labels.count).flatMap { r in (0..<128).map { x[r * 5 + $0 % 5] } }   // 128 wide, as avg_pool
+        var settings = HeadSettings()
+        settings.epochs = 2
+        let trained = try HeadTrainer.train(x: features, inputs: 128, labels: labels, classCount: 3, train: Array(labels.indices),
+                                            validation: [], settings: settings)
+        let head = dir + "/old_head.h5"
+        try KerasHeadExport.write(trained.head, to: head, backbone: record)
+        let renamed = dir + "/copy.h5"
+        try FileManager.default.copyItem(atPath: backbone, toPath: renamed)
+        let fused = try KilnBinary.run(["fuse", renamed, head, "-o", dir + "/f.kiln"])
+        #expect(fused.status == 0, "\(fused.stderr)")
+        #expect(fused.stderr.contains("input size 32x32, resize keras-nearest, preprocessing caffe: as old_head.h5 records"), "\(fused.stderr)")
+        let other = try KilnBinary.run(["fuse", root + "/samples/mini/mini_k3.h5", head, "-o", dir + "/g.kiln"])
+        #expect(other.status == 1)
+        #expect(other.stderr.contains("old_head.h5 was trained on features of another backbone or setting"), "\(other.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: dir + "/g.kiln"))
     }
 }

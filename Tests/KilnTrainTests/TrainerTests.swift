@@ -164,11 +164,12 @@ func tempDir() throws -> String { try makeTemporaryDirectory(prefix: "kiln-train
         let dir = try tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let path = dir + "/head.h5"
-        try KerasHeadExport.write(r.head, to: path, backbone: "kiln-backbone/1 test")
+        try KerasHeadExport.write(r.head, to: path, backbone: "kiln-backbone/1 test", classNames: ["a", "b, \"c\"", "δ"])
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir) == ["head.h5"])
         let f = try HDF5File(path: path)
         #expect(try f.stringAttribute("keras_version") == "3.15.1")
         #expect(try f.stringAttribute("kiln_backbone") == "kiln-backbone/1 test")
+        #expect(try KerasHeadExport.recordedClassNames(path: path) == ["a", "b, \"c\"", "δ"])
         let names = try f.group(at: "model_weights").stringArrayAttribute("layer_names")
         #expect(names == (hidden ? ["hidden", "dropout", "classes"] : ["classes"]))
         #expect(try f.group(at: "model_weights/classes").stringArrayAttribute("weight_names") == ["kiln_head/classes/kernel", "kiln_head/classes/bias"])
