@@ -9,7 +9,8 @@ Ray Data reads every JPEG/PNG file under IMAGE_DIR (read_binary_files: the bytes
 instance: the bundle is opened once per worker, then every batch goes through `kiln.Model.classify`
 (libkiln: decode, resize as the bundle records, one run per batch, top-k). The results are written as
 Parquet files in OUT_DIR, one row per image: `file` (its path), `labels` (the top-k labels, best first) and
-`scores` (their scores). An image that cannot be classified gets empty lists and its message in `error`.
+`scores` (their scores), and `node` (the Ray node that classified it). An image that cannot be classified gets
+empty lists and its message in `error`.
 
 Every worker node needs the bundle at the same path, the `kiln` package (pip install ./python) and libkiln
 (KILN_LIBRARY, or libkiln.so beside the package). Prints one summary line: images, seconds, images/s.
@@ -33,6 +34,7 @@ class KilnClassifier:
             kiln.set_threads(threads)
         self.model = kiln.Model(bundle)
         self.top = top
+        self.node = ray.get_runtime_context().get_node_id()
 
     def __call__(self, batch):
         data = [bytes(b) for b in batch["bytes"]]
@@ -48,7 +50,7 @@ class KilnClassifier:
                 scores.append([p.score for p in result])
                 errors.append("")
         return {"file": np.asarray(batch["path"], dtype=object), "labels": _column(labels), "scores": _column(scores),
-                "error": np.asarray(errors, dtype=object)}
+                "error": np.asarray(errors, dtype=object), "node": np.asarray([self.node] * len(data), dtype=object)}
 
 
 def _column(lists):
