@@ -201,7 +201,7 @@ int kiln_session_new(kiln_model *model, const kiln_session_options *opts, kiln_s
 void kiln_session_free(kiln_session *session);
 
 /** Kernel worker threads, process-wide (every model and session): 1..256. The default is one per online
- *  CPU. Errors: BAD_INPUT (out of range). */
+ *  CPU. Call it while no run is going on (at start-up). Errors: BAD_INPUT (out of range). */
 int kiln_set_threads(int threads);
 
 /* ----- Tensor runs ------------------------------------------------------------------------------------ */

@@ -94,6 +94,7 @@ private func portShape(_ function: String, _ model: OpaquePointer?, _ ports: (Fr
                        _ err: ErrorBuffer, _ errLength: Int) -> Int32 {
     guard let m = object(model, as: ModelHandle.self) else { return fail(badArgument(function, "model is NULL"), err, errLength) }
     guard let rank else { return fail(badArgument(function, "rank is NULL"), err, errLength) }
+    guard capacity >= 0 else { return fail(badArgument(function, "capacity is beyond any buffer"), err, errLength) }
     guard capacity == 0 || dims != nil else { return fail(badArgument(function, "dims is NULL with capacity \(capacity)"), err, errLength) }
     let all = ports(m.model.frozen)
     guard all.indices.contains(index) else {
@@ -383,7 +384,7 @@ public func kilnClassifyImageBytes(_ session: OpaquePointer?, _ bytes: UnsafePoi
     guard let s = object(session, as: SessionHandle.self) else { return fail(badArgument(function, "session is NULL"), err, errLength) }
     guard let bytes else { return fail(badArgument(function, "bytes is NULL"), err, errLength) }
     guard let out else { return fail(badArgument(function, "out is NULL"), err, errLength) }
-    guard length > 0 else { return fail(badArgument(function, "len is 0"), err, errLength) }
+    guard length > 0 else { return fail(badArgument(function, length == 0 ? "len is 0" : "len is beyond any buffer"), err, errLength) }
     do throws(ClassifyError) {
         try checkTopK(function, s, topK)
         let image = Array(UnsafeBufferPointer(start: bytes, count: length))

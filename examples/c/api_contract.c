@@ -78,6 +78,7 @@ int main(int argc, char **argv) {
     CHECK(rank == 4 && dims[0] == -1, "input shape [%lld, ...] rank %zu", (long long)dims[0], rank);
     EXPECT_CODE(kiln_model_input_shape(model, 0, NULL, 4, &rank, ERR), KILN_ERR_BAD_INPUT);
     EXPECT_CODE(kiln_model_input_shape(model, 1, dims, 8, &rank, ERR), KILN_ERR_BAD_INPUT);
+    EXPECT_CODE(kiln_model_input_shape(model, 0, dims, (size_t)-1, &rank, ERR), KILN_ERR_BAD_INPUT);
     EXPECT_CODE(kiln_model_output_shape(model, 0, dims, 8, NULL, ERR), KILN_ERR_BAD_INPUT);
     EXPECT_CODE(kiln_model_output_shape(NULL, 0, dims, 8, &rank, ERR), KILN_ERR_BAD_INPUT);
     size_t labels = kiln_model_label_count(model);
@@ -133,6 +134,9 @@ int main(int argc, char **argv) {
     EXPECT_CODE(kiln_run(session, input, count, shape, 0, 0, out, classes, ERR), KILN_ERR_BAD_INPUT);
     EXPECT_CODE(kiln_run(session, input, count, shape, 4, 0, out, classes + 1, ERR), KILN_ERR_BAD_INPUT);
     EXPECT_CODE(kiln_run(session, input, count, shape, 4, 0, NULL, classes, ERR), KILN_ERR_BAD_INPUT);
+    EXPECT_CODE(kiln_run(session, input, (size_t)-1, shape, 4, 0, out, classes, ERR), KILN_ERR_BAD_INPUT);
+    EXPECT_CODE(kiln_run(session, input, count, shape, 4, 0, out, (size_t)-1, ERR), KILN_ERR_BAD_INPUT);
+    EXPECT_CODE(kiln_run(session, input, count, shape, (size_t)-1, 0, out, classes, ERR), KILN_ERR_BAD_INPUT);
     EXPECT_CODE(kiln_run(session, input, count, shape, 4, 99, out, classes, ERR), KILN_ERR_BAD_INPUT);
     int64_t wrong[4] = {1, info.height + 1, info.width, 3};
     EXPECT_CODE(kiln_run(session, input, count, wrong, 4, 0, out, classes, ERR), KILN_ERR_BAD_INPUT);
@@ -167,6 +171,7 @@ int main(int argc, char **argv) {
     CHECK(top[0].score >= top[classes - 1].score, "classes highest first");
     EXPECT_CODE(kiln_classify_image_bytes(session, NULL, image_len, 1, top, ERR), KILN_ERR_BAD_INPUT);
     EXPECT_CODE(kiln_classify_image_bytes(session, image, 0, 1, top, ERR), KILN_ERR_BAD_INPUT);
+    EXPECT_CODE(kiln_classify_image_bytes(session, image, (size_t)-1, 1, top, ERR), KILN_ERR_BAD_INPUT);
     EXPECT_CODE(kiln_classify_image_bytes(session, image, image_len, 1, NULL, ERR), KILN_ERR_BAD_INPUT);
     EXPECT_CODE(kiln_classify_image_bytes(NULL, image, image_len, 1, top, ERR), KILN_ERR_BAD_INPUT);
     EXPECT_CODE(kiln_classify_image_bytes(session, image, image_len / 3, 1, top, ERR), KILN_ERR_BAD_INPUT);
@@ -183,6 +188,8 @@ int main(int argc, char **argv) {
     EXPECT_CODE(kiln_classify_images(session, NULL, lens, 3, 0, 1, top, codes, ERR), KILN_ERR_BAD_INPUT);
     EXPECT_CODE(kiln_classify_images(session, batch, lens, 3, 0, 1, top, NULL, ERR), KILN_ERR_BAD_INPUT);
     EXPECT_CODE(kiln_classify_images(session, batch, lens, 0, 0, 1, NULL, NULL, ERR), KILN_OK);
+    EXPECT_CODE(kiln_classify_images(session, batch, lens, (size_t)-1, 0, 1, top, codes, ERR), KILN_ERR_BAD_INPUT);
+    EXPECT_CODE(kiln_classify_images(session, batch, lens, (size_t)1 << 62, 0, 64, top, codes, ERR), KILN_ERR_BAD_INPUT);
 
     /* A session keeps its model: close first, the session still works, then free it. */
     kiln_model_close(model);
