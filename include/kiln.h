@@ -160,8 +160,9 @@ typedef struct kiln_image_input {
      *  and the colour order the input is in (input.color). */
     const char *preprocessing;
     const char *color;
-    /** The output classes are read from (its index among the outputs, the first unless a session chose
-     *  another) and what its numbers are: "probability" (a softmax's output) or "score" (anything else). */
+    /** The output classes are read from by default (its index among the outputs: the first;
+     *  kiln_session_options.output chooses another) and what its numbers are: "probability" (a softmax's
+     *  output) or "score" (anything else). */
     size_t output_index;
     const char *scores;
 } kiln_image_input;
@@ -265,7 +266,8 @@ int kiln_classify_image_bytes(kiln_session *session, const unsigned char *bytes,
  *  image i is images[i] (lens[i] bytes); its top_k classes go to out[i * top_k ...] and its return code to
  *  codes[i] (0, or the negative code of why that image could not be classified; its classes are then
  *  zeroed, labels NULL). The call returns 0 when the runs happened even if some images failed (see codes),
- *  else the error that stopped it (bad arguments, a failed run). */
+ *  else the error that stopped it (bad arguments, a failed run); out and codes are then unspecified. Image
+ *  i's message is not kept: kiln_classify_image_bytes on that image alone gives it. */
 int kiln_classify_images(kiln_session *session, const unsigned char *const *images, const size_t *lens,
                          size_t count, size_t batch, int top_k, kiln_class *out, int *codes, char *err,
                          size_t err_len);
