@@ -14,8 +14,11 @@ let staticSwiftLibraries = ["-lswiftSynchronization", "-l_FoundationCollections"
 /// their `.a`: libturbojpeg, libpng (+ libz), libzstd, libopenblas (+ its gfortran runtime: libgfortran-12-dev),
 /// and glibc. `-static-stdlib` alone would leave the C libraries as shared ones: the pkg-config `-l` flags of the
 /// system-library targets come before any flag given here, so only a fully static link makes ld take the `.a`.
+/// Release builds only: debug builds (`swift test`, the sanitizer and fuzz builds, which a static link would
+/// break) stay dynamic.
 let staticDeployment: [LinkerSetting] = [
-    .unsafeFlags(["-static-executable"] + staticSwiftLibraries + ["-lz", "-lgfortran", "-lquadmath", "-lm", "-lpthread"]),
+    .unsafeFlags(["-static-executable"] + staticSwiftLibraries + ["-lz", "-lgfortran", "-lquadmath", "-lm", "-lpthread"],
+                 .when(configuration: .release)),
 ]
 
 
@@ -79,10 +82,10 @@ let package = Package(
         // The declarations of include/kiln.h as a module, so that KilnC implements them on the header's own types.
         .systemLibrary(name: "CKilnAPI", path: "include"),
         // The C API (include/kiln.h) over KilnClassify: opaque handles, codes by ErrorKind, nothing Swift crosses.
-        // libkiln-shared.so carries the Swift runtime inside it, its symbols hidden.
+        // The release libkiln-shared.so carries the Swift runtime inside it, its symbols hidden.
         .target(name: "KilnC", dependencies: ["CKilnAPI", "KilnClassify", "KilnRuntime", "KilnFormat", "KilnKernels"],
                 linkerSettings: [.unsafeFlags(["-static-stdlib"] + staticSwiftLibraries + [
-                    "-Xlinker", "--exclude-libs=ALL", "-Xlinker", "--no-undefined"])]),
+                    "-Xlinker", "--exclude-libs=ALL", "-Xlinker", "--no-undefined"], .when(configuration: .release))]),
 
         // Times a bundle for `make bench` (scripts/bench): load, plan, warm runs, per-op profile.
         .executableTarget(name: "kiln-bench", dependencies: [
