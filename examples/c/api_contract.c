@@ -13,6 +13,17 @@
 
 static int passed, failed;
 
+/* kiln_run_borrowed's callback: checks the lent output against `user` (kiln_run's copy of output 0) and returns
+ * 0, or 7 when asked to fail (user == NULL). */
+static int compare_outputs(void *user, const kiln_tensor_view *outputs, size_t count) {
+    if (!user) return 7;
+    const float *expected = user;
+    if (count < 1 || outputs[0].rank != 2 || outputs[0].shape[0] != 1) return 1;
+    for (size_t i = 0; i < outputs[0].count; i++)
+        if (outputs[0].data[i] != expected[i]) return 2;
+    return 0;
+}
+
 #define CHECK(cond, ...)                                                   \
     do {                                                                   \
         if (cond) passed++;                                                \
@@ -159,6 +170,11 @@ int main(int argc, char **argv) {
     counts[0] = classes;
     EXPECT_CODE(kiln_run_outputs(session, input, count, shape, 4, n_out + 3, outs, counts, ERR), KILN_ERR_BAD_INPUT);
     EXPECT_CODE(kiln_run_borrowed(session, input, count, shape, 4, NULL, NULL, ERR), KILN_ERR_BAD_INPUT);
+    EXPECT_CODE(kiln_run(session, input, count, shape, 4, 0, out, classes, ERR), KILN_OK);
+    EXPECT_CODE(kiln_run_borrowed(session, input, count, shape, 4, compare_outputs, out, ERR), KILN_OK);
+    CHECK(kiln_run_borrowed(session, input, count, shape, 4, compare_outputs, NULL, NULL, 0) == 7,
+          "a callback's non-zero return comes back as it is");
+    EXPECT_CODE(kiln_run_borrowed(session, input, count - 3, shape, 4, compare_outputs, out, ERR), KILN_ERR_BAD_INPUT);
 
     /* Classification. */
     kiln_class top[64];
