@@ -188,7 +188,8 @@ def test_runs_release_the_gil(bundle):
     import threading
     import time
     m = kiln.Model(bundle)
-    x = np.random.default_rng(3).uniform(0, 255, size=(384, 40, 56, 3)).astype(np.float32)
+    # Runs long enough (~0.5-1 s here) that the OS's own scheduling delays on a loaded machine stay well below.
+    x = np.random.default_rng(3).uniform(0, 255, size=(1024, 40, 56, 3)).astype(np.float32)
     m.run(x)  # plans made before timing
     durations = []
 
@@ -206,4 +207,5 @@ def test_runs_release_the_gil(bundle):
         longest_gap = max(longest_gap, now - last)
         last = now
     t.join()
-    assert longest_gap < 0.5 * min(durations), f"the loop stalled {longest_gap:.3f} s; runs took {durations}"
+    # Held, the GIL would stop the loop for nearly a whole run (the C call is all but the whole of it).
+    assert longest_gap < 0.6 * min(durations), f"the loop stalled {longest_gap:.3f} s; runs took {durations}"
