@@ -11,8 +11,11 @@ setup:
 build: setup
 	swift build
 
+# Also names the C library's files as `cc ... -lkiln` finds them: libkiln.so and libkiln.a (links to SwiftPM's
+# libkiln-shared.so and libkiln-static.a; SwiftPM cannot name a library "kiln" beside the `kiln` executable).
 release: setup
 	swift build -c release
+	@cd "$$(swift build -c release --show-bin-path)" && ln -sf libkiln-shared.so libkiln.so && ln -sf libkiln-static.a libkiln.a
 
 # Converts the committed sample model and classifies the sample inputs with the lean runtime.
 demo: release
@@ -78,6 +81,7 @@ test: release fixtures fixtures-images fixtures-onnx fixtures-torchvision fixtur
 		swift test
 	KILN_CPU=avx2 swift test --skip-build --filter 'KilnKernelsTests|KilnRuntimeTests'
 	$(MAKE) serve-test
+	$(MAKE) embed-test
 
 # Kiln against OpenVINO, ONNX Runtime and TFLite on the fixture ResNet-50, side by side (scripts/bench):
 # prints the table with kiln/peer ratios and writes benchmarks/resnet50.csv. BENCH_ARGS go to the driver.
@@ -103,3 +107,11 @@ clean:
 serve-test: release fixtures
 	KILN_BIN="$$(swift build -c release --show-bin-path)" KILN_FIXTURES="$(KILN_CACHE)/fixtures" \
 	"$$(scripts/pyenv serve)" -m pytest -q -p no:cacheprovider Tests/serve
+
+# The C API, the Python package and the Ray example (python/tests, scripts/pyenv embed): C programs built with
+# `cc -I include ... -lkiln` against kiln-run's answers, open/run/close under AddressSanitizer, libkiln.a linked
+# statically, `pip install ./python` into a fresh venv (8 threads), and a two-node Ray cluster on 127.0.0.1.
+.PHONY: embed-test
+embed-test: release
+	KILN_BIN="$$(swift build -c release --show-bin-path)" \
+		timeout 1800 "$$(scripts/pyenv embed)" -m pytest -q -p no:cacheprovider python/tests

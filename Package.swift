@@ -5,6 +5,23 @@
 // The lean side (KilnFormat, KilnKernels, KilnRuntime, kiln-run) never imports the conversion side.
 import PackageDescription
 
+/// The static Swift libraries that the toolchain's static link lines leave out but KilnClassify's imports
+/// (Synchronization, FoundationEssentials) need.
+let staticSwiftLibraries = ["-lswiftSynchronization", "-l_FoundationCollections", "-l_FoundationCShims"]
+
+/// Linker settings of a binary meant to be copied alone to another machine: one static executable. The Swift
+/// runtime (with the Foundation pieces and Synchronization it pulls in) and every C library are linked in from
+/// their `.a`: libturbojpeg, libpng (+ libz), libzstd, libopenblas (+ its gfortran runtime: libgfortran-12-dev),
+/// and glibc. `-static-stdlib` alone would leave the C libraries as shared ones: the pkg-config `-l` flags of the
+/// system-library targets come before any flag given here, so only a fully static link makes ld take the `.a`.
+/// Release builds only: debug builds (`swift test`, the sanitizer and fuzz builds, which a static link would
+/// break) stay dynamic.
+let staticDeployment: [LinkerSetting] = [
+    .unsafeFlags(["-static-executable"] + staticSwiftLibraries + ["-lz", "-lgfortran", "-lquadmath", "-lm", "-lpthread"],
+                 .when(configuration: .release)),
+]
+
+
 let package = Package(
     name: "Kiln",
     products: [
@@ -13,6 +30,11 @@ let package = Package(
         .library(name: "KilnRuntime", targets: ["KilnRuntime"]),
         .library(name: "KilnImage", targets: ["KilnImage"]),
         .library(name: "KilnClassify", targets: ["KilnClassify"]),
+        // The C API of include/kiln.h (KilnC), shared and static. SwiftPM cannot name a library "kiln" beside the
+        // `kiln` executable, so these are libkiln-shared.so and libkiln-static.a; `make release` adds libkiln.so
+        // and libkiln.a beside them (links), the names `cc ... -lkiln` finds.
+        .library(name: "kiln-shared", type: .dynamic, targets: ["KilnC"]),
+        .library(name: "kiln-static", type: .static, targets: ["KilnC"]),
         // The full toolchain.
         .executable(name: "kiln", targets: ["kiln"]),
         // The kiln side of `make bench`.
@@ -51,11 +73,19 @@ let package = Package(
         // shape, images to tensors, top-k with labels, text/JSON/CSV results (no networking, no ArgumentParser).
         .target(name: "KilnClassify", dependencies: ["KilnRuntime", "KilnFormat", "KilnImage", "KilnKernels"]),
         // The standalone deployment binary, a thin shell over KilnClassify: a bundle and images or a tensor in,
-        // classes or outputs out.
+        // classes or outputs out. The Swift runtime and the C libraries are linked in (`staticDeployment`):
+        // it runs on a machine without Swift.
         .executableTarget(name: "kiln-run", dependencies: [
             "KilnClassify", "KilnRuntime", "KilnKernels", "KilnImage",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
-        ]),
+        ], linkerSettings: staticDeployment),
+        // The declarations of include/kiln.h as a module, so that KilnC implements them on the header's own types.
+        .systemLibrary(name: "CKilnAPI", path: "include"),
+        // The C API (include/kiln.h) over KilnClassify: opaque handles, codes by ErrorKind, nothing Swift crosses.
+        // The release libkiln-shared.so carries the Swift runtime inside it, its symbols hidden.
+        .target(name: "KilnC", dependencies: ["CKilnAPI", "KilnClassify", "KilnRuntime", "KilnFormat", "KilnKernels"],
+                linkerSettings: [.unsafeFlags(["-static-stdlib"] + staticSwiftLibraries + [
+                    "-Xlinker", "--exclude-libs=ALL", "-Xlinker", "--no-undefined"], .when(configuration: .release))]),
 
         // Times a bundle for `make bench` (scripts/bench): load, plan, warm runs, per-op profile.
         .executableTarget(name: "kiln-bench", dependencies: [
