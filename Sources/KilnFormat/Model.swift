@@ -73,6 +73,11 @@ public enum OpCode: UInt32, Sendable, CaseIterable, CustomStringConvertible {
     case transpose = 11
     /// y = act(x) elementwise, any rank (attributes: the activation; version 1.2).
     case unary = 12
+    /// [N, H, W, C] → [N, C], max over H and W (version 1.2).
+    case globalMaxPool = 13
+    /// y[..., c] = act(x[..., c] · scale[c] + shift[c]), any rank, channels last; tensors [scale, shift] ([C] each);
+    /// attributes: the activation (version 1.2). A BatchNormalization that no neighbour absorbs.
+    case scaleShift = 14
 
     public var description: String {
         switch self {
@@ -88,6 +93,8 @@ public enum OpCode: UInt32, Sendable, CaseIterable, CustomStringConvertible {
         case .flatten: return "Flatten"
         case .transpose: return "Transpose"
         case .unary: return "Unary"
+        case .globalMaxPool: return "GlobalMaxPool"
+        case .scaleShift: return "ScaleShift"
         }
     }
 }
@@ -126,7 +133,7 @@ public struct OpRecord: Sendable, Equatable {
     /// True when the op needs format 1.2: the Unary op, or an activation in the 5-word form.
     var needsVersion1_2: Bool {
         switch opcode {
-        case .unary: return true
+        case .unary, .globalMaxPool, .scaleShift: return true
         case .conv2d: return attributes.count > 12
         case .dense, .add: return attributes.count > 1
         case .maxPool2d, .avgPool2d, .globalAvgPool, .softmax, .relu, .pad, .flatten, .transpose: return false

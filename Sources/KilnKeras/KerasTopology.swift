@@ -18,6 +18,11 @@ struct KerasLayer {
 
     /// The node name in the flattened graph: the layer name, or container-qualified when it collides.
     var nodeName: String
+    /// The layer's Python module when the config says (`keras.layers`, `keras.src.ops.numpy` for op layers).
+    var module: String? = nil
+    /// The call as the config records it: Keras 3 `{"args": [...], "kwargs": {...}}`, Keras 2 the inbound entries
+    /// `[["name", 0, 0, {kwargs}], ...]`. Op layers keep their constants here.
+    var call: Any? = nil
 }
 
 /// A flattened Keras model: layers in `model.layers` order (nested models expanded in place), its
@@ -128,7 +133,8 @@ struct KerasTopology {
                 }
                 let node = uniqueNodeName(name, containers: containers)
                 layers.append(KerasLayer(className: cls, name: name, config: layerConfig, inbound: sources,
-                                         containers: containers, v3Path: path, nodeName: node))
+                                         containers: containers, v3Path: path, nodeName: node,
+                                         module: entry["module"] as? String, call: (entry["inbound_nodes"] as? [Any])?.first))
                 localToNode[name] = [node]
                 previous = [node]
             }

@@ -1,3 +1,4 @@
+import Foundation
 import KilnGraph
 
 /// Where a layer's variables live in a weights file. Variables are named by their Keras role
@@ -111,6 +112,9 @@ struct KerasV3Weights: KerasWeightSource {
             if c["scale"] as? Bool ?? true { roles.append("gamma") }
             if c["center"] as? Bool ?? true { roles.append("beta") }
             return roles + ["moving_mean", "moving_variance"]
+        case "Normalization":
+            // Adapted (no mean in the config): mean, variance, count.
+            return c["mean"] == nil || c["mean"] is NSNull ? ["mean", "variance", "count"] : []
         default:
             return []
         }

@@ -100,6 +100,8 @@ extension OpCode {
         case .pad: return PadOp.self
         case .flatten: return FlattenOp.self
         case .transpose: return TransposeOp.self
+        case .globalMaxPool: return GlobalMaxPoolOp.self
+        case .scaleShift: return ScaleShiftOp.self
         }
     }
 }
