@@ -7,7 +7,7 @@ $KILN_CACHE/fixtures-tutorial:
 
     python scripts/make_keras_tutorial_fixtures.py --out DIR
 
-Every model takes raw RGB 0..255 pixels, NHWC, 64x64, and is written from seeded random weights (He-normal
+Every model takes raw RGB 0..255 pixels, NHWC, 64x64 (the ResNet-50 ones 96x96), and is written from seeded random weights (He-normal
 kernels, small biases) with every BatchNormalization's statistics set from its real input on a calibration batch
 and then perturbed (moving mean/variance, gamma, beta), so activations stay well scaled and heads are neither
 saturated nor flat. Files:
@@ -27,7 +27,7 @@ saturated nor flat. Files:
 Each model is written as Keras 3 `.keras` and `.h5` (`k3`), and, where tf.keras builds it, as tf.keras `.h5`
 (`k2`). Each file is loaded back with Keras and must reproduce the in-memory model (except Keras 3 `.h5` files
 with op layers, which Keras 3.15 writes but cannot read: there the in-memory model is the reference). `input_raw.npy` [2, 64, 64, 3]
-holds the pixels (float32 integers 0..255), `expected/<case>.npy` the loaded model's output on them, labels_N.txt
+(`input_raw_96.npy` [2, 96, 96, 3]) holds the pixels (float32 integers 0..255), `expected/<case>.npy` the loaded model's output on them, labels_N.txt
 N class names, manifest.json one entry per file: file, layout, expected, labels, self_preprocessed (whether the
 model preprocesses its raw input itself: a conflicting --preprocess must be refused), preprocessing (the mode).
 """
@@ -184,14 +184,15 @@ def preprocessing(K, kind, x, norm_stats):
 def tutorial_model(K, kind, head, base_kind, rng, xcal):
     """Input -> augmentation -> preprocessing -> base(training=False) -> GAP -> Dropout -> head."""
     L = K.layers
-    inputs = K.Input((SIZE, SIZE, 3))
+    size = xcal.shape[1]
+    inputs = K.Input((size, size, 3))
     x = augmentation(K)(inputs)
     cal = xcal.reshape(-1, 3).astype(np.float64)
     norm_stats = (cal.mean(axis=0), cal.var(axis=0), xcal)
     pre = preprocessing(K, kind, x, norm_stats)
     pre_model = K.Model(inputs, pre)
     if base_kind == "resnet50":
-        base = K.applications.ResNet50(weights=None, include_top=False, input_shape=(SIZE, SIZE, 3))
+        base = K.applications.ResNet50(weights=None, include_top=False, input_shape=(size, size, 3))
     else:
         base = small_base(K)
     init_weights(base, rng)
@@ -312,12 +313,17 @@ def main():
     raw = make_images(7, 2, SIZE, SIZE).astype(np.float32)
     xcal = make_images(8, 8, SIZE, SIZE).astype(np.float32)
     np.save(os.path.join(out, "input_raw.npy"), raw)
+    # ResNet-50 at 96x96: its last stage keeps 3x3 cells (at 64x64, 2x2, where the global pool averages too few
+    # cells and the random net's features are ill-conditioned: Keras' own oneDNN and Eigen paths differ by 3e-5).
+    raw96 = make_images(9, 2, 96, 96).astype(np.float32)
+    xcal96 = make_images(10, 8, 96, 96).astype(np.float32)
+    np.save(os.path.join(out, "input_raw_96.npy"), raw96)
     for n in (2, 3, 4):
         with open(os.path.join(out, f"labels_{n}.txt"), "w") as f:
             f.write("".join(f"class_{chr(ord('a') + i)}\n" for i in range(n)))
     manifest = []
 
-    def write(case, model, K, layouts, preprocessing_kind, classes):
+    def write(case, model, K, layouts, preprocessing_kind, classes, raw=raw, input_name="input_raw.npy"):
         # The in-memory model's output, then each file's: they must agree.
         want = np.asarray(model(raw, training=False), np.float32)
         assert np.all(np.isfinite(want)), case
@@ -348,7 +354,7 @@ def main():
             assert err < 1e-5, f"{name}: reloaded model differs by {err}"
             expected = f"expected/{name}.npy"
             np.save(os.path.join(out, expected), got)
-            manifest.append({"file": name, "layout": layout, "expected": expected, "input": "input_raw.npy",
+            manifest.append({"file": name, "layout": layout, "expected": expected, "input": input_name,
                              "labels": f"labels_{max(classes, 2)}.txt", "classes": classes,
                              "self_preprocessed": preprocessing_kind is not None,
                              "preprocessing": preprocessing_kind})
@@ -360,9 +366,9 @@ def main():
     for K, layouts, tag in [(keras, both, "k3"), (tf_keras, ["k2-h5"], "k2")]:
         rng = np.random.default_rng(100 if tag == "k3" else 200)
         head = "logit" if tag == "k3" else "softmax"
-        m = tutorial_model(K, "caffe", heads[head], "resnet50", rng, xcal)
-        write(f"tutorial_resnet50_caffe_{head}" if tag == "k3" else f"tutorial_resnet50_caffe_{head}", m, K, layouts,
-              "caffe", heads[head][0])
+        m = tutorial_model(K, "caffe", heads[head], "resnet50", rng, xcal96)
+        write(f"tutorial_resnet50_caffe_{head}", m, K, layouts, "caffe", heads[head][0], raw=raw96,
+              input_name="input_raw_96.npy")
     # The other preprocessings and heads on the small base.
     plan = [("tf", "sigmoid"), ("torch", "softmax"), ("rescaling", "softmax4"), ("normalization", "logit"),
             ("normalization_adapted", "softmax"), ("caffe", "sigmoid")]

@@ -45,7 +45,9 @@ extension Graph {
 
     /// Dropout and linear activations are the identity at inference: their readers read their input.
     public mutating func dropIdentities() {
-        for node in nodes {
+        for name in nodes.map(\.name) {
+            // The node as it is now: an identity before it may have been dropped already (a chain of them).
+            guard let node = self.node(named: name) else { continue }
             let isIdentity: Bool
             switch node.op {
             case .dropout: isIdentity = true

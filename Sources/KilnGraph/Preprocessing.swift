@@ -41,6 +41,27 @@ public enum Preprocessing: String, Sendable, CaseIterable {
 }
 
 extension Graph {
+    /// The preprocessing the model applies to its own input (Rescaling, Normalization, preprocess_input written on
+    /// the symbolic tensor, after identity layers such as the data augmentation): the per-channel affine that is the
+    /// input's one reader once identities are dropped and channel arithmetic resolved (both done here, as
+    /// `optimizeForInference` would). Its name is `caffe`, `tf` or `torch` when it is one of those (within 1e-6),
+    /// else `model`. Nil when the input goes straight into the network.
+    public mutating func ownPreprocessing() throws(GraphError) -> (name: String, affine: ChannelAffine)? {
+        dropIdentities()
+        try resolveChannelArithmetic()
+        guard let input = nodes.first(where: { if case .input = $0.op { return true } else { return false } }) else { return nil }
+        let readers = nodes.filter { $0.inputs.contains(input.name) }
+        guard readers.count == 1, case .channelAffine(let a) = readers[0].op else { return nil }
+        func close(_ x: [Double], _ y: [Double]) -> Bool {
+            x.count == y.count && zip(x, y).allSatisfy { abs($0 - $1) <= 1e-6 * max(abs($1), 1) }
+        }
+        let known = Preprocessing.allCases.first { p in
+            guard let b = p.affine else { return false }
+            return a.perm == b.perm && close(a.scale, b.scale) && close(a.shift, b.shift)
+        }
+        return (known?.rawValue ?? "model", a)
+    }
+
     /// Makes the graph take raw RGB 0–255: inserts `preprocessing` as an op after the input.
     /// `optimizeForInference` then folds it into the first convolution.
     public mutating func prependPreprocessing(_ preprocessing: Preprocessing) throws(GraphError) {

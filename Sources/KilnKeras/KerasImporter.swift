@@ -176,12 +176,35 @@ public enum KerasImporter {
         metadata[.sourceFramework] = .string("keras")
         metadata[.sourceModelName] = .string(topology.modelName)
         let outputs = topology.outputs.map { GraphOutput(port: $0, node: $0) }
-        let graph = Graph(nodes: nodes, outputs: outputs, metadata: metadata)
+        var graph = Graph(nodes: nodes, outputs: outputs, metadata: metadata)
+        let shapes: [String: SymbolicShape]
         do {
-            _ = try graph.inferShapes()
+            shapes = try graph.inferShapes()
         } catch {
             let cls = topology.layers.first { $0.nodeName == error.layer }?.className
             throw KerasImportError(file: file, layer: error.layer, layerClass: cls, error.message)
+        }
+        // The model's own preprocessing (Rescaling, Normalization, preprocess_input on the symbolic tensor): the
+        // bundle then takes raw RGB 0-255, and `--preprocess` must not add another.
+        var recognised = graph
+        do {
+            if let own = try recognised.ownPreprocessing() {
+                graph = recognised
+                graph.metadata[.inputPreprocessing] = .string(own.name)
+                graph.metadata[.inputColor] = .string("RGB 0-255")
+            }
+        } catch {
+            let cls = topology.layers.first { $0.nodeName == error.layer }?.className
+            throw KerasImportError(file: file, layer: error.layer, layerClass: cls, error.message)
+        }
+        // A BatchNormalization's axis must be the last one of its input.
+        for layer in topology.layers where layer.className == "BatchNormalization" {
+            let c = layer.config["axis"]
+            let axis = (c as? Int) ?? ((c as? [Any])?.first as? Int) ?? -1
+            if let source = layer.inbound.first, let rank = shapes[source]?.count, axis != -1, axis != rank - 1 {
+                throw KerasImportError(file: file, layer: layer.name, layerClass: layer.className,
+                                       "axis \(axis) is not the channel (last) axis of its rank-\(rank) input")
+            }
         }
         return graph
     }

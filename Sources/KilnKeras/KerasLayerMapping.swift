@@ -168,8 +168,10 @@ enum KerasLayerMapping {
             return .conv2d(ConvSpec(kernel: kernel, bias: bias, strideH: sh, strideW: sw, dilationH: dh, dilationW: dw,
                                     padding: try padding(), activation: try elementwiseActivation()))
         case "BatchNormalization":
-            if let axis = c["axis"] as? Int, axis != -1, axis != 3 { throw fail("axis \(axis) is not the channel axis") }
-            if let axes = c["axis"] as? [Any], axes.count != 1 || !((axes[0] as? Int).map { $0 == -1 || $0 == 3 } ?? false) {
+            // The last axis: -1, 3 on images, 1 on [N, C] (tf.keras writes [1] for a BN after a global pool), which
+            // `KerasImporter.build` checks against the input's rank.
+            if let axis = c["axis"] as? Int, ![-1, 1, 3].contains(axis) { throw fail("axis \(axis) is not the channel axis") }
+            if let axes = c["axis"] as? [Any], axes.count != 1 || !((axes[0] as? Int).map { [-1, 1, 3].contains($0) } ?? false) {
                 throw fail("axis \(axes) is not the channel axis")
             }
             let epsilon = (c["epsilon"] as? Double) ?? (c["epsilon"] as? Int).map(Double.init) ?? 1e-3

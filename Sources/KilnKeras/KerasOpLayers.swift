@@ -129,7 +129,7 @@ enum KerasOpLayers {
             guard d["class_name"] as? String == "__tensor__", let cfg = d["config"] as? [String: Any], let inner = cfg["value"] else { return nil }
             value = inner
         }
-        if let n = value as? NSNumber, !(value is Bool) { return [n.doubleValue] }
+        if let n = value as? NSNumber { return [n.doubleValue] }
         guard value is [Any] else { return nil }
         var flat: [Double] = []
         var shape: [Int] = []
@@ -151,7 +151,9 @@ enum KerasOpLayers {
     static func keras2(_ layer: KerasLayer, fail: (String) -> KerasImportError) throws(KerasImportError) -> GraphOp {
         let function = layer.config["function"] as? String ?? ""
         // The call's kwargs: the 4th element of the first inbound entry.
-        let entries = layer.call as? [Any] ?? []
+        // (an op lambda's node is that one entry, ["name", 0, 0, {kwargs}], or a list of entries).
+        var entries = layer.call as? [Any] ?? []
+        if entries.first is String { entries = [entries] }
         let kwargs = entries.compactMap { ($0 as? [Any]).flatMap { $0.count > 3 ? $0[3] as? [String: Any] : nil } }.first ?? [:]
         func constant(_ key: String) throws(KerasImportError) -> [Double] {
             guard let v = kwargs[key], let c = try constantValues(v, fail: fail) else {

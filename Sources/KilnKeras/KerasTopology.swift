@@ -178,6 +178,8 @@ struct KerasTopology {
             if let k3 = node as? [String: Any] {
                 collectKerasHistory(k3["args"] as Any, into: &names)
             } else if let k2 = node as? [Any] {
+                // tf.keras op lambdas write their one inbound entry without the enclosing list: ["name", 0, 0, {kwargs}].
+                if let n = k2.first as? String { return [n] }
                 for item in k2 {
                     if let ref = item as? [Any], let n = ref.first as? String { names.append(n) }
                 }

@@ -61,7 +61,7 @@ struct LegacyH5Weights: KerasWeightSource {
             entries = only.value
         }
         var out: [String: WeightTensor] = [:]
-        for (role, path) in entries {
+        for (role, path) in entries where !unreadRoles.contains(role) {
             out[role] = try readTensor(file, path: path, layer: layer, role: role)
         }
         return out
@@ -90,7 +90,7 @@ struct KerasV3Weights: KerasWeightSource {
                                    "weights group '\(varsPath)' belongs to layer '\(stored)' (the topology does not match the weights file)")
         }
         var out: [String: WeightTensor] = [:]
-        for (i, role) in roles.enumerated() {
+        for (i, role) in roles.enumerated() where !unreadRoles.contains(role) {
             let path = "\(varsPath)/\(i)"
             guard file.isDataset(path) else {
                 throw KerasImportError(file: file.displayName, layer: layer.name, layerClass: layer.className, tensor: path,
@@ -120,6 +120,9 @@ struct KerasV3Weights: KerasWeightSource {
         }
     }
 }
+
+/// Variables no op reads: Normalization's sample count (an int64 scalar).
+let unreadRoles: Set<String> = ["count"]
 
 func expectsWeights(_ className: String) -> Bool {
     ["Conv2D", "Dense", "BatchNormalization"].contains(className)
