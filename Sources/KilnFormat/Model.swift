@@ -130,6 +130,18 @@ public struct OpRecord: Sendable, Equatable {
         self.tensors = tensors
     }
 
+    /// True when the op needs format 1.3: GlobalMaxPool, ScaleShift, or an activation function of code 2 or more
+    /// (found in the 5-word form: [16 + function, …] as the first attribute word of Unary/Add/Dense/ScaleShift, or
+    /// Conv2D's word 9).
+    var needsVersion1_3: Bool {
+        switch opcode {
+        case .globalMaxPool, .scaleShift: return true
+        case .unary, .add, .dense: return attributes.count == 5 && attributes[0] >= Activation.extendedBase + 2
+        case .conv2d: return attributes.count > 12 && attributes[9] >= Activation.extendedBase + 2
+        default: return false
+        }
+    }
+
     /// True when the op needs format 1.2: the Unary op, or an activation in the 5-word form.
     var needsVersion1_2: Bool {
         switch opcode {
