@@ -72,7 +72,7 @@ public enum GraphOp: Sendable {
         case .input: return "InputLayer"
         case .zeroPad: return "ZeroPadding2D"
         case .constantPad: return "Pad"
-        case .channelAffine(let a): return a.perm == Array(0..<a.perm.count) ? "ScaleShift" : "Preprocessing"
+        case .channelAffine(let a): return a.keepsOrder ? "ScaleShift" : "Preprocessing"
         case .conv2d: return "Conv2D"
         case .batchNorm: return "BatchNormalization"
         case .activation(let a):

@@ -46,17 +46,7 @@ extension Graph {
                     try ActivationAttributes(decoding: op.attributes, op: .scaleShift).activation
                 }
                 let scale = try tensor(op, 0).values.map(Double.init), shift = try tensor(op, 1).values.map(Double.init)
-                let affine = GraphOp.channelAffine(ChannelAffine(perm: Array(0..<scale.count), scale: scale, shift: shift))
-                if a.isIdentity {
-                    graphOp = affine
-                } else {
-                    // The activation epilogue becomes a node of its own after the affine.
-                    let affineName = name[op.output] + "/scale_shift"
-                    nodes.append(GraphNode(name: affineName, op: affine, inputs: op.inputs.map { name[$0] }))
-                    nodes.append(GraphNode(name: name[op.output], op: .activation(a), inputs: [affineName],
-                                           elementType: model.valueType(op.output)))
-                    continue
-                }
+                graphOp = .channelAffine(ChannelAffine(perm: Array(0..<scale.count), scale: scale, shift: shift, activation: a))
             case .dense:
                 let a = try attributes(op) { () throws(AttributeError) in try DenseAttributes(decoding: op.attributes) }
                 graphOp = .dense(DenseSpec(kernel: try tensor(op, 0), bias: try tensor(op, 1), activation: a.activation, softmax: a.softmax))

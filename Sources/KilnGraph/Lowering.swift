@@ -63,11 +63,11 @@ extension Graph {
                 emit(.globalAvgPool)
             case .globalMaxPool:
                 emit(.globalMaxPool)
-            case .channelAffine(let a) where a.perm == Array(0..<a.perm.count):
+            case .channelAffine(let a) where a.keepsOrder:
                 let c = a.perm.count
                 let scale = addTensor("\(node.name)/scale", WeightTensor(shape: [c], values: a.scale.map { Float($0) }))
                 let shift = addTensor("\(node.name)/shift", WeightTensor(shape: [c], values: a.shift.map { Float($0) }))
-                emit(.scaleShift, ActivationAttributes(.none).encoded, [scale, shift])
+                emit(.scaleShift, ActivationAttributes(a.activation).encoded, [scale, shift])
             case .flatten:
                 emit(.flatten)
             case .transpose(let perm):

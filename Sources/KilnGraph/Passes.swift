@@ -164,6 +164,7 @@ extension Graph {
         case .dense(let d): return d.activation.isNonNegative || d.softmax
         case .activation(let a) where a.isIdentity: return node.inputs.first.map(isNonNegative) ?? false
         case .maxPool, .zeroPad, .dropout, .globalMaxPool, .globalAvgPool: return node.inputs.first.map(isNonNegative) ?? false
+        case .channelAffine(let m): return m.activation.isNonNegative
         case .constantPad(_, _, _, _, let values):
             return values.allSatisfy { $0 >= 0 } && (node.inputs.first.map(isNonNegative) ?? false)
         default: return false
@@ -223,6 +224,9 @@ extension Graph {
                 case .dense(var d) where d.activation.isIdentity && !d.softmax:
                     d.activation = a
                     nodes[k].op = .dense(d)
+                case .channelAffine(var m) where m.activation.isIdentity && m.keepsOrder:
+                    m.activation = a
+                    nodes[k].op = .channelAffine(m)
                 default:
                     continue
                 }

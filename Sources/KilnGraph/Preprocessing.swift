@@ -1,16 +1,22 @@
 import KilnFormat
 
-/// A per-channel affine map of the input: y[..., c] = x[..., perm[c]] · scale[c] + shift[c].
+/// A per-channel affine map on the last axis: y[..., c] = act(x[..., perm[c]] · scale[c] + shift[c]). The activation is
+/// the identity until `fuseActivations` moves one onto a map that stays (the bundle's ScaleShift op applies it).
 public struct ChannelAffine: Sendable, Equatable {
     public var perm: [Int]
     public var scale: [Double]
     public var shift: [Double]
+    public var activation: Activation
 
-    public init(perm: [Int], scale: [Double], shift: [Double]) {
+    public init(perm: [Int], scale: [Double], shift: [Double], activation: Activation = .none) {
         self.perm = perm
         self.scale = scale
         self.shift = shift
+        self.activation = activation
     }
+
+    /// True when the map keeps the channel order (what the ScaleShift op computes).
+    public var keepsOrder: Bool { perm == Array(0..<perm.count) }
 }
 
 /// The preprocessing a model was trained with, from raw RGB pixels in 0…255.
@@ -88,11 +94,12 @@ extension Graph {
             let counts = consumerCounts()
             for (k, node) in nodes.enumerated() {
                 guard case .channelAffine(let b) = node.op, let src = node.inputs.first, let j = index(of: src),
-                      case .channelAffine(let a) = nodes[j].op, a.perm.count == b.perm.count,
+                      case .channelAffine(let a) = nodes[j].op, a.perm.count == b.perm.count, a.activation.isIdentity,
                       hasSingleInternalConsumer(src, counts) else { continue }
                 let merged = ChannelAffine(perm: b.perm.map { a.perm[$0] },
                                            scale: b.perm.indices.map { a.scale[b.perm[$0]] * b.scale[$0] },
-                                           shift: b.perm.indices.map { a.shift[b.perm[$0]] * b.scale[$0] + b.shift[$0] })
+                                           shift: b.perm.indices.map { a.shift[b.perm[$0]] * b.scale[$0] + b.shift[$0] },
+                                           activation: b.activation)
                 nodes[k].op = .channelAffine(merged)
                 nodes[k].inputs = nodes[j].inputs
                 nodes[k].fusedLayers.insert(contentsOf: [src] + nodes[j].fusedLayers, at: 0)
@@ -130,7 +137,7 @@ extension Graph {
             guard case .channelAffine(let affine) = affineNode.op, let source = affineNode.inputs.first else { return }
             let shapes = try inferShapes()
             let c = affine.perm.count
-            let keepsOrder = affine.perm == Array(0..<c)
+            let keepsOrder = affine.keepsOrder
 
             enum Fold { case conv(index: Int, pad: Int?, total: (Int, Int, Int, Int)), dense(index: Int) }
             /// How reader `r` absorbs the affine, or why it cannot.
@@ -189,6 +196,8 @@ extension Graph {
             var refusal: GraphError?
             if outputs.contains(where: { $0.node == affineNode.name }) || readers.isEmpty {
                 refusal = GraphError(layer: affineNode.name, message: "preprocessing is a graph output and cannot be folded")
+            } else if !affine.activation.isIdentity {
+                refusal = GraphError(layer: affineNode.name, message: "a per-channel map with an activation cannot be folded forward")
             }
             for r in readers where refusal == nil {
                 switch plan(r) {

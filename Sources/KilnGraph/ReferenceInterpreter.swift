@@ -47,7 +47,7 @@ extension Graph {
                     out[i + k] = ins[0].values[i + a.perm[k]] * Float(a.scale[k]) + Float(a.shift[k])
                 }
             }
-            return (ins[0].shape, out)
+            return (ins[0].shape, Self.activate(out, a.activation))
         case let .zeroPad(t, b, l, r):
             let s = ins[0].shape
             let g: PadGeometry
