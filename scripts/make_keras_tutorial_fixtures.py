@@ -22,7 +22,9 @@ saturated nor flat. Files:
                   negative_slope), SpatialDropout2D, GaussianDropout, AlphaDropout, ActivityRegularization
   act_*           a small net whose Dense head uses one activation (sigmoid, tanh, elu, selu, gelu, swish, silu,
                   softplus, hard_sigmoid, linear), plus `Activation` layers of the same names inside the net
-  unsupported_*   a model with a layer Kiln does not execute (LayerNormalization): the error must name it
+  geometry_*      Resizing(64, 64) on an input of free size: the bundle takes 64x64
+  unsupported_*   a layer Kiln does not execute (LayerNormalization), a CenterCrop that changes the size inside the
+                  model: the error must name the layer
 
 Each model is written as Keras 3 `.keras` and `.h5` (`k3`), and, where tf.keras builds it, as tf.keras `.h5`
 (`k2`). Each file is loaded back with Keras and must reproduce the in-memory model (except Keras 3 `.h5` files
@@ -286,6 +288,39 @@ def activation_model(K, activation, rng, xcal):
     return model
 
 
+def resizing_model(K, rng, xcal):
+    """Input of free size -> Resizing(64, 64) -> Rescaling -> a small net: the bundle takes 64x64 (the layer is the
+    identity there)."""
+    L = K.layers
+    inputs = K.Input((None, None, 3))
+    x = L.Resizing(SIZE, SIZE, name="resize")(inputs)
+    x = L.Rescaling(1.0 / 255, name="rescale")(x)
+    x = L.Conv2D(8, 3, strides=2, padding="same", name="conv1")(x)
+    x = L.BatchNormalization(name="bn1")(x)
+    x = L.ReLU(name="relu1")(x)
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    dense = L.Dense(3, activation="softmax", name="classifier")
+    outputs = dense(x)
+    model = K.Model(inputs, outputs, name="resizing")
+    init_weights(model, rng)
+    calibrate_bns(K, model, xcal, rng)
+    calibrate_dense(dense, np.asarray(K.Model(inputs, dense.input)(xcal, training=False)), rng)
+    return model
+
+
+def center_crop_model(K, rng):
+    """A CenterCrop that changes the size inside the model: refused, naming the layer."""
+    L = K.layers
+    inputs = K.Input((SIZE, SIZE, 3))
+    x = L.CenterCrop(48, 48, name="crop")(inputs)
+    x = L.Conv2D(8, 3, name="conv1")(x)
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    outputs = L.Dense(2, name="classifier")(x)
+    model = K.Model(inputs, outputs, name="center_crop")
+    init_weights(model, rng)
+    return model
+
+
 def unsupported_model(K, rng):
     L = K.layers
     inputs = K.Input((SIZE, SIZE, 3))
@@ -392,12 +427,16 @@ def main():
             rng = np.random.default_rng(700 + 10 * i + (0 if tag == "k3" else 1))
             m = activation_model(K, act, rng, xcal)
             write(f"act_{act}", m, K, layouts, "rescaling", 3)
+    write("geometry_resizing", resizing_model(keras, np.random.default_rng(850), xcal), keras, both, "rescaling", 3)
     m = unsupported_model(keras, np.random.default_rng(900))
     m.save(os.path.join(out, "unsupported_k3.h5"))
+    center_crop_model(keras, np.random.default_rng(901)).save(os.path.join(out, "unsupported_center_crop_k3.h5"))
     with open(os.path.join(out, "manifest.json"), "w") as f:
         json.dump({"cases": manifest,
-                   "unsupported": [{"file": "unsupported_k3.h5", "layer": "layer_norm",
-                                    "class": "LayerNormalization"}]}, f, indent=1)
+                   "unsupported": [{"file": "unsupported_k3.h5", "layer": "layer_norm", "class": "LayerNormalization",
+                                    "says": "is not supported"},
+                                   {"file": "unsupported_center_crop_k3.h5", "layer": "crop", "class": "CenterCrop",
+                                    "says": "changes the image size"}]}, f, indent=1)
     log(f"{len(manifest)} files")
 
 

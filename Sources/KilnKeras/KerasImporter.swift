@@ -147,7 +147,7 @@ public enum KerasImporter {
                 metadata[.inputWidth] = .int(Int64(w))
                 continue
             }
-            throw fail("changes the image size from \(describe(Array(shape[1...2]))) to (\(h), \(w)) inside the model; Kiln runs it only where its input already has that size (give the model a fixed input of \(h)x\(w))")
+            throw fail("changes the image size from \(describe(Array(shape[1...2]))) to (\(h), \(w)) inside the model; Kiln runs such a layer only where its input already has its size, or as the model's first layer on an input of free size")
         }
     }
 

@@ -50,7 +50,7 @@ struct BackboneOptions: ParsableArguments {
         } else if let foldedName {
             chosen = .none
             note(metaString(.converterVersion) == nil
-                 ? "preprocessing: \(foldedName), in the model itself (folded into its first layer); images go in as RGB 0-255"
+                 ? "preprocessing: \(foldedName == "model" ? "the model's own Rescaling/Normalization" : "\(foldedName), in the model itself") (folded into its first layer); images go in as RGB 0-255"
                  : "preprocessing: already folded into \(name)")
         } else if let builtin = BuiltinTopology.recognizing(backbone) {
             chosen = builtin.preprocessing
