@@ -80,8 +80,8 @@ struct TutorialClassifierTests {
     ///
     /// The two ResNet-50 fixtures are held to 1e-4 on the reference kernels (measured 3.0e-5 and 4e-5) and to 3e-4
     /// on the fast ones (measured 1.0e-4, 1.2e-4): these random 96x96 ResNet-50s are ill-conditioned (TensorFlow's
-    /// own oneDNN and Eigen paths differ by 1.7e-4 on the Keras 3 one), and the fast 3x3 kernels' float32 rounding
-    /// moves them by ~9e-5 from the Double-accumulating reference.
+    /// own oneDNN and Eigen paths differ by 1.7e-4 on the Keras 3 one), and float32 summation order moves them by ~9e-5
+    /// from the Double-accumulating reference (with or without Winograd: `--exact` gives 1.9e-4 and 1.0e-4).
     @Test(arguments: TutorialE2E.cases)
     func convertedClassifierEqualsKeras(_ c: TutorialE2E.Case) throws {
         #expect(TutorialE2E.available, "fixtures or binaries missing: KILN_FIXTURES_TUTORIAL=\(TutorialE2E.fixtures) KILN_BIN=\(E2E.bin)")
