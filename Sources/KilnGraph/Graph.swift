@@ -92,7 +92,7 @@ public enum GraphOp: Sendable {
         case .channelGather: return "GetItem"
         case .channelStack: return "Stack"
         case .channelConcat: return "Concatenate"
-        case .broadcastAffine: return "Rescaling"
+        case .broadcastAffine: return "Arithmetic"
         }
     }
 }
