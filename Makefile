@@ -3,7 +3,7 @@ SHELL := /bin/bash
 KILN_CACHE ?= $(HOME)/.cache/kiln
 export KILN_CACHE
 
-.PHONY: setup build release demo fixtures fixtures-images fixtures-onnx fixtures-torchvision fixtures-compact fixtures-train fixtures-malformed fixtures-tfresize fixtures-heads test unit-test bench sanitize fuzz clean serve-test
+.PHONY: setup build release demo fixtures fixtures-images fixtures-onnx fixtures-torchvision fixtures-compact fixtures-train fixtures-malformed fixtures-tfresize fixtures-heads fixtures-tutorial test unit-test bench sanitize fuzz clean serve-test
 
 setup:
 	@scripts/setup
@@ -64,19 +64,25 @@ fixtures-heads: setup
 fixtures-malformed: fixtures
 	@scripts/fixtures-malformed > /dev/null
 
+# Whole Keras classifiers as the transfer-learning tutorials build them (augmentation, preprocess_input on the
+# symbolic tensor, Rescaling, Normalization, logit/sigmoid/softmax heads), BatchNormalization anywhere and the head
+# activations, Keras 3 .keras/.h5 and tf.keras .h5, with Keras' outputs on raw pixels (scripts/fixtures-tutorial).
+fixtures-tutorial: setup
+	@scripts/fixtures-tutorial > /dev/null
+
 # Unit tests on committed samples, plus the end-to-end parity tests on the full ResNet-50 fixtures
 # through the release binaries. Nothing is skipped: missing fixtures fail the end-to-end suite.
 # The hardening tests run the malformed corpus and the damaged bundles through the binaries, and kill
 # `kiln convert` / `kiln fuse` mid-write. Then the kernel tests again on the AVX2 + FMA kernels alone (what an
 # AVX2-only CPU such as Zen 3 runs; on an AVX-512 machine the first pass reaches them only for narrow panels).
 test: release fixtures fixtures-images fixtures-onnx fixtures-torchvision fixtures-compact fixtures-train fixtures-malformed \
-		fixtures-tfresize fixtures-heads
+		fixtures-tfresize fixtures-heads fixtures-tutorial
 	KILN_FIXTURES="$(KILN_CACHE)/fixtures" KILN_IMAGE_FIXTURES="$(KILN_CACHE)/fixtures-images" \
 	KILN_TF_RESIZE_FIXTURES="$(KILN_CACHE)/fixtures-tfresize" KILN_HEAD_FIXTURES="$(KILN_CACHE)/fixtures-heads" \
 	KILN_FIXTURES_ONNX="$(KILN_CACHE)/fixtures-onnx" KILN_FIXTURES_TORCH="$(KILN_CACHE)/fixtures-torchvision" \
 	KILN_FIXTURES_COMPACT="$(KILN_CACHE)/fixtures-compact" \
 	KILN_TRAIN_FIXTURES="$(KILN_CACHE)/fixtures-train" KILN_PYTHON="$$(scripts/pyenv)" \
-	KILN_MALFORMED="$(KILN_CACHE)/malformed" \
+	KILN_MALFORMED="$(KILN_CACHE)/malformed" KILN_FIXTURES_TUTORIAL="$(KILN_CACHE)/fixtures-tutorial" \
 	KILN_BIN="$$(swift build -c release --show-bin-path)" KILN_REQUIRE_FIXTURES=1 \
 		swift test
 	KILN_CPU=avx2 swift test --skip-build --filter 'KilnKernelsTests|KilnRuntimeTests'

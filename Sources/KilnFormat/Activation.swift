@@ -18,11 +18,33 @@ public enum UnaryFunction: Int64, Sendable, CaseIterable, CustomStringConvertibl
     case linear = 0
     /// f(x) = 1 / (1 + e^−x).
     case sigmoid = 1
+    /// f(x) = tanh(x).
+    case tanh = 2
+    /// f(x) = beta · (x > 0 ? x : alpha · (e^x − 1)). ELU: beta 1; SELU: alpha 1.6732632…, beta 1.0507009…
+    case elu = 3
+    /// f(x) = x/2 · (1 + erf(x/√2)): GELU, exact form (Keras' `gelu`, approximate=False).
+    case gelu = 4
+    /// f(x) = x/2 · (1 + tanh(√(2/π) · (x + 0.044715 x³))): GELU, tanh approximation.
+    case geluTanh = 5
+    /// f(x) = x / (1 + e^(−alpha·x)): swish / SiLU with alpha 1.
+    case swish = 6
+    /// f(x) = ln(1 + e^x).
+    case softplus = 7
+    /// f(x) = x ≥ beta ? x : alpha · (x − beta): LeakyReLU (beta 0), Keras' ReLU(threshold, negative_slope);
+    /// a clamp above gives ReLU's max_value.
+    case leakyReLU = 8
 
     public var description: String {
         switch self {
         case .linear: return "linear"
         case .sigmoid: return "sigmoid"
+        case .tanh: return "tanh"
+        case .elu: return "elu"
+        case .gelu: return "gelu"
+        case .geluTanh: return "gelu_tanh"
+        case .swish: return "swish"
+        case .softplus: return "softplus"
+        case .leakyReLU: return "leaky_relu"
         }
     }
 
@@ -31,17 +53,43 @@ public enum UnaryFunction: Int64, Sendable, CaseIterable, CustomStringConvertibl
         switch self {
         case .linear: return alpha * x + beta
         case .sigmoid: return 1 / (1 + exp(-x))
+        case .tanh: return libmTanh(x)
+        case .elu: return beta * (x > 0 ? x : alpha * expm1(x))
+        case .gelu: return 0.5 * x * (1 + erf(x / 2.0.squareRoot()))
+        case .geluTanh: return 0.5 * x * (1 + libmTanh((2 / Double.pi).squareRoot() * (x + 0.044715 * x * x * x)))
+        case .swish: return x / (1 + exp(-alpha * x))
+        case .softplus: return x > 30 ? x : log1p(exp(x))
+        case .leakyReLU: return x >= beta ? x : alpha * (x - beta)
         }
     }
 
-    /// Floating-point operations per element, for `kiln inspect` (an exponential counts as one).
+    /// The (alpha, beta) a function takes when nothing else is said: (1, 0), except ELU's beta 1.
+    public var defaultParameters: (alpha: Float, beta: Float) {
+        switch self {
+        case .elu: return (1, 1)
+        case .leakyReLU: return (0.3, 0)
+        default: return (1, 0)
+        }
+    }
+
+    /// Floating-point operations per element, for `kiln inspect` (an exponential, erf or tanh counts as one).
     public var flopsPerElement: Int {
         switch self {
         case .linear: return 2
         case .sigmoid: return 3
+        case .tanh: return 1
+        case .elu: return 4
+        case .gelu: return 5
+        case .geluTanh: return 9
+        case .swish: return 4
+        case .softplus: return 3
+        case .leakyReLU: return 3
         }
     }
 }
+
+/// libm's tanh (the case `tanh` shadows the name inside `UnaryFunction`).
+@inline(__always) func libmTanh(_ x: Double) -> Double { tanh(x) }
 
 /// What an op applies to each element of its result: y = min(max(f(x), minimum), maximum) with f a
 /// `UnaryFunction` of parameters alpha and beta. Activations are data, not kernels: ReLU is the identity clamped
@@ -67,6 +115,11 @@ public struct Activation: Sendable, Hashable, CustomStringConvertible {
     public static let none = Activation(.linear)
     /// max(x, 0).
     public static let relu = Activation(.linear, minimum: 0)
+    /// `function` with its default parameters (ELU's beta 1), unbounded.
+    public static func plain(_ function: UnaryFunction) -> Activation {
+        let p = function.defaultParameters
+        return Activation(function, alpha: p.alpha, beta: p.beta)
+    }
 
     /// True for the identity.
     public var isIdentity: Bool { self == .none }

@@ -78,6 +78,11 @@ public enum OpCode: UInt32, Sendable, CaseIterable, CustomStringConvertible {
     case reshape = 13
     /// Mean or sum over some axes (attributes: function, keepdims, the axes; version 1.3).
     case reduce = 14
+    /// [N, H, W, C] → [N, C], max over H and W (version 1.3).
+    case globalMaxPool = 15
+    /// y[..., c] = act(x[..., c] · scale[c] + shift[c]), any rank, channels last; tensors [scale, shift] ([C] each);
+    /// attributes: the activation (version 1.3). A BatchNormalization that no neighbour absorbs.
+    case scaleShift = 16
 
     public var description: String {
         switch self {
@@ -95,6 +100,8 @@ public enum OpCode: UInt32, Sendable, CaseIterable, CustomStringConvertible {
         case .unary: return "Unary"
         case .reshape: return "Reshape"
         case .reduce: return "Reduce"
+        case .globalMaxPool: return "GlobalMaxPool"
+        case .scaleShift: return "ScaleShift"
         }
     }
 }
@@ -130,18 +137,27 @@ public struct OpRecord: Sendable, Equatable {
         self.tensors = tensors
     }
 
+    /// True when the op needs format 1.3: Reshape, Reduce, GlobalMaxPool, ScaleShift, or an activation function of code 2 or more
+    /// (found in the 5-word form: [16 + function, …] as the first attribute word of Unary/Add/Dense/ScaleShift, or
+    /// Conv2D's word 9).
+    var needsVersion1_3: Bool {
+        switch opcode {
+        case .reshape, .reduce, .globalMaxPool, .scaleShift: return true
+        case .unary, .add, .dense: return attributes.count == 5 && attributes[0] >= Activation.extendedBase + 2
+        case .conv2d: return attributes.count > 12 && attributes[9] >= Activation.extendedBase + 2
+        default: return false
+        }
+    }
+
     /// True when the op needs format 1.2: the Unary op, or an activation in the 5-word form.
     var needsVersion1_2: Bool {
         switch opcode {
-        case .unary: return true
+        case .unary, .globalMaxPool, .scaleShift: return true
         case .conv2d: return attributes.count > 12
         case .dense, .add: return attributes.count > 1
         case .maxPool2d, .avgPool2d, .globalAvgPool, .softmax, .relu, .pad, .flatten, .transpose, .reshape, .reduce: return false
         }
     }
-
-    /// True when the op needs format 1.3: Reshape or Reduce.
-    var needsVersion1_3: Bool { opcode == .reshape || opcode == .reduce }
 }
 
 /// A named model input or output: a value id and, for inputs, the NHWC shape (-1 = any size).

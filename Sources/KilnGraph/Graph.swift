@@ -23,8 +23,10 @@ public enum GraphOp: Sendable {
     /// Padding of H and W with one value per channel (what zero padding becomes once preprocessing is
     /// folded into the convolution after it).
     case constantPad(top: Int, bottom: Int, left: Int, right: Int, values: [Float])
-    /// Preprocessing as an op: y[..., c] = x[..., perm[c]] · scale[c] + shift[c]. Folded into the first
-    /// convolution by `foldInputAffine`; a bundle cannot hold it.
+    /// A per-channel affine map on the last axis: y[..., c] = x[..., perm[c]] · scale[c] + shift[c]. Preprocessing,
+    /// a BatchNormalization no convolution absorbed. `foldChannelAffines` folds it into the convolutions or dense
+    /// layers that read it where that is exact; else, with the identity permutation, it is lowered to the bundle's
+    /// ScaleShift op.
     case channelAffine(ChannelAffine)
     /// y = act(conv(x, kernel) + bias [+ residual]).
     case conv2d(ConvSpec)
@@ -41,6 +43,8 @@ public enum GraphOp: Sendable {
     case avgPool(Pool2DAttributes)
     /// [N, H, W, C] → [N, C].
     case globalAvgPool
+    /// [N, H, W, C] → [N, C], the maximum over H and W.
+    case globalMaxPool
     /// [N, ...] → [N, product].
     case flatten
     /// y = act(x · kernel + bias), x is [N, in].
@@ -55,13 +59,25 @@ public enum GraphOp: Sendable {
     /// Mean or sum over axes (ONNX ReduceMean/ReduceSum that are not a global average pool).
     case reduce(ReduceAttributes)
 
+    // Channel arithmetic on the last axis, as models write their own preprocessing (Keras 3 op layers, tf.keras
+    // TFOpLambda): `resolveChannelArithmetic` turns each chain of them into one `channelAffine`; a bundle cannot hold them.
+    /// x[..., i] (the last axis dropped) or x[..., start:stop:step].
+    case channelGather(ChannelGather)
+    /// Stacks rank-reduced channels on a new last axis (`stack(..., axis=-1)`).
+    case channelStack
+    /// Concatenates on the last axis.
+    case channelConcat
+    /// y = x·scale + shift, each of one value or one per channel of the last axis (Rescaling, Normalization,
+    /// arithmetic with constants).
+    case broadcastAffine(scale: [Double], shift: [Double])
+
     /// The Keras-like class name, for errors and summaries.
     public var kindName: String {
         switch self {
         case .input: return "InputLayer"
         case .zeroPad: return "ZeroPadding2D"
         case .constantPad: return "Pad"
-        case .channelAffine: return "Preprocessing"
+        case .channelAffine(let a): return a.keepsOrder ? "ScaleShift" : "Preprocessing"
         case .conv2d: return "Conv2D"
         case .batchNorm: return "BatchNormalization"
         case .activation(let a):
@@ -73,12 +89,50 @@ public enum GraphOp: Sendable {
         case .maxPool: return "MaxPooling2D"
         case .avgPool: return "AveragePooling2D"
         case .globalAvgPool: return "GlobalAveragePooling2D"
+        case .globalMaxPool: return "GlobalMaxPooling2D"
         case .flatten: return "Flatten"
         case .dense: return "Dense"
         case .dropout: return "Dropout"
         case .transpose: return "Transpose"
         case .reshape: return "Reshape"
         case .reduce(let r): return r.function == .mean ? "ReduceMean" : "ReduceSum"
+        case .channelGather: return "GetItem"
+        case .channelStack: return "Stack"
+        case .channelConcat: return "Concatenate"
+        case .broadcastAffine: return "Arithmetic"
+        }
+    }
+}
+
+/// Which channels of the last axis a `channelGather` takes.
+public enum ChannelGather: Sendable, Equatable {
+    /// One channel (negative counts from the end); the last axis is dropped.
+    case index(Int)
+    /// Python's start:stop:step (nil: the default); the axis stays.
+    case slice(start: Int?, stop: Int?, step: Int?)
+
+    /// The channel indices taken from `count` channels, nil when out of range.
+    public func indices(of count: Int) -> [Int]? {
+        switch self {
+        case .index(let i):
+            let k = i < 0 ? i + count : i
+            return (0..<count).contains(k) ? [k] : nil
+        case let .slice(start, stop, step):
+            let st = step ?? 1
+            guard st != 0 else { return nil }
+            func clamp(_ v: Int?, _ dflt: Int) -> Int {
+                guard var v else { return dflt }
+                if v < 0 { v += count }
+                return st > 0 ? min(max(v, 0), count) : min(max(v, -1), count - 1)
+            }
+            var out: [Int] = []
+            var i = clamp(start, st > 0 ? 0 : count - 1)
+            let end = clamp(stop, st > 0 ? count : -1)
+            while st > 0 ? i < end : i > end {
+                out.append(i)
+                i += st
+            }
+            return out
         }
     }
 }
@@ -121,6 +175,13 @@ public struct BatchNormSpec: Sendable {
         self.beta = beta
         self.mean = mean
         self.variance = variance
+    }
+
+    /// The map as y = x·s + t per channel, in Float64: s = gamma / sqrt(variance + epsilon), t = beta − mean·s.
+    public var scaleAndShift: (scale: [Double], shift: [Double]) {
+        let s = mean.indices.map { Double(gamma?[$0] ?? 1) / (Double(variance[$0]) + epsilon).squareRoot() }
+        let t = mean.indices.map { Double(beta?[$0] ?? 0) - Double(mean[$0]) * s[$0] }
+        return (s, t)
     }
 }
 

@@ -40,6 +40,13 @@ extension Graph {
                 let a = try attributes(op) { () throws(AttributeError) in try Pool2DAttributes(decoding: op.attributes) }
                 graphOp = op.opcode == .maxPool2d ? .maxPool(a) : .avgPool(a)
             case .globalAvgPool: graphOp = .globalAvgPool
+            case .globalMaxPool: graphOp = .globalMaxPool
+            case .scaleShift:
+                let a = try attributes(op) { () throws(AttributeError) in
+                    try ActivationAttributes(decoding: op.attributes, op: .scaleShift).activation
+                }
+                let scale = try tensor(op, 0).values.map(Double.init), shift = try tensor(op, 1).values.map(Double.init)
+                graphOp = .channelAffine(ChannelAffine(perm: Array(0..<scale.count), scale: scale, shift: shift, activation: a))
             case .dense:
                 let a = try attributes(op) { () throws(AttributeError) in try DenseAttributes(decoding: op.attributes) }
                 graphOp = .dense(DenseSpec(kernel: try tensor(op, 0), bias: try tensor(op, 1), activation: a.activation, softmax: a.softmax))

@@ -61,6 +61,13 @@ extension Graph {
                 emit(.avgPool2d, p.encoded)
             case .globalAvgPool:
                 emit(.globalAvgPool)
+            case .globalMaxPool:
+                emit(.globalMaxPool)
+            case .channelAffine(let a) where a.keepsOrder:
+                let c = a.perm.count
+                let scale = addTensor("\(node.name)/scale", WeightTensor(shape: [c], values: a.scale.map { Float($0) }))
+                let shift = addTensor("\(node.name)/shift", WeightTensor(shape: [c], values: a.shift.map { Float($0) }))
+                emit(.scaleShift, ActivationAttributes(a.activation).encoded, [scale, shift])
             case .flatten:
                 emit(.flatten)
             case .transpose(let perm):
@@ -93,7 +100,11 @@ extension Graph {
             case let .constantPad(t, b, l, r, values):
                 let v = addTensor("\(node.name)/values", WeightTensor(shape: [values.count], values: values))
                 emit(.pad, PadAttributes(top: t, bottom: b, left: l, right: r).encoded, [v])
-            case .activation, .dropout, .batchNorm, .channelAffine:
+            case .channelAffine:
+                throw GraphError(layer: node.name, message: "a per-channel map that reorders channels (preprocessing) could not be folded into the convolution or dense layer after it; the bundle cannot hold it")
+            case .channelGather, .channelStack, .channelConcat, .broadcastAffine:
+                throw GraphError(layer: node.name, message: "\(node.op.kindName): channel arithmetic that is not a per-channel scale and shift of one tensor (with its channels possibly reordered) is not supported")
+            case .activation, .dropout, .batchNorm:
                 throw GraphError(layer: node.name, message: "\(node.op.kindName) could not be folded into a preceding convolution; the bundle cannot hold it")
             }
         }

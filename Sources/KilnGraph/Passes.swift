@@ -3,14 +3,17 @@ import KilnFormat
 /// The inference passes, in the order `optimizeForInference` runs them. Each pass is a small rewrite that
 /// keeps the graph valid; a graph output is never fused away (its producer keeps a value of its own).
 extension Graph {
-    /// Runs every pass: drop identities, fold batch norm, fold zero padding, fuse residual adds and
+    /// Runs every pass: drop identities, fold batch norm (into the layer before it, else a per-channel affine),
+    /// merge and fold per-channel affines (preprocessing, batch norms) into the layers after them, fold zero padding, fuse residual adds and
     /// activations, hoist strides, remove dead nodes. Afterwards no BatchNormalization, Dropout or
     /// ZeroPadding remains unless it could not be folded (lowering then names it).
     public mutating func optimizeForInference() throws(GraphError) {
         _ = try inferShapes()
         dropIdentities()
-        try foldInputAffine()
+        try resolveChannelArithmetic()
         try foldBatchNorms()
+        mergeChannelAffines()
+        try foldChannelAffines()
         foldZeroPadding()
         fuseResidualAdds()
         fuseActivations()
@@ -42,7 +45,9 @@ extension Graph {
 
     /// Dropout and linear activations are the identity at inference: their readers read their input.
     public mutating func dropIdentities() {
-        for node in nodes {
+        for name in nodes.map(\.name) {
+            // The node as it is now: an identity before it may have been dropped already (a chain of them).
+            guard let node = self.node(named: name) else { continue }
             let isIdentity: Bool
             switch node.op {
             case .dropout: isIdentity = true
@@ -56,47 +61,57 @@ extension Graph {
         }
     }
 
-    /// Folds each BatchNormalization into the convolution that feeds it.
+    /// Folds each BatchNormalization into the convolution or dense layer that feeds it, and turns every other one
+    /// into a per-channel affine (`channelAffine`), which `foldChannelAffines` folds into the layers that read it
+    /// where that is exact, or the bundle holds as a ScaleShift op.
     ///
     /// For output channel c, with s[c] = gamma[c] / sqrt(var[c] + eps):
     ///     BN(conv(x)) = s·(W∗x + b − mean) + beta = (s·W)∗x + (b − mean)·s + beta
     /// so W'[kh, kw, ci, c] = W[kh, kw, ci, c]·s[c] and b'[c] = (b[c] − mean[c])·s[c] + beta[c]
-    /// (b = 0 without a conv bias; gamma = 1 when `scale` is false, beta = 0 when `center` is false).
-    /// Computed in Float64, stored as Float32; epsilon is each layer's own.
+    /// (b = 0 without a bias; gamma = 1 when `scale` is false, beta = 0 when `center` is false); a Dense kernel
+    /// [in, out] the same way with c the output column. Computed in Float64, stored as Float32; epsilon is each
+    /// layer's own. The producer must have no activation (nor a residual, nor a softmax) and no other reader.
     public mutating func foldBatchNorms() throws(GraphError) {
         var changed = true
         while changed {
             changed = false
             let counts = consumerCounts()
             for bn in nodes {
-                guard case .batchNorm(let spec) = bn.op, let src = bn.inputs.first,
-                      let k = index(of: src), case .conv2d(var conv) = nodes[k].op,
-                      conv.activation.isIdentity, !conv.hasResidual,
+                guard case .batchNorm(let spec) = bn.op, let src = bn.inputs.first, let k = index(of: src),
                       hasSingleInternalConsumer(src, counts) else { continue }
-                let cout = conv.outChannels
-                guard spec.mean.count == cout else {
-                    throw GraphError(layer: bn.name, message: "has \(spec.mean.count) channels but '\(src)' produces \(cout)")
+                let (s, t) = spec.scaleAndShift
+                func folded(_ kernel: inout WeightTensor, _ bias: inout WeightTensor?) throws(GraphError) {
+                    let cout = kernel.shape[kernel.shape.count - 1]
+                    guard s.count == cout else {
+                        throw GraphError(layer: bn.name, message: "has \(s.count) channels but '\(src)' produces \(cout)")
+                    }
+                    let b = bias?.values ?? [Float](repeating: 0, count: cout)
+                    bias = WeightTensor(shape: [cout], values: (0..<cout).map { Float(Double(b[$0]) * s[$0] + t[$0]) })
+                    var w = kernel.values
+                    for i in w.indices { w[i] = Float(Double(w[i]) * s[i % cout]) }
+                    kernel.values = w
                 }
-                var scale = [Double](repeating: 0, count: cout)
-                var bias = [Float](repeating: 0, count: cout)
-                for c in 0..<cout {
-                    let gamma = Double(spec.gamma?[c] ?? 1)
-                    let beta = Double(spec.beta?[c] ?? 0)
-                    let s = gamma / (Double(spec.variance[c]) + spec.epsilon).squareRoot()
-                    scale[c] = s
-                    let b = Double(conv.bias?.values[c] ?? 0)
-                    bias[c] = Float((b - Double(spec.mean[c])) * s + beta)
+                switch nodes[k].op {
+                case .conv2d(var conv) where conv.activation.isIdentity && !conv.hasResidual:
+                    try folded(&conv.kernel, &conv.bias)
+                    nodes[k].op = .conv2d(conv)
+                case .dense(var dense) where dense.activation.isIdentity && !dense.softmax:
+                    try folded(&dense.kernel, &dense.bias)
+                    nodes[k].op = .dense(dense)
+                default:
+                    continue
                 }
-                var w = conv.kernel.values
-                for i in w.indices { w[i] = Float(Double(w[i]) * scale[i % cout]) }
-                conv.kernel.values = w
-                conv.bias = WeightTensor(shape: [cout], values: bias)
-                nodes[k].op = .conv2d(conv)
-                // The folded conv takes over the BN's place: readers of the BN read the conv.
+                // The folded layer takes over the BN's place: readers of the BN read it.
                 absorb(bn.name, into: src)
                 changed = true
                 break
             }
+        }
+        // Every other BN: y = x·s + t with t = beta − mean·s (the same algebra with W = 1, b = 0).
+        for i in nodes.indices {
+            guard case .batchNorm(let spec) = nodes[i].op else { continue }
+            let (s, t) = spec.scaleAndShift
+            nodes[i].op = .channelAffine(ChannelAffine(perm: Array(0..<s.count), scale: s, shift: t))
         }
     }
 
@@ -148,7 +163,8 @@ extension Graph {
         case .add(let a): return a.isNonNegative
         case .dense(let d): return d.activation.isNonNegative || d.softmax
         case .activation(let a) where a.isIdentity: return node.inputs.first.map(isNonNegative) ?? false
-        case .maxPool, .zeroPad, .dropout: return node.inputs.first.map(isNonNegative) ?? false
+        case .maxPool, .zeroPad, .dropout, .globalMaxPool, .globalAvgPool: return node.inputs.first.map(isNonNegative) ?? false
+        case .channelAffine(let m): return m.activation.isNonNegative
         case .constantPad(_, _, _, _, let values):
             return values.allSatisfy { $0 >= 0 } && (node.inputs.first.map(isNonNegative) ?? false)
         default: return false
@@ -208,6 +224,9 @@ extension Graph {
                 case .dense(var d) where d.activation.isIdentity && !d.softmax:
                     d.activation = a
                     nodes[k].op = .dense(d)
+                case .channelAffine(var m) where m.activation.isIdentity && m.keepsOrder:
+                    m.activation = a
+                    nodes[k].op = .channelAffine(m)
                 default:
                     continue
                 }

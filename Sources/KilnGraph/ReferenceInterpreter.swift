@@ -47,7 +47,7 @@ extension Graph {
                     out[i + k] = ins[0].values[i + a.perm[k]] * Float(a.scale[k]) + Float(a.shift[k])
                 }
             }
-            return (ins[0].shape, out)
+            return (ins[0].shape, Self.activate(out, a.activation))
         case let .zeroPad(t, b, l, r):
             let s = ins[0].shape
             let g: PadGeometry
@@ -136,6 +136,15 @@ extension Graph {
                 }
             }
             return ([s[0], s[3]], out)
+        case .globalMaxPool:
+            let s = ins[0].shape
+            var out = [Float](repeating: 0, count: s[0] * s[3])
+            ins[0].values.withUnsafeBufferPointer { x in
+                out.withUnsafeMutableBufferPointer { o in
+                    ReferenceKernels.globalMaxPool(input: x.baseAddress!, output: o.baseAddress!, batch: s[0], height: s[1], width: s[2], channels: s[3])
+                }
+            }
+            return ([s[0], s[3]], out)
         case .transpose(let perm):
             let s = ins[0].shape
             var out = ins[0].values
@@ -159,6 +168,30 @@ extension Graph {
                 }
             }
             return (shape, out)
+        case .channelGather(let g):
+            let s = ins[0].shape, c = s.last ?? 1
+            guard let taken = g.indices(of: c) else { throw fail("\(g) is outside the \(c) channels") }
+            var out: [Float] = []
+            for row in stride(from: 0, to: ins[0].values.count, by: c) { for k in taken { out.append(ins[0].values[row + k]) } }
+            if case .index = g { return (Array(s.dropLast()), out) }
+            return (s.dropLast() + [taken.count], out)
+        case .channelStack, .channelConcat:
+            let widths = ins.map { v -> Int in
+                if case .channelStack = node.op { return 1 }
+                return v.shape.last ?? 1
+            }
+            let rows = ins[0].values.count / max(widths[0], 1)
+            var out: [Float] = []
+            for r in 0..<rows { for (v, w) in zip(ins, widths) { out.append(contentsOf: v.values[(r * w)..<((r + 1) * w)]) } }
+            if case .channelStack = node.op { return (ins[0].shape + [ins.count], out) }
+            return (ins[0].shape.dropLast() + [widths.reduce(0, +)], out)
+        case let .broadcastAffine(scale, shift):
+            // In Float32, as the frameworks compute it.
+            let c = ins[0].shape.last ?? 1
+            let out = ins[0].values.enumerated().map { i, x in
+                x * Float(scale.count == 1 ? scale[0] : scale[i % c]) + Float(shift.count == 1 ? shift[0] : shift[i % c])
+            }
+            return (ins[0].shape, out)
         case .flatten:
             let s = ins[0].shape
             return ([s[0], s.dropFirst().reduce(1, *)], ins[0].values)

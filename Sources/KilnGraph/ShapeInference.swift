@@ -95,7 +95,7 @@ extension Graph {
             let oh = try windowed(h, kernel: p.kernelH, stride: p.strideH, dilation: 1, padding: p.padding, vertical: true)
             let ow = try windowed(w, kernel: p.kernelW, stride: p.strideW, dilation: 1, padding: p.padding, vertical: false)
             return [n, oh, ow, c]
-        case .globalAvgPool:
+        case .globalAvgPool, .globalMaxPool:
             try expectArity(1)
             let (n, _, _, c) = try image(inputs[0])
             return [n, c]
@@ -138,6 +138,34 @@ extension Graph {
             }
             if r.keepDims { return inputs[0].enumerated().map { r.axes.contains($0.offset) ? 1 : $0.element } }
             return inputs[0].enumerated().filter { !r.axes.contains($0.offset) }.map(\.element)
+        case .channelGather(let g):
+            try expectArity(1)
+            guard let last = inputs[0].last else { throw fail("needs a tensor of rank ≥ 1") }
+            guard let c = last else {
+                if case .index = g { return Array(inputs[0].dropLast()) }
+                return inputs[0].dropLast() + [nil]
+            }
+            guard let taken = g.indices(of: c) else { throw fail("\(g) is outside the \(c) channels of the last axis") }
+            if case .index = g { return Array(inputs[0].dropLast()) }
+            return inputs[0].dropLast() + [taken.count]
+        case .channelStack:
+            guard let first = inputs.first, inputs.allSatisfy({ $0.count == first.count }) else {
+                throw fail("stacks tensors of different ranks")
+            }
+            return first + [inputs.count]
+        case .channelConcat:
+            guard let first = inputs.first, inputs.allSatisfy({ $0.count == first.count && !$0.isEmpty }) else {
+                throw fail("concatenates tensors of different ranks")
+            }
+            let lasts = inputs.map { $0.last ?? nil }
+            return first.dropLast() + [lasts.contains { $0 == nil } ? nil : lasts.reduce(0) { $0 + ($1 ?? 0) }]
+        case let .broadcastAffine(scale, shift):
+            try expectArity(1)
+            let c = inputs[0].last ?? nil
+            for v in [scale, shift] where v.count != 1 {
+                if let c, v.count != c { throw fail("\(v.count) values for a last axis of \(c)") }
+            }
+            return inputs[0]
         case .dense(let spec):
             try expectArity(1)
             guard inputs[0].count == 2 else {

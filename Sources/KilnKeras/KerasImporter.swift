@@ -116,6 +116,41 @@ public enum KerasImporter {
         }
     }
 
+    /// Resizing, CenterCrop and RandomCrop inside the model are the identity where their input already has their
+    /// size. Where they read the model's input of free size, the input takes their size (recorded as the bundle's
+    /// input size, `input.height`/`input.width`); any other is refused, naming the layer.
+    static func settleGeometryLayers(_ topology: KerasTopology, nodes: inout [GraphNode], metadata: inout [String: MetadataValue],
+                                     file: String) throws(KerasImportError) {
+        for layer in topology.layers where KerasLayerMapping.geometryLayers.contains(layer.className) {
+            func fail(_ m: String) -> KerasImportError {
+                KerasImportError(file: file, layer: layer.name, layerClass: layer.className, m)
+            }
+            guard let h = layer.config["height"] as? Int, let w = layer.config["width"] as? Int, h >= 1, w >= 1 else {
+                throw fail("config has no height and width")
+            }
+            let shapes: [String: SymbolicShape]
+            do { shapes = try Graph(nodes: nodes, outputs: []).inferShapes() } catch {
+                throw KerasImportError(file: file, layer: error.layer, error.message)
+            }
+            guard let source = layer.inbound.first, let shape = shapes[source], shape.count == 4 else {
+                throw fail("needs an NHWC image input")
+            }
+            if shape[1] == h, shape[2] == w { continue }
+            // Free size, reading the model input (through identity layers only): the input takes the layer's size.
+            var origin = source
+            while let i = nodes.firstIndex(where: { $0.name == origin }), case .dropout = nodes[i].op, let up = nodes[i].inputs.first {
+                origin = up
+            }
+            if shape[1] == nil, shape[2] == nil, let i = nodes.firstIndex(where: { $0.name == origin }), case .input(let s) = nodes[i].op {
+                nodes[i].op = .input(shape: [s[0], h, w, s[3]])
+                metadata[.inputHeight] = .int(Int64(h))
+                metadata[.inputWidth] = .int(Int64(w))
+                continue
+            }
+            throw fail("changes the image size from \(describe(Array(shape[1...2]))) to (\(h), \(w)) inside the model; Kiln runs such a layer only where its input already has its size, or as the model's first layer on an input of free size")
+        }
+    }
+
     static func parseJSON(_ data: Data, file: String) throws(KerasImportError) -> Any {
         do {
             return try JSONSerialization.jsonObject(with: data)
@@ -128,23 +163,48 @@ public enum KerasImporter {
     static func build(_ topology: KerasTopology, weights: any KerasWeightSource, file: String, layout: KerasLayout,
                       metadata extra: [String: MetadataValue]) throws(KerasImportError) -> Graph {
         var nodes: [GraphNode] = []
+        let kerasMajor = layout == .keras2H5 ? 2 : 3
         for layer in topology.layers {
             let vars = try weights.variables(of: layer)
-            let op = try KerasLayerMapping.op(for: layer, variables: vars, file: file)
+            let op = try KerasLayerMapping.op(for: layer, variables: vars, file: file, kerasMajor: kerasMajor)
             nodes.append(GraphNode(name: layer.nodeName, op: op, inputs: layer.inbound))
         }
         var metadata = extra
+        try settleGeometryLayers(topology, nodes: &nodes, metadata: &metadata, file: file)
         metadata[.sourceFile] = .string(file)
         metadata[.sourceFormat] = .string(layout.rawValue)
         metadata[.sourceFramework] = .string("keras")
         metadata[.sourceModelName] = .string(topology.modelName)
         let outputs = topology.outputs.map { GraphOutput(port: $0, node: $0) }
-        let graph = Graph(nodes: nodes, outputs: outputs, metadata: metadata)
+        var graph = Graph(nodes: nodes, outputs: outputs, metadata: metadata)
+        let shapes: [String: SymbolicShape]
         do {
-            _ = try graph.inferShapes()
+            shapes = try graph.inferShapes()
         } catch {
             let cls = topology.layers.first { $0.nodeName == error.layer }?.className
             throw KerasImportError(file: file, layer: error.layer, layerClass: cls, error.message)
+        }
+        // The model's own preprocessing (Rescaling, Normalization, preprocess_input on the symbolic tensor): the
+        // bundle then takes raw RGB 0-255, and `--preprocess` must not add another.
+        var recognised = graph
+        do {
+            if let own = try recognised.ownPreprocessing() {
+                graph = recognised
+                graph.metadata[.inputPreprocessing] = .string(own.name)
+                graph.metadata[.inputColor] = .string("RGB 0-255")
+            }
+        } catch {
+            let cls = topology.layers.first { $0.nodeName == error.layer }?.className
+            throw KerasImportError(file: file, layer: error.layer, layerClass: cls, error.message)
+        }
+        // A BatchNormalization's axis must be the last one of its input.
+        for layer in topology.layers where layer.className == "BatchNormalization" {
+            let c = layer.config["axis"]
+            let axis = (c as? Int) ?? ((c as? [Any])?.first as? Int) ?? -1
+            if let source = layer.inbound.first, let rank = shapes[source]?.count, axis != -1, axis != rank - 1 {
+                throw KerasImportError(file: file, layer: layer.name, layerClass: layer.className,
+                                       "axis \(axis) is not the channel (last) axis of its rank-\(rank) input")
+            }
         }
         return graph
     }

@@ -5,10 +5,23 @@ import KilnGraph
 /// Maps one Keras layer (class, config, variables) to a graph op, checking what the config says
 /// against the weights the file holds.
 enum KerasLayerMapping {
-    static let supported = ["InputLayer", "ZeroPadding2D", "Conv2D", "BatchNormalization", "Activation", "ReLU", "Add",
-                            "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D", "Flatten", "Dense", "Dropout"]
+    static let supported = ["InputLayer", "ZeroPadding2D", "Conv2D", "BatchNormalization", "Activation", "ReLU", "LeakyReLU",
+                            "ELU", "ThresholdedReLU", "Softmax", "Add", "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D",
+                            "GlobalMaxPooling2D", "Flatten", "Dense", "Rescaling", "Normalization", "Resizing", "CenterCrop", "RandomCrop",
+                            "TFOpLambda", "SlicingOpLambda", "Keras 3 op layers (GetItem, Stack, Add, Subtract, Multiply, TrueDivide, …)"]
+                            + identityLayers.sorted()
 
-    static func op(for layer: KerasLayer, variables v: [String: WeightTensor], file: String) throws(KerasImportError) -> GraphOp {
+    /// Layers that are the identity at inference: dropout, noise, regularisation, data augmentation.
+    static let identityLayers: Set<String> = ["Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianDropout",
+                                              "GaussianNoise", "AlphaDropout", "ActivityRegularization", "RandomFlip", "RandomRotation",
+                                              "RandomZoom", "RandomTranslation", "RandomContrast", "RandomBrightness"]
+
+    /// Layers that change the image size; exact (the identity) only where the input already has their size, which
+    /// `KerasImporter.build` checks once shapes are known.
+    static let geometryLayers: Set<String> = ["Resizing", "CenterCrop", "RandomCrop"]
+
+    /// `kerasMajor`: 2 for tf.keras files (whose hard_sigmoid is 0.2·x + 0.5, Keras 3's is x/6 + 1/2).
+    static func op(for layer: KerasLayer, variables v: [String: WeightTensor], file: String, kerasMajor: Int = 3) throws(KerasImportError) -> GraphOp {
         let c = layer.config
         func fail(_ m: String, tensor: String? = nil) -> KerasImportError {
             KerasImportError(file: file, layer: layer.name, layerClass: layer.className, tensor: tensor, m)
@@ -60,10 +73,50 @@ enum KerasLayerMapping {
                 throw fail("activation \(String(describing: c[key])) is not understood")
             }
             if name == "softmax" { return (.none, true) }
+            if name == "hard_sigmoid" {
+                // Keras 2: clip(0.2·x + 0.5, 0, 1); Keras 3: relu6(x + 3) / 6 = clip(x/6 + 1/2, 0, 1).
+                return (Activation(.linear, alpha: kerasMajor == 2 ? 0.2 : Float(1.0 / 6.0), beta: 0.5, minimum: 0, maximum: 1), false)
+            }
             guard let a = kerasActivations[name] else {
                 throw fail("activation '\(name)' is not supported (\(kerasActivations.keys.sorted().joined(separator: ", ")), softmax)")
             }
             return (a, false)
+        }
+        func number(_ key: String) -> Double? { (c[key] as? NSNumber).map(\.doubleValue) }
+        /// A number or a list of numbers (one per channel).
+        func numbers(_ key: String, default d: Double) throws(KerasImportError) -> [Double] {
+            guard let raw = c[key], !(raw is NSNull) else { return [d] }
+            guard let values = try KerasOpLayers.constantValues(raw, fail: { fail($0) }) else {
+                throw fail("config '\(key)' is \(KerasOpLayers.compact(raw)), expected a number or one per channel")
+            }
+            return values
+        }
+        /// Keras' Normalization: y = (x − mean) / max(sqrt(variance), 1e-7) (Keras' epsilon), or its inverse,
+        /// mean and variance from the config or, adapted, from the weights.
+        func normalization() throws(KerasImportError) -> GraphOp {
+            let axes: [Int]
+            if let a = c["axis"] as? Int { axes = [a] } else { axes = (c["axis"] as? [Any] ?? [-1]).compactMap { $0 as? Int } }
+            guard axes == [-1] || axes == [3] else { throw fail("axis \(axes) is not supported (the channel axis only)") }
+            let mean: [Double], variance: [Double]
+            if c["mean"] != nil, !(c["mean"] is NSNull) {
+                mean = try numbers("mean", default: 0)
+                variance = try numbers("variance", default: 1)
+            } else {
+                mean = try require("mean").values.map(Double.init)
+                variance = try require("variance").values.map(Double.init)
+            }
+            guard mean.count == variance.count || mean.count == 1 || variance.count == 1 else {
+                throw fail("mean has \(mean.count) values, variance \(variance.count)")
+            }
+            if variance.contains(where: { $0 < 0 }) { throw fail("variance has negative values", tensor: "variance") }
+            let n = max(mean.count, variance.count)
+            let m = (0..<n).map { mean.count == 1 ? mean[0] : mean[$0] }
+            let sd = (0..<n).map { max((variance.count == 1 ? variance[0] : variance[$0]).squareRoot(), 1e-7) }
+            if c["invert"] as? Bool ?? false {
+                // x·sd + mean
+                return .broadcastAffine(scale: sd, shift: m)
+            }
+            return .broadcastAffine(scale: sd.map { 1 / $0 }, shift: zip(m, sd).map { -$0 / $1 })
         }
         func elementwiseActivation() throws(KerasImportError) -> Activation {
             let (a, softmax) = try activation()
@@ -115,8 +168,10 @@ enum KerasLayerMapping {
             return .conv2d(ConvSpec(kernel: kernel, bias: bias, strideH: sh, strideW: sw, dilationH: dh, dilationW: dw,
                                     padding: try padding(), activation: try elementwiseActivation()))
         case "BatchNormalization":
-            if let axis = c["axis"] as? Int, axis != -1, axis != 3 { throw fail("axis \(axis) is not the channel axis") }
-            if let axes = c["axis"] as? [Any], axes.count != 1 || !((axes[0] as? Int).map { $0 == -1 || $0 == 3 } ?? false) {
+            // The last axis: -1, 3 on images, 1 on [N, C] (tf.keras writes [1] for a BN after a global pool), which
+            // `KerasImporter.build` checks against the input's rank.
+            if let axis = c["axis"] as? Int, ![-1, 1, 3].contains(axis) { throw fail("axis \(axis) is not the channel axis") }
+            if let axes = c["axis"] as? [Any], axes.count != 1 || !((axes[0] as? Int).map { [-1, 1, 3].contains($0) } ?? false) {
                 throw fail("axis \(axes) is not the channel axis")
             }
             let epsilon = (c["epsilon"] as? Double) ?? (c["epsilon"] as? Int).map(Double.init) ?? 1e-3
@@ -137,13 +192,40 @@ enum KerasLayerMapping {
             let (a, softmax) = try activation()
             return softmax ? .softmax : .activation(a)
         case "ReLU":
-            let maxValue = c["max_value"] as? Double
-            let slope = (c["negative_slope"] as? Double) ?? 0
-            let threshold = (c["threshold"] as? Double) ?? 0
-            guard maxValue == nil, slope == 0, threshold == 0 else {
-                throw fail("ReLU with max_value/negative_slope/threshold is not supported")
-            }
-            return .activation(.relu)
+            // Keras: x ≥ max_value → max_value; threshold ≤ x < max_value → x; x < threshold → negative_slope·(x − threshold).
+            let maxValue = number("max_value")
+            let slope = number("negative_slope") ?? 0
+            let threshold = number("threshold") ?? 0
+            if let maxValue, maxValue < threshold { throw fail("max_value \(maxValue) is below threshold \(threshold)") }
+            let top = Float(maxValue ?? .infinity)
+            if slope == 0, threshold == 0 { return .activation(Activation(.linear, minimum: 0, maximum: top)) }
+            return .activation(Activation(.leakyReLU, alpha: Float(slope), beta: Float(threshold), maximum: top))
+        case "LeakyReLU":
+            let slope = number("negative_slope") ?? number("alpha") ?? 0.3
+            return .activation(Activation(.leakyReLU, alpha: Float(slope), beta: 0))
+        case "ThresholdedReLU":
+            return .activation(Activation(.leakyReLU, alpha: 0, beta: Float(number("theta") ?? 1)))
+        case "ELU":
+            return .activation(Activation(.elu, alpha: Float(number("alpha") ?? 1), beta: 1))
+        case "Softmax":
+            if let axis = c["axis"] as? Int, axis != -1 { throw fail("softmax on axis \(axis) is not supported (the last axis only)") }
+            return .softmax
+        case "GlobalMaxPooling2D":
+            try channelsLast()
+            if c["keepdims"] as? Bool ?? false { throw fail("keepdims=True is not supported") }
+            return .globalMaxPool
+        case "Rescaling":
+            // y = x·scale + offset, each a number or one per channel.
+            let scale = try numbers("scale", default: 1), offset = try numbers("offset", default: 0)
+            return .broadcastAffine(scale: scale, shift: offset)
+        case "Normalization":
+            return try normalization()
+        case _ where geometryLayers.contains(layer.className):
+            return .dropout
+        case "TFOpLambda", "SlicingOpLambda":
+            return try KerasOpLayers.op(for: layer) { fail($0) }
+        case _ where KerasOpLayers.isKeras3Op(layer):
+            return try KerasOpLayers.op(for: layer) { fail($0) }
         case "Add":
             guard layer.inbound.count == 2 else { throw fail("Add of \(layer.inbound.count) inputs is not supported (2 only)") }
             return .add(activation: .none)
@@ -173,7 +255,7 @@ enum KerasLayerMapping {
             }
             let (a, softmax) = try activation()
             return .dense(DenseSpec(kernel: kernel, bias: bias, activation: a, softmax: softmax))
-        case "Dropout", "SpatialDropout2D", "GaussianDropout", "GaussianNoise":
+        case _ where identityLayers.contains(layer.className):
             return .dropout
         default:
             throw fail("layer class '\(layer.className)' is not supported (supported: \(supported.joined(separator: ", ")))")
@@ -183,9 +265,19 @@ enum KerasLayerMapping {
 
 /// Keras' names for the elementwise activations Kiln executes (`activation="…"` and `Activation` layers);
 /// softmax is handled apart (it is an op of its own).
+/// hard_sigmoid is apart: its definition depends on the Keras version.
 let kerasActivations: [String: Activation] = [
     "linear": .none,
     "None": .none,
     "relu": .relu,
+    "relu6": Activation(.linear, minimum: 0, maximum: 6),
     "sigmoid": Activation(.sigmoid),
+    "tanh": Activation(.tanh),
+    "elu": Activation(.elu, alpha: 1, beta: 1),
+    "selu": Activation(.elu, alpha: 1.6732632423543772, beta: 1.0507009873554805),
+    "gelu": Activation(.gelu),
+    "swish": Activation(.swish),
+    "silu": Activation(.swish),
+    "softplus": Activation(.softplus),
+    "leaky_relu": Activation(.leakyReLU, alpha: 0.2, beta: 0),
 ]

@@ -18,6 +18,11 @@ struct KerasLayer {
 
     /// The node name in the flattened graph: the layer name, or container-qualified when it collides.
     var nodeName: String
+    /// The layer's Python module when the config says (`keras.layers`, `keras.src.ops.numpy` for op layers).
+    var module: String? = nil
+    /// The call as the config records it: Keras 3 `{"args": [...], "kwargs": {...}}`, Keras 2 the inbound entries
+    /// `[["name", 0, 0, {kwargs}], ...]`. Op layers keep their constants here.
+    var call: Any? = nil
 }
 
 /// A flattened Keras model: layers in `model.layers` order (nested models expanded in place), its
@@ -128,7 +133,8 @@ struct KerasTopology {
                 }
                 let node = uniqueNodeName(name, containers: containers)
                 layers.append(KerasLayer(className: cls, name: name, config: layerConfig, inbound: sources,
-                                         containers: containers, v3Path: path, nodeName: node))
+                                         containers: containers, v3Path: path, nodeName: node,
+                                         module: entry["module"] as? String, call: (entry["inbound_nodes"] as? [Any])?.first))
                 localToNode[name] = [node]
                 previous = [node]
             }
@@ -172,6 +178,8 @@ struct KerasTopology {
             if let k3 = node as? [String: Any] {
                 collectKerasHistory(k3["args"] as Any, into: &names)
             } else if let k2 = node as? [Any] {
+                // tf.keras op lambdas write their one inbound entry without the enclosing list: ["name", 0, 0, {kwargs}].
+                if let n = k2.first as? String { return [n] }
                 for item in k2 {
                     if let ref = item as? [Any], let n = ref.first as? String { names.append(n) }
                 }

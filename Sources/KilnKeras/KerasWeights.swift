@@ -1,3 +1,4 @@
+import Foundation
 import KilnGraph
 
 /// Where a layer's variables live in a weights file. Variables are named by their Keras role
@@ -60,7 +61,7 @@ struct LegacyH5Weights: KerasWeightSource {
             entries = only.value
         }
         var out: [String: WeightTensor] = [:]
-        for (role, path) in entries {
+        for (role, path) in entries where !unreadRoles.contains(role) {
             out[role] = try readTensor(file, path: path, layer: layer, role: role)
         }
         return out
@@ -89,7 +90,7 @@ struct KerasV3Weights: KerasWeightSource {
                                    "weights group '\(varsPath)' belongs to layer '\(stored)' (the topology does not match the weights file)")
         }
         var out: [String: WeightTensor] = [:]
-        for (i, role) in roles.enumerated() {
+        for (i, role) in roles.enumerated() where !unreadRoles.contains(role) {
             let path = "\(varsPath)/\(i)"
             guard file.isDataset(path) else {
                 throw KerasImportError(file: file.displayName, layer: layer.name, layerClass: layer.className, tensor: path,
@@ -111,11 +112,17 @@ struct KerasV3Weights: KerasWeightSource {
             if c["scale"] as? Bool ?? true { roles.append("gamma") }
             if c["center"] as? Bool ?? true { roles.append("beta") }
             return roles + ["moving_mean", "moving_variance"]
+        case "Normalization":
+            // Adapted (no mean in the config): mean, variance, count.
+            return c["mean"] == nil || c["mean"] is NSNull ? ["mean", "variance", "count"] : []
         default:
             return []
         }
     }
 }
+
+/// Variables no op reads: Normalization's sample count (an int64 scalar).
+let unreadRoles: Set<String> = ["count"]
 
 func expectsWeights(_ className: String) -> Bool {
     ["Conv2D", "Dense", "BatchNormalization"].contains(className)

@@ -287,6 +287,41 @@ public enum FastKernels {
         if mean { for o in 0..<outCount { output[o] *= scale } }
     }
 
+    /// `[batch, height, width, channels]` → `[batch, channels]`, as `ReferenceKernels.globalMaxPool`: a running
+    /// maximum row over the cells (contiguous channels, which the compiler vectorises).
+    public static func globalMaxPool(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>,
+                                     batch: Int, height: Int, width: Int, channels: Int) {
+        let cells = height * width
+        for b in 0..<batch {
+            let out = output + b * channels
+            let image = input + b * cells * channels
+            out.update(from: image, count: channels)
+            for p in 1..<max(cells, 1) {
+                let cell = image + p * channels
+                for j in 0..<channels {
+                    let v = cell[j]
+                    if v > out[j] || v.isNaN { out[j] = v }  // a NaN, once in, stays: v > NaN is false
+                }
+            }
+        }
+    }
+
+    /// `output[r, c] = activation(input[r, c] · scale[c] + shift[c])`, as `ReferenceKernels.scaleShift` (one fused
+    /// multiply-add per element, then the activation's pass). `output` may be exactly `input`.
+    public static func scaleShift(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, rows: Int,
+                                  scale: [Float], shift: [Float], activation: Activation) {
+        let channels = scale.count
+        scale.withUnsafeBufferPointer { s in
+            shift.withUnsafeBufferPointer { t in
+                for r in 0..<rows {
+                    let x = input + r * channels, y = output + r * channels
+                    for c in 0..<channels { y[c] = t[c].addingProduct(x[c], s[c]) }
+                }
+            }
+        }
+        if !activation.isIdentity { activate(input: output, output: output, count: rows * channels, activation: activation) }
+    }
+
     /// Softmax of each row of `[rows, columns]`, numerically stable (the row maximum is subtracted first).
     /// `output` may be exactly `input`.
     public static func softmax(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>,

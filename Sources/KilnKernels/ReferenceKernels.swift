@@ -124,6 +124,36 @@ public enum ReferenceKernels {
         }
     }
 
+    /// `[batch, height, width, channels]` → `[batch, channels]`, the maximum over the cells (NaN wins, as in
+    /// TensorFlow's reduce_max).
+    public static func globalMaxPool(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>,
+                                     batch: Int, height: Int, width: Int, channels: Int) {
+        for n in 0..<batch {
+            for c in 0..<channels {
+                var best = -Float.infinity
+                for p in 0..<(height * width) {
+                    let v = input[(n * height * width + p) * channels + c]
+                    if v > best || v.isNaN { best = v }
+                    if best.isNaN { break }
+                }
+                output[n * channels + c] = best
+            }
+        }
+    }
+
+    /// `output[r, c] = activation(input[r, c] · scale[c] + shift[c])` for rows `r < rows`, in Double, rounded once.
+    /// `output` may be exactly `input`.
+    public static func scaleShift(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, rows: Int,
+                                  scale: [Float], shift: [Float], activation: Activation) {
+        let channels = scale.count
+        for r in 0..<rows {
+            for c in 0..<channels {
+                let i = r * channels + c
+                output[i] = Float(activation.referenceValue(Double(input[i]) * Double(scale[c]) + Double(shift[c])))
+            }
+        }
+    }
+
     /// `output = activation(input · weights + bias)`: input `[batch, inFeatures]`, weights `[inFeatures, outFeatures]`,
     /// bias `[outFeatures]` or nil, output `[batch, outFeatures]`.
     public static func dense(input: UnsafePointer<Float>, weights: UnsafePointer<Float>, bias: UnsafePointer<Float>?,

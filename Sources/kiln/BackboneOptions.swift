@@ -38,14 +38,21 @@ struct BackboneOptions: ParsableArguments {
             if case .string(let s)? = backbone.metadata[key] { return s } else { return nil }
         }
 
-        // Preprocessing: explicit, or implied by the source; none where the backbone has it folded in already.
-        let foldedName = metaString(.inputPreprocessing).flatMap { Preprocessing(rawValue: $0) }.flatMap { $0 == .none ? nil : $0 }
+        // Preprocessing: explicit, or implied by the source; none where the backbone has it folded in already (a
+        // .kiln that records it) or applies it itself (a Keras model whose Rescaling, Normalization or preprocess_input
+        // on the symbolic tensor the importer recognised: `caffe`, `tf`, `torch` or `model`).
+        let foldedName = metaString(.inputPreprocessing).flatMap { $0.hasPrefix("none") || $0.isEmpty ? nil : $0 }
         let chosen: Preprocessing
         if let preprocess {
-            chosen = preprocess
-        } else if foldedName != nil {
+            if let foldedName, preprocess != .none, preprocess.rawValue != foldedName {
+                throw CLIError(.badInput, "\(name) preprocesses its input itself (\(foldedName == "model" ? "its own Rescaling/Normalization" : foldedName)); --preprocess \(preprocess.rawValue) would apply another: leave --preprocess out (or use none)")
+            }
+            chosen = foldedName == nil ? preprocess : .none
+        } else if let foldedName {
             chosen = .none
-            note("preprocessing: already folded into \(name)")
+            note(metaString(.converterVersion) == nil
+                 ? "preprocessing: \(foldedName == "model" ? "the model's own Rescaling/Normalization" : "\(foldedName), in the model itself") (folded into its first layer); images go in as RGB 0-255"
+                 : "preprocessing: already folded into \(name)")
         } else if isPyTorchExport(backbone) {
             // torchvision models take RGB / 255 normalised by ImageNet's mean and std, resized as torchvision does.
             chosen = .torch
@@ -57,9 +64,6 @@ struct BackboneOptions: ParsableArguments {
         } else {
             chosen = .none
             note("preprocessing: none (images go in as 0-255 RGB, as \(name)'s first layer takes them); set --preprocess to fold one in")
-        }
-        if foldedName != nil, chosen != .none {
-            throw CLIError(.badInput, "\(name) already has its preprocessing folded in; use --preprocess none")
         }
 
         // Image size: explicit, recorded by the backbone (a .kiln), the input's fixed size, or 224x224.
@@ -86,7 +90,7 @@ struct BackboneOptions: ParsableArguments {
         let method = resize ?? metaString(.inputResize).flatMap(ResizeMethod.init(rawValue:))
             ?? (chosen == .torch ? .torchvision : .kerasNearest)
         return BackboneInput(cut: cut, preprocessing: chosen,
-                             recordedPreprocessing: foldedName?.rawValue ?? chosen.rawValue, alreadyFolded: foldedName != nil,
+                             recordedPreprocessing: foldedName ?? chosen.rawValue, alreadyFolded: foldedName != nil,
                              height: size.0, width: size.1, resize: method)
     }
 }

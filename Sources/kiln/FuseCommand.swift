@@ -62,14 +62,15 @@ struct Fuse: ParsableCommand {
             Activation, optionally a hidden Dense+ReLU). The backbone is cut at --cut (default: its global
             average pool) and everything after it is dropped. With preprocessing the bundle takes raw RGB pixels
             0–255: the channel order and scale fold into the first convolution, and its zero padding becomes
-            padding with the per-channel mean, so borders stay exact.
+            padding with the per-channel mean, so borders stay exact. Without HEAD, BACKBONE is a whole classifier
+            made into an image-taking bundle as it is (as `kiln convert` with the image options does).
             """)
 
     @Argument(help: "The backbone model (.h5, .keras, .weights.h5, .onnx, .kiln).")
     var backbone: String
 
-    @Argument(help: "The trained head (.h5, .keras).")
-    var head: String
+    @Argument(help: "The trained head (.h5, .keras); without it the backbone is a whole classifier, kept whole.")
+    var head: String?
 
     @Option(name: .shortAndLong, help: "The bundle to write.")
     var output: String
@@ -90,15 +91,19 @@ struct Fuse: ParsableCommand {
     func run() throws {
         try BundleWriter.checkWritable(output)     // before anything is loaded
         let backboneName = (backbone as NSString).lastPathComponent
-        let headName = (head as NSString).lastPathComponent
         let backboneGraph = try loadGraph(path: backbone, config: backboneConfig, topology: backboneOptions.topology)
-        let headGraph = try loadGraph(path: head, config: headConfig)
-        try refuseBaselineHead(headPath: head)
+        // Without a head: the whole model, no cut (head-optional path).
+        let headGraph = try head.map { try loadGraph(path: $0, config: headConfig) }
+        let headName = head.map { ($0 as NSString).lastPathComponent } ?? backboneName
+        if let head { try refuseBaselineHead(headPath: head) }
         // A head from `kiln train-head` records its backbone settings and class names: adopted where not given.
         var backboneOptions = self.backboneOptions
-        let recordedLabels = try adoptHeadRecords(headPath: head, backbone: backboneGraph, options: &backboneOptions, note: note)
-        let cutName = try backboneOptions.cutName(in: backboneGraph)
-        var graph = try backboneGraph.attachingHead(headGraph, cut: cutName, backboneName: backboneName, headName: headName)
+        var recordedLabels: [String]? = nil
+        if let head { recordedLabels = try adoptHeadRecords(headPath: head, backbone: backboneGraph, options: &backboneOptions, note: note) }
+        if head == nil, backboneOptions.cut != nil { throw ValidationError("--cut needs a HEAD to join at the cut") }
+        let cutName = head == nil ? "" : try backboneOptions.cutName(in: backboneGraph)
+        var graph = try headGraph.map { try backboneGraph.attachingHead($0, cut: cutName, backboneName: backboneName, headName: headName) }
+            ?? backboneGraph
         // Images arrive NHWC: an NCHW (ONNX) backbone's leading transpose goes.
         if graph.takingNHWCInput() { note("input: \(backboneName) takes NCHW; the fused bundle takes NHWC (its transpose is dropped)") }
         // Cut, preprocessing, image size and resizing: resolved as `kiln features` resolves them.
@@ -106,9 +111,9 @@ struct Fuse: ParsableCommand {
                                                 note: note)
         try graph.prependPreprocessing(input.preprocessing)
         // A head from `kiln train-head` records the backbone its features came from.
-        try checkHeadBackbone(headPath: head, backbonePath: backbone) { input.identity(of: backboneGraph, path: backbone) }
+        if let head { try checkHeadBackbone(headPath: head, backbonePath: backbone) { input.identity(of: backboneGraph, path: backbone) } }
 
-        let headParameters = headGraph.parameterCount
+        let headParameters = headGraph?.parameterCount ?? 0
         try graph.optimizeForInference()
         var frozen = try graph.lower()
         let total = frozen.tensors.reduce(0) { $0 + $1.elementCount }
@@ -127,7 +132,7 @@ struct Fuse: ParsableCommand {
             let kind = frozen.classifierOutputKind
             guard names.count == kind?.classCount(columns: columns) ?? columns else {
                 let binary = kind == .binaryLogit || kind == .binaryProbability
-                throw CLIError(.badInput, "\(from) has \(names.count) class names but the head \(headName) " +
+                throw CLIError(.badInput, "\(from) has \(names.count) class names but \(head == nil ? "" : "the head ")\(headName) " +
                                (binary ? "is a binary classifier (one \(kind?.rawValue ?? "") unit): give 2 names, the first for output 0"
                                        : "has \(columns) outputs"))
             }
@@ -144,9 +149,11 @@ struct Fuse: ParsableCommand {
             frozen.metadata[.inputResizeShorter] = .int(Int64(shorter))
         }
         frozen.metadata[.fuseBackbone] = .string(backboneName)
-        frozen.metadata[.fuseHead] = .string(headName)
-        frozen.metadata[.fuseHeadParameters] = .int(Int64(headParameters))
-        frozen.metadata[.fuseBackboneParameters] = .int(Int64(total - headParameters))
+        if head != nil {
+            frozen.metadata[.fuseHead] = .string(headName)
+            frozen.metadata[.fuseHeadParameters] = .int(Int64(headParameters))
+            frozen.metadata[.fuseBackboneParameters] = .int(Int64(total - headParameters))
+        }
         try BundleWriter.write(frozen.storingWeights(as: storage.weights), to: output, compression: storage.compression)
         let bytes = (try? FileManager.default.attributesOfItem(atPath: output)[.size] as? Int) ?? 0
         print("wrote \(output): \(frozen.ops.count) ops, \(total) parameters (backbone \(total - headParameters), head \(headParameters)), \(bytes) bytes; cut at '\(cutName)', preprocessing \(input.preprocessing.rawValue)")

@@ -242,17 +242,29 @@ func relativeMaxError(_ a: [Float], _ b: [Float]) -> Float {
         }
     }
 
-    @Test func unfoldableBatchNormIsNamedAtLowering() throws {
+    /// A batch norm nothing absorbs (here the graph's output) is the bundle's ScaleShift op, named after it.
+    @Test func unfoldableBatchNormBecomesScaleShift() throws {
         var r = SeededRandom(state: 1)
         var g = Graph(nodes: [
             GraphNode(name: "in", op: .input(shape: [nil, 4, 4, 2]), inputs: []),
             GraphNode(name: "lonely_bn", op: r.bn(2, epsilon: 1e-3), inputs: ["in"]),
         ], outputs: [GraphOutput(port: "lonely_bn", node: "lonely_bn")])
         try g.optimizeForInference()
+        let frozen = try g.lower()
+        #expect(frozen.ops.map(\.opcode) == [.scaleShift] && frozen.ops[0].name == "lonely_bn")
+    }
+
+    /// Channel arithmetic that is not a reordering of one tensor's channels is refused at lowering, naming the layer.
+    @Test func channelArithmeticThatIsNoAffineIsNamed() throws {
+        var g = Graph(nodes: [
+            GraphNode(name: "in", op: .input(shape: [nil, 4, 4, 3]), inputs: []),
+            GraphNode(name: "red", op: .channelGather(.index(0)), inputs: ["in"]),
+            GraphNode(name: "reds", op: .channelStack, inputs: ["red", "red", "red"]),
+        ], outputs: [GraphOutput(port: "reds", node: "reds")])
         #expect {
-            _ = try g.lower()
+            try g.optimizeForInference()
         } throws: { error in
-            "\(error)".contains("layer 'lonely_bn'") && "\(error)".contains("BatchNormalization")
+            "\(error)".contains("layer 'reds'") && "\(error)".contains("not a reordering")
         }
     }
 }

@@ -217,8 +217,11 @@ enum OpCases {
         case .unary:
             var cases: [OpCase] = []
             for function in UnaryFunction.allCases {
+                let p = function.defaultParameters
                 for (label, a) in [("", Activation(function)), (" clamp6", Activation(function, minimum: 0, maximum: 6)),
-                                   (" (x/6+1/2)[0,1]", Activation(function, alpha: 1.0 / 6, beta: 0.5, minimum: 0, maximum: 1))] {
+                                   (" (x/6+1/2)[0,1]", Activation(function, alpha: 1.0 / 6, beta: 0.5, minimum: 0, maximum: 1)),
+                                   (" default (\(p.alpha), \(p.beta))", Activation.plain(function)),
+                                   (" (1.67, 1.05)", Activation(function, alpha: 1.6732632, beta: 1.0507009, maximum: 2))] {
                     for shape in [[13], [2, 70_001]] {
                         cases.append(OpCase("\(function)\(label) \(shape)", .unary, attributes: ActivationAttributes(a).encoded,
                                             inputs: [shape], tolerance: 2e-6, inputRange: -8...8))
@@ -226,6 +229,19 @@ enum OpCases {
                 }
             }
             return cases
+        case .globalMaxPool:
+            return [[1, 1, 1, 1], [2, 7, 5, 3], [1, 3, 3, 17], [3, 2, 9, 64]].map {
+                OpCase("\($0)", .globalMaxPool, inputs: [$0], tolerance: 0)
+            }
+        case .scaleShift:
+            func scaleShift(_ shape: [Int], _ a: Activation) -> OpCase {
+                let c = shape[shape.count - 1]
+                return OpCase("\(shape) \(a)", .scaleShift, attributes: ActivationAttributes(a).encoded,
+                              tensors: [tensor("scale", [c], seed: 21, in: -2...2), tensor("shift", [c], seed: 22)],
+                              inputs: [shape], tolerance: 1e-6, inputRange: -4...4)
+            }
+            return [scaleShift([1], .none), scaleShift([2, 7], .relu), scaleShift([2, 5, 3, 17], Activation.plain(.elu)),
+                    scaleShift([1, 9, 9, 64], Activation(.linear, minimum: 0, maximum: 6)), scaleShift([3, 1, 1, 1], Activation.plain(.tanh))]
         case .pad:
             func pad(_ shape: [Int], _ p: PadAttributes, values: Bool) -> OpCase {
                 OpCase("\(shape) \(p.encoded)\(values ? " values" : "")", .pad, attributes: p.encoded,

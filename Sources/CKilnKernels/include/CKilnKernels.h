@@ -116,7 +116,7 @@ void kiln_add(const float *a, const float *b, float *output, size_t count, int r
 /// the pool. Call only for codes kiln_activation_supported accepts.
 void kiln_activate(const float *x, float *y, size_t count, int function, float alpha, float beta, float min,
                    float max);
-/// 1 when kiln_activate has a vector loop for the function code, else 0.
+/// 1 when kiln_activate computes the function code (a vector loop, or libm per element for gelu and softplus), else 0.
 int kiln_activation_supported(int function);
 
 // MARK: - Memory

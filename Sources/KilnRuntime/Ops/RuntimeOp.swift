@@ -102,6 +102,8 @@ extension OpCode {
         case .transpose: return TransposeOp.self
         case .reshape: return ReshapeOp.self
         case .reduce: return ReduceOp.self
+        case .globalMaxPool: return GlobalMaxPoolOp.self
+        case .scaleShift: return ScaleShiftOp.self
         }
     }
 }
