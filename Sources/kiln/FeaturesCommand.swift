@@ -143,7 +143,7 @@ func adoptHeadRecords(headPath: String, backbone: Graph, options: inout Backbone
     let f = BackboneIdentity.fields(recorded)
     var adopted: [String] = []
     if options.cut == nil, let cut = f["cut"] { options.cut = cut; adopted.append("cut \(cut)") }
-    if options.inputSize == nil, let size = f["size"], parseSize(size) != nil { options.inputSize = size; adopted.append("input size \(size)") }
+    if options.inputSize == nil, let size = f["size"], parseImageSize(size) != nil { options.inputSize = size; adopted.append("input size \(size)") }
     if options.resize == nil, let r = f["resize"], let method = ResizeMethod(rawValue: r) { options.resize = method; adopted.append("resize \(r)") }
     let folded: Bool = {
         if case .string(let p)? = backbone.metadata[.inputPreprocessing], let known = Preprocessing(rawValue: p) { return known != .none }
