@@ -25,9 +25,11 @@ public enum BundleWriter {
             sections.append((.data, data, 0, 0, 0))
         }
         // The lowest minor version that holds what the bundle uses, so that plain bundles stay readable by older
-        // readers: 1.2 for the Unary op and the 5-word activations, 1.1 for compact tensors and compression.
+        // readers: 1.3 for grouped convolutions and Concat, 1.2 for the Unary op and the 5-word activations, 1.1 for
+        // compact tensors and compression.
         let usesMinor1 = compression != nil || model.tensors.contains { $0.elementType != .float32 }
-        let minor: UInt16 = model.ops.contains(where: \.needsVersion1_2) || model.hasValueTypes ? 2 : usesMinor1 ? 1 : 0
+        let usesMinor2 = model.ops.contains(where: \.needsVersion1_2) || model.hasValueTypes
+        let minor: UInt16 = model.ops.contains(where: \.needsVersion1_3) ? 3 : usesMinor2 ? 2 : usesMinor1 ? 1 : 0
 
         let tableOffset = BundleLayout.headerSize
         let tableBytes = sections.count * BundleLayout.sectionEntrySize

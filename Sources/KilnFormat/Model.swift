@@ -73,6 +73,9 @@ public enum OpCode: UInt32, Sendable, CaseIterable, CustomStringConvertible {
     case transpose = 11
     /// y = act(x) elementwise, any rank (attributes: the activation; version 1.2).
     case unary = 12
+    /// The inputs side by side along the last axis (channels), same leading dims; two or more inputs, no
+    /// attributes (version 1.3). Codes 13 and 14 are GlobalMaxPool and ScaleShift.
+    case concat = 15
 
     public var description: String {
         switch self {
@@ -88,6 +91,7 @@ public enum OpCode: UInt32, Sendable, CaseIterable, CustomStringConvertible {
         case .flatten: return "Flatten"
         case .transpose: return "Transpose"
         case .unary: return "Unary"
+        case .concat: return "Concat"
         }
     }
 }
@@ -123,13 +127,22 @@ public struct OpRecord: Sendable, Equatable {
         self.tensors = tensors
     }
 
+    /// True when the op needs format 1.3: a grouped (or depthwise) convolution, or Concat.
+    var needsVersion1_3: Bool {
+        switch opcode {
+        case .conv2d: return Conv2DAttributes.hasGroupsWord(attributes)
+        case .concat: return true
+        default: return false
+        }
+    }
+
     /// True when the op needs format 1.2: the Unary op, or an activation in the 5-word form.
     var needsVersion1_2: Bool {
         switch opcode {
         case .unary: return true
-        case .conv2d: return attributes.count > 12
+        case .conv2d: return attributes.count >= 16
         case .dense, .add: return attributes.count > 1
-        case .maxPool2d, .avgPool2d, .globalAvgPool, .softmax, .relu, .pad, .flatten, .transpose: return false
+        case .maxPool2d, .avgPool2d, .globalAvgPool, .softmax, .relu, .pad, .flatten, .transpose, .concat: return false
         }
     }
 }
@@ -261,37 +274,48 @@ extension FrozenModel {
 // MARK: - Typed attribute views
 
 /// Attributes of `conv2d`: [kH, kW, strideH, strideW, padMode, padTop, padBottom, padLeft, padRight,
-/// activation (1 word, or 5 from version 1.2), dilationH, dilationW].
+/// activation (1 word, or 5 from version 1.2), dilationH, dilationW [, groups (version 1.3)]].
 public struct Conv2DAttributes: Sendable, Equatable {
     public var kernelH: Int, kernelW: Int
     public var strideH: Int, strideW: Int
     public var padding: WindowPadding
     public var activation: Activation
     public var dilationH: Int, dilationW: Int
+    /// Channel groups: input channel group g (Cin/groups channels) feeds only output channel group g
+    /// (Cout/groups channels), and the kernel is `[kH, kW, Cin/groups, Cout]`. 1 is a plain convolution,
+    /// groups = Cin a depthwise one (Cout = Cin × multiplier). Written only when not 1 (version 1.3).
+    public var groups: Int
 
     public init(kernelH: Int, kernelW: Int, strideH: Int, strideW: Int, padding: WindowPadding,
-                activation: Activation, dilationH: Int = 1, dilationW: Int = 1) {
+                activation: Activation, dilationH: Int = 1, dilationW: Int = 1, groups: Int = 1) {
         self.kernelH = kernelH; self.kernelW = kernelW
         self.strideH = strideH; self.strideW = strideW
         self.padding = padding
         self.activation = activation
         self.dilationH = dilationH; self.dilationW = dilationW
+        self.groups = groups
     }
 
     public var encoded: [Int64] {
         [Int64(kernelH), Int64(kernelW), Int64(strideH), Int64(strideW)] + padding.encoded
-            + activation.encoded + [Int64(dilationH), Int64(dilationW)]
+            + activation.encoded + [Int64(dilationH), Int64(dilationW)] + (groups == 1 ? [] : [Int64(groups)])
     }
 
     public init(decoding a: [Int64]) throws(AttributeError) {
-        guard a.count == 12 || a.count == 16 else { throw AttributeError(message: "Conv2D has \(a.count) attributes, expected 12 or 16") }
+        guard [12, 13, 16, 17].contains(a.count) else {
+            throw AttributeError(message: "Conv2D has \(a.count) attributes, expected 12, 13, 16 or 17")
+        }
         let (act, width) = try Activation.decode(a[9...], op: "Conv2D")
-        guard 9 + width + 2 == a.count else { throw AttributeError(message: "Conv2D has \(a.count) attributes for a \(width)-word activation") }
-        let k = try positive(a, [0, 1, 2, 3, 9 + width, 10 + width], op: "Conv2D")
+        let hasGroups = 9 + width + 3 == a.count
+        guard 9 + width + 2 == a.count || hasGroups else { throw AttributeError(message: "Conv2D has \(a.count) attributes for a \(width)-word activation") }
+        let k = try positive(a, [0, 1, 2, 3, 9 + width, 10 + width] + (hasGroups ? [11 + width] : []), op: "Conv2D")
         self.init(kernelH: k[0], kernelW: k[1], strideH: k[2], strideW: k[3],
                   padding: try WindowPadding(decoding: Array(a[4..<9])), activation: act,
-                  dilationH: k[4], dilationW: k[5])
+                  dilationH: k[4], dilationW: k[5], groups: hasGroups ? k[6] : 1)
     }
+
+    /// True when the attribute list holds the groups word (a 1.3 feature).
+    static func hasGroupsWord(_ a: [Int64]) -> Bool { a.count == 13 || a.count == 17 }
 }
 
 /// Attributes of `dense`: [activation] (1 word, or 5 from version 1.2). The 1.0 code 2 means a softmax over each

@@ -49,6 +49,8 @@ public enum GraphOp: Sendable {
     case dropout
     /// Output axis i is input axis perm[i] (layout changes from NCHW sources).
     case transpose(perm: [Int])
+    /// The inputs side by side along the last axis (channels); the other dims agree.
+    case concat
 
     /// The Keras-like class name, for errors and summaries.
     public var kindName: String {
@@ -72,6 +74,7 @@ public enum GraphOp: Sendable {
         case .dense: return "Dense"
         case .dropout: return "Dropout"
         case .transpose: return "Transpose"
+        case .concat: return "Concatenate"
         }
     }
 }
@@ -85,9 +88,14 @@ public struct ConvSpec: Sendable {
     public var activation: Activation
     /// Set by the residual fusion: the value added before the activation.
     public var hasResidual: Bool
+    /// Channel groups: the kernel is `[kH, kW, Cin / groups, Cout]` and output channel group g reads input channel
+    /// group g only (1: a plain convolution; Cin: depthwise, Keras DepthwiseConv2D with its kernel reshaped).
+    public var groups: Int = 1
 
     public init(kernel: WeightTensor, bias: WeightTensor?, strideH: Int, strideW: Int, dilationH: Int = 1,
-                dilationW: Int = 1, padding: WindowPadding, activation: Activation = .none, hasResidual: Bool = false) {
+                dilationW: Int = 1, padding: WindowPadding, activation: Activation = .none, hasResidual: Bool = false,
+                groups: Int = 1) {
+        self.groups = groups
         self.kernel = kernel
         self.bias = bias
         self.strideH = strideH; self.strideW = strideW
@@ -98,7 +106,8 @@ public struct ConvSpec: Sendable {
     }
 
     public var outChannels: Int { kernel.shape[3] }
-    public var inChannels: Int { kernel.shape[2] }
+    /// The input channels the convolution reads (all groups).
+    public var inChannels: Int { kernel.shape[2] * groups }
 }
 
 public struct BatchNormSpec: Sendable {

@@ -149,6 +149,7 @@ extension Graph {
         case .dense(let d): return d.activation.isNonNegative || d.softmax
         case .activation(let a) where a.isIdentity: return node.inputs.first.map(isNonNegative) ?? false
         case .maxPool, .zeroPad, .dropout: return node.inputs.first.map(isNonNegative) ?? false
+        case .concat: return node.inputs.allSatisfy(isNonNegative)
         case .constantPad(_, _, _, _, let values):
             return values.allSatisfy { $0 >= 0 } && (node.inputs.first.map(isNonNegative) ?? false)
         default: return false

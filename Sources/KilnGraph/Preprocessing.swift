@@ -96,6 +96,9 @@ extension Graph {
                 guard case .conv2d(var conv) = nodes[convIndex].op, nodes[convIndex].inputs.first == expectedInput, !conv.hasResidual else {
                     throw GraphError(layer: nodes[convIndex].name, message: "preprocessing can only be folded into a convolution, and '\(nodes[convIndex].name)' is a \(nodes[convIndex].op.kindName)")
                 }
+                guard conv.groups == 1 else {
+                    throw GraphError(layer: nodes[convIndex].name, message: "preprocessing cannot be folded into a grouped convolution (\(conv.groups) groups)")
+                }
                 let inShape = shapes[nodes[convIndex].inputs[0]] ?? []
                 let ks = conv.kernel.shape
                 let own: (Int, Int, Int, Int)

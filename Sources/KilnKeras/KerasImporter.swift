@@ -130,8 +130,7 @@ public enum KerasImporter {
         var nodes: [GraphNode] = []
         for layer in topology.layers {
             let vars = try weights.variables(of: layer)
-            let op = try KerasLayerMapping.op(for: layer, variables: vars, file: file)
-            nodes.append(GraphNode(name: layer.nodeName, op: op, inputs: layer.inbound))
+            nodes += try KerasLayerMapping.nodes(for: layer, variables: vars, file: file)
         }
         var metadata = extra
         metadata[.sourceFile] = .string(file)

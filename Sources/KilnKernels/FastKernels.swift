@@ -259,6 +259,17 @@ public enum FastKernels {
         }
     }
 
+    /// Copies `rows` rows of `width` floats from contiguous `input` to `output`, its rows `rowStride` floats apart
+    /// (a Concat's slice).
+    public static func copyRows(_ input: UnsafePointer<Float>, rows: Int, width: Int, to output: UnsafeMutablePointer<Float>,
+                                rowStride: Int) {
+        if rowStride == width {
+            output.update(from: input, count: rows * width)
+            return
+        }
+        for r in 0..<rows { (output + r * rowStride).update(from: input + r * width, count: width) }
+    }
+
     /// `output[i] = activation(a[i] + b[i])` for `i < count`. `output` may be exactly `a` or `b`.
     public static func add(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>,
                            count: Int, activation: Activation) {

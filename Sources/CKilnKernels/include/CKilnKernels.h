@@ -119,6 +119,42 @@ void kiln_activate(const float *x, float *y, size_t count, int function, float a
 /// 1 when kiln_activate has a vector loop for the function code, else 0.
 int kiln_activation_supported(int function);
 
+// MARK: - Grouped and depthwise convolution (conv_grouped.c; AVX2 + FMA only)
+
+/// A depthwise convolution with multiplier 1 (channel c of the output reads channel c of the input only), NHWC
+/// with explicit pixel strides, so that the input and the output may be channel slices of wider tensors.
+typedef struct kiln_dwconv_shape {
+    int32_t batch, in_h, in_w, channels, out_h, out_w;
+    int32_t kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left;
+    int64_t in_pixel_stride, out_pixel_stride, residual_pixel_stride;  // floats from one pixel to the next
+    float alpha, beta, min, max;  // y = min(max(alpha * (conv + bias + residual) + beta, min), max)
+} kiln_dwconv_shape;
+
+/// Floats of depthwise weights packed by kiln_dwconv_pack: (cells + 1) rows of channels rounded up to 16.
+size_t kiln_dwconv_packed_floats(size_t cells, size_t channels);
+/// Packs depthwise weights [cells = kh * kw][channels] (HWIO with I = 1) and bias [channels] (or NULL: zero) as
+/// [bias; weights], each row `channels` rounded up to 16, zero past the channels.
+void kiln_dwconv_pack(const float *weights, const float *bias, size_t cells, size_t channels, float *packed);
+/// output = min(max(alpha * (dwconv(input) + bias + residual) + beta, min), max), the weights and bias packed by
+/// kiln_dwconv_pack; residual NULL or [batch, out_h, out_w] pixels of its own stride (may be exactly output when
+/// the strides agree). AVX-512 where kiln_cpu_has_avx512(), else AVX2. Runs on the pool.
+void kiln_dwconv2d(const kiln_dwconv_shape *shape, const float *input, const float *packed, const float *residual,
+                   float *output);
+
+/// Floats of grouped-convolution weights packed by kiln_grouped_conv_pack: `groups` GEMM B matrices [k, group_out]
+/// (k = kh * kw * in_c / groups) in 16-column panels.
+size_t kiln_grouped_conv_packed_floats(size_t k, size_t group_out, size_t groups);
+/// Packs the groups [g0, g1) of HWIO weights [kh, kw, in_c / groups, groups * group_out] (seen as [k, out_c]):
+/// group g's B is the columns g * group_out ..< (g + 1) * group_out.
+void kiln_grouped_conv_pack(const float *hwio, size_t k, size_t group_out, size_t groups, size_t g0, size_t g1,
+                            float *packed);
+/// Floats of workspace kiln_grouped_conv2d needs with `threads` threads.
+size_t kiln_grouped_conv_workspace_floats(const kiln_conv_shape *shape, int groups, int threads);
+/// output = relu?(grouped conv(input) + bias + residual): per group, im2col of its input channels and a GEMM
+/// into its output columns. shape->algorithm is ignored; residual may be exactly output. Runs on the pool.
+void kiln_grouped_conv2d(const kiln_conv_shape *shape, int groups, const float *input, const float *weights,
+                         const float *bias, const float *residual, float *output, float *workspace);
+
 // MARK: - Memory
 
 /// `bytes` of 64-byte-aligned memory (zeroed when freshly mapped); buffers of 4 MiB and more are mapped on a
