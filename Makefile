@@ -3,7 +3,7 @@ SHELL := /bin/bash
 KILN_CACHE ?= $(HOME)/.cache/kiln
 export KILN_CACHE
 
-.PHONY: setup build release demo fixtures fixtures-images fixtures-onnx fixtures-compact fixtures-train fixtures-malformed test unit-test bench sanitize fuzz clean serve-test
+.PHONY: setup build release demo fixtures fixtures-images fixtures-onnx fixtures-compact fixtures-train fixtures-malformed fixtures-backbones test unit-test bench sanitize fuzz clean serve-test
 
 setup:
 	@scripts/setup
@@ -31,6 +31,9 @@ fixtures-images: fixtures
 fixtures-onnx: fixtures
 	@scripts/fixtures-onnx
 
+fixtures-backbones:
+	@scripts/fixtures-backbones
+
 # A model Keras trains on scikit-learn's digits, with its test set: reduced-precision bundles are judged on it.
 fixtures-compact: fixtures
 	@scripts/fixtures-compact
@@ -49,11 +52,11 @@ fixtures-malformed: fixtures
 # The hardening tests run the malformed corpus and the damaged bundles through the binaries, and kill
 # `kiln convert` / `kiln fuse` mid-write. Then the kernel tests again on the AVX2 + FMA kernels alone (what an
 # AVX2-only CPU such as Zen 3 runs; on an AVX-512 machine the first pass reaches them only for narrow panels).
-test: release fixtures fixtures-images fixtures-onnx fixtures-compact fixtures-train fixtures-malformed
+test: release fixtures fixtures-images fixtures-onnx fixtures-compact fixtures-train fixtures-malformed fixtures-backbones
 	KILN_FIXTURES="$(KILN_CACHE)/fixtures" KILN_IMAGE_FIXTURES="$(KILN_CACHE)/fixtures-images" \
 	KILN_FIXTURES_ONNX="$(KILN_CACHE)/fixtures-onnx" KILN_FIXTURES_COMPACT="$(KILN_CACHE)/fixtures-compact" \
 	KILN_TRAIN_FIXTURES="$(KILN_CACHE)/fixtures-train" KILN_PYTHON="$$(scripts/pyenv)" \
-	KILN_MALFORMED="$(KILN_CACHE)/malformed" \
+	KILN_MALFORMED="$(KILN_CACHE)/malformed" KILN_FIXTURES_BACKBONES="$(KILN_CACHE)/fixtures-backbones" \
 	KILN_BIN="$$(swift build -c release --show-bin-path)" KILN_REQUIRE_FIXTURES=1 \
 		swift test
 	KILN_CPU=avx2 swift test --skip-build --filter 'KilnKernelsTests|KilnRuntimeTests'

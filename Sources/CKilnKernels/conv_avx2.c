@@ -146,7 +146,7 @@ static void conv_gemm(const kiln_conv_shape *s, const float *input, const float 
     j.pointwise = is_pointwise(s);
     j.workspace = workspace;
     j.g = (kiln_gemm){.m = j.p.m, .n = (size_t)s->out_c, .k = j.p.k, .b = weights, .c = output,
-                      .ldc = (size_t)s->out_c, .bias = bias, .residual = residual, .ldr = (size_t)s->out_c,
+                      .ldc = s->out_stride > 0 ? (size_t)s->out_stride : (size_t)s->out_c, .bias = bias, .residual = residual, .ldr = (size_t)s->out_c,
                       .relu = s->relu};
     if (j.p.shared_im2col) kiln_parallel_for(kiln_div_up(j.p.m, j.p.piece), conv_gemm_im2col_task, &j);
     kiln_parallel_for(j.p.mblocks * j.p.pchunks, conv_gemm_task, &j);

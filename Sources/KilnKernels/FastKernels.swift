@@ -67,18 +67,25 @@ public enum FastKernels {
     /// CKilnKernels on the kernels' thread pool (`setKernelThreads`). Bias, residual and ReLU are applied while each
     /// block of the output is in cache (in registers, for the AVX2 kernels); any other activation in one pass over
     /// the output afterwards (`activate`).
+    ///
+    /// `outputRowStride` (`.gemm` and `.winograd` only): floats from one output pixel to the next when the output
+    /// is a slice of a wider tensor (a Concat's); the residual stays contiguous and must not be the output then.
     public static func conv2d(input: UnsafePointer<Float>, weights: PackedConvWeights,
                               bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>?,
                               output: UnsafeMutablePointer<Float>, geometry g: ConvGeometry, activation: Activation,
-                              workspace: UnsafeMutableBufferPointer<Float>) {
+                              workspace: UnsafeMutableBufferPointer<Float>, outputRowStride: Int? = nil) {
         let relu = activation.isReLU
         defer {
-            if !relu && !activation.isIdentity { activate(input: output, output: output, count: g.outputCount, activation: activation) }
+            if !relu && !activation.isIdentity {
+                activateRows(output, rows: g.outputPixels, width: g.outC, rowStride: outputRowStride ?? g.outC, activation: activation)
+            }
         }
+        precondition(outputRowStride == nil || weights.algorithm != .portable, "the portable conv2d writes contiguous outputs only")
         precondition(weights.matches(g), "packed weights [\(weights.kernelH), \(weights.kernelW), \(weights.inC), "
             + "\(weights.outC)] for \(weights.algorithm) do not fit \(g)")
         if weights.algorithm != .portable {
             var shape = kilnShape(g, algorithm: weights.algorithm, relu: relu)
+            shape.out_stride = Int32(outputRowStride ?? 0)
             let need = kiln_conv_workspace_floats(&shape, kiln_threads_get())
             precondition(workspace.count >= need, "conv2d (\(weights.algorithm)) needs a workspace of \(need) floats, "
                 + "got \(workspace.count), for \(g)")
@@ -127,7 +134,7 @@ public enum FastKernels {
                                stride_h: Int32(g.strideH), stride_w: Int32(g.strideW),
                                dilation_h: Int32(g.dilationH), dilation_w: Int32(g.dilationW),
                                pad_top: Int32(g.padTop), pad_left: Int32(g.padLeft),
-                               algorithm: code, relu: relu ? 1 : 0)
+                               algorithm: code, relu: relu ? 1 : 0, out_stride: 0)
     }
 
     /// `output = activation(input · weights + bias)`: input `[batch, inFeatures]`, weights `[inFeatures, outFeatures]`
@@ -257,6 +264,16 @@ public enum FastKernels {
             let scale = 1 / total
             for j in 0..<columns { y[j] *= scale }
         }
+    }
+
+    /// `activation` over `rows` rows of `width` floats, `rowStride` apart, in place.
+    public static func activateRows(_ values: UnsafeMutablePointer<Float>, rows: Int, width: Int, rowStride: Int,
+                                    activation: Activation) {
+        if rowStride == width {
+            activate(input: values, output: values, count: rows * width, activation: activation)
+            return
+        }
+        for r in 0..<rows { activate(input: values + r * rowStride, output: values + r * rowStride, count: width, activation: activation) }
     }
 
     /// Copies `rows` rows of `width` floats from contiguous `input` to `output`, its rows `rowStride` floats apart

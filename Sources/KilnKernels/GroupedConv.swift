@@ -93,13 +93,17 @@ extension FastKernels {
     /// - input `[batch, inH, inW, inC]`; residual nil or `[batch, outH, outW, outC]`, and may be exactly `output`;
     ///   output `[batch, outH, outW, outC]`
     /// - workspace: at least `groupedConvWorkspaceFloats(for:algorithm:)` floats.
+    /// - outputRowStride (not `.portable`): floats from one output pixel to the next when the output is a slice of a
+    ///   wider tensor (a Concat's); the residual stays contiguous and must not be the output then.
     ///
     /// The depthwise kernel applies linear activations and clamps (ReLU, ReLU6, hard-sigmoid's clamp) in registers,
     /// the group GEMM ReLU in its register tiles; any other activation runs in one pass over the output afterwards.
     public static func groupedConv2d(input: UnsafePointer<Float>, weights: PackedGroupedConvWeights,
                                      residual: UnsafePointer<Float>?, output: UnsafeMutablePointer<Float>,
                                      geometry g: ConvGeometry, activation: Activation,
-                                     workspace: UnsafeMutableBufferPointer<Float>) {
+                                     workspace: UnsafeMutableBufferPointer<Float>, outputRowStride: Int? = nil) {
+        let stride = outputRowStride ?? g.outC
+        precondition(outputRowStride == nil || weights.algorithm != .portable, "the portable grouped conv2d writes contiguous outputs only")
         precondition(weights.matches(g), "grouped conv weights [\(weights.kernelH), \(weights.kernelW), \(weights.inC), "
             + "\(weights.outC)] / \(weights.groups) do not fit \(g)")
         switch weights.algorithm {
@@ -110,19 +114,20 @@ extension FastKernels {
                 out_h: Int32(g.outH), out_w: Int32(g.outW), kernel_h: Int32(g.kernelH), kernel_w: Int32(g.kernelW),
                 stride_h: Int32(g.strideH), stride_w: Int32(g.strideW), dilation_h: Int32(g.dilationH),
                 dilation_w: Int32(g.dilationW), pad_top: Int32(g.padTop), pad_left: Int32(g.padLeft),
-                in_pixel_stride: Int64(g.inC), out_pixel_stride: Int64(g.outC), residual_pixel_stride: Int64(g.outC),
+                in_pixel_stride: Int64(g.inC), out_pixel_stride: Int64(stride), residual_pixel_stride: Int64(g.outC),
                 alpha: fused ? activation.alpha : 1, beta: fused ? activation.beta : 0,
                 min: fused ? activation.minimum : -.infinity, max: fused ? activation.maximum : .infinity)
             kiln_dwconv2d(&shape, input, weights.values, residual, output)
-            if !fused { activate(input: output, output: output, count: g.outputCount, activation: activation) }
+            if !fused { activateRows(output, rows: g.outputPixels, width: g.outC, rowStride: stride, activation: activation) }
         case .groupGEMM:
             let relu = activation.isReLU
             var shape = kilnShape(g, algorithm: .gemm, relu: relu)
+            shape.out_stride = Int32(stride)
             let need = kiln_grouped_conv_workspace_floats(&shape, Int32(g.groups), kiln_threads_get())
             precondition(workspace.count >= need, "grouped conv2d needs a workspace of \(need) floats, got \(workspace.count), for \(g)")
             kiln_grouped_conv2d(&shape, Int32(g.groups), input, weights.values, weights.bias, residual, output,
                                 workspace.baseAddress)
-            if !relu && !activation.isIdentity { activate(input: output, output: output, count: g.outputCount, activation: activation) }
+            if !relu && !activation.isIdentity { activateRows(output, rows: g.outputPixels, width: g.outC, rowStride: stride, activation: activation) }
         case .portable:
             portableGroupedConv2d(input: input, weights: weights.values, bias: weights.bias, residual: residual,
                                   output: output, geometry: g, activation: activation)

@@ -79,6 +79,8 @@ typedef struct kiln_conv_shape {
     int32_t kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left;
     int32_t algorithm;  // KILN_CONV_*
     int32_t relu;       // 1: max(x, 0) after bias and residual
+    int32_t out_stride; // floats from one output pixel to the next (a slice of a wider tensor); 0: out_c. The
+                        // residual stays contiguous (out_c apart) and must then not be the output.
 } kiln_conv_shape;
 
 /// Floats of workspace kiln_conv2d needs for `shape` with `threads` threads.

@@ -103,10 +103,21 @@ struct Conv2DOp: RuntimeOp {
         hasResidual && record.inputs[1] != record.inputs[0] ? [1] : []
     }
 
+    /// The GEMM, Winograd, depthwise and group-GEMM kernels write strided outputs; the portable and reference ones
+    /// do not, nor does a convolution whose residual may be its own output.
+    func writesStridedOutput(_ context: PlanContext) -> Bool {
+        guard context.kernels == .fast else { return false }
+        switch packing {
+        case .grouped(let w): return w.algorithm != .portable
+        case .plain(let w): return w.algorithm != .portable
+        }
+    }
+
     func plan(_ context: PlanContext) throws(RuntimeError) -> PlannedKernel {
         try context.requireElementTypes()
         let g = try geometry(input: context.inputs[0])
         let activation = attributes.activation, residual = hasResidual, bias = bias
+        let stride = context.outputRowStride
         if context.kernels == .reference {
             let kernel = kernel
             return PlannedKernel { io in
@@ -124,7 +135,8 @@ struct Conv2DOp: RuntimeOp {
             guard weights.matches(g) else { throw RuntimeError(.internal, "grouped weights packed for \(weights.algorithm) do not fit \(g)") }
             return PlannedKernel(workspaceFloats: { FastKernels.groupedConvWorkspaceFloats(for: g, algorithm: weights.algorithm) }) { io in
                 FastKernels.groupedConv2d(input: io.input(0), weights: weights, residual: residual ? io.input(1) : nil,
-                                          output: io.output, geometry: g, activation: activation, workspace: io.workspace)
+                                          output: io.output, geometry: g, activation: activation, workspace: io.workspace,
+                                          outputRowStride: stride)
             }
         case .plain(let weights):
             packed = weights
@@ -136,7 +148,8 @@ struct Conv2DOp: RuntimeOp {
         return PlannedKernel(workspaceFloats: { FastKernels.convWorkspaceFloats(for: g, algorithm: weights.algorithm) }) { io in
             bias.withFloats { b in
                 FastKernels.conv2d(input: io.input(0), weights: weights, bias: b.baseAddress, residual: residual ? io.input(1) : nil,
-                                   output: io.output, geometry: g, activation: activation, workspace: io.workspace)
+                                   output: io.output, geometry: g, activation: activation, workspace: io.workspace,
+                                   outputRowStride: stride)
             }
         }
     }
