@@ -74,7 +74,7 @@ public enum OpCode: UInt32, Sendable, CaseIterable, CustomStringConvertible {
     /// y = act(x) elementwise, any rank (attributes: the activation; version 1.2).
     case unary = 12
     /// The inputs side by side along the last axis (channels), same leading dims; two or more inputs, no
-    /// attributes (version 1.3). Codes 13 and 14 are GlobalMaxPool and ScaleShift.
+    /// attributes (version 1.3).
     case concat = 15
 
     public var description: String {

@@ -136,6 +136,9 @@ public final class ExecutionPlan: @unchecked Sendable {
         ops.reduce(0) { max($0, $1.kernel.workspaceFloats()) }
     }
 
+    /// The values that live in a slice of a Concat's output (written there by their producers), by value id.
+    var concatViewValues: [Int] { views.keys.sorted() }
+
     /// The buffer of value `v` during a run.
     private func pointer(_ v: Int) -> UnsafeMutableRawPointer {
         if let offset = memory.offsets[v] { return UnsafeMutableRawPointer(arena.floats) + offset }
