@@ -223,7 +223,8 @@ static void grouped_task(void *context, size_t index, int thread) {
     const size_t ldc = j->s->out_stride > 0 ? (size_t)j->s->out_stride : out_c;
     kiln_gemm gemm = {.m = j->m, .n = j->gout, .k = j->k, .b = j->weights + g * j->per_group,
                       .c = j->output + g * j->gout, .ldc = ldc, .bias = j->bias ? j->bias + g * j->gout : 0,
-                      .residual = j->residual ? j->residual + g * j->gout : 0, .ldr = out_c, .relu = j->s->relu};
+                      .residual = j->residual ? j->residual + g * j->gout : 0, .ldr = out_c, .relu = j->s->relu,
+                      .has_max = j->s->has_max, .max = j->s->max_value};
     kiln_gemm_rows(&gemm, a, j->k, row0, rows, 0, kiln_div_up(j->gout, KILN_GEMM_NR));
 }
 

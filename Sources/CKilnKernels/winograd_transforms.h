@@ -167,6 +167,7 @@ static inline __attribute__((always_inline)) void WINOGRAD_NAME(winograd_output_
                     VEC v = VADD(y[i][k], bias);
                     if (j->residual) v = VADD(v, VLOAD(j->residual + pixel * cout + c));
                     if (s->relu) v = VMAX(v, zero);
+                    if (s->has_max) v = VMIN(v, VSET1(s->max_value));
                     VSTORE(j->output + pixel * out_stride + c, v);
                 }
         }
@@ -203,4 +204,5 @@ static void WINOGRAD_NAME(winograd_output)(const wino_job *j, size_t first, size
 #undef VLOAD
 #undef VSTORE
 #undef VMAX
+#undef VMIN
 #undef WINOGRAD_NAME

@@ -96,8 +96,8 @@ extension FastKernels {
     /// - outputRowStride (not `.portable`): floats from one output pixel to the next when the output is a slice of a
     ///   wider tensor (a Concat's); the residual stays contiguous and must not be the output then.
     ///
-    /// The depthwise kernel applies linear activations and clamps (ReLU, ReLU6, hard-sigmoid's clamp) in registers,
-    /// the group GEMM ReLU in its register tiles; any other activation runs in one pass over the output afterwards.
+    /// The depthwise kernel applies linear activations and clamps (ReLU, ReLU6, hard-sigmoid) in registers, the group
+    /// GEMM ReLU and ReLU6-like clamps (`registerClamp`); any other activation runs in one pass over the output after.
     public static func groupedConv2d(input: UnsafePointer<Float>, weights: PackedGroupedConvWeights,
                                      residual: UnsafePointer<Float>?, output: UnsafeMutablePointer<Float>,
                                      geometry g: ConvGeometry, activation: Activation,
@@ -120,14 +120,14 @@ extension FastKernels {
             kiln_dwconv2d(&shape, input, weights.values, residual, output)
             if !fused { activateRows(output, rows: g.outputPixels, width: g.outC, rowStride: stride, activation: activation) }
         case .groupGEMM:
-            let relu = activation.isReLU
-            var shape = kilnShape(g, algorithm: .gemm, relu: relu)
+            let clamp = registerClamp(activation)
+            var shape = kilnShape(g, algorithm: .gemm, relu: clamp?.relu ?? false, maximum: clamp?.maximum)
             shape.out_stride = Int32(stride)
             let need = kiln_grouped_conv_workspace_floats(&shape, Int32(g.groups), kiln_threads_get())
             precondition(workspace.count >= need, "grouped conv2d needs a workspace of \(need) floats, got \(workspace.count), for \(g)")
             kiln_grouped_conv2d(&shape, Int32(g.groups), input, weights.values, weights.bias, residual, output,
                                 workspace.baseAddress)
-            if !relu && !activation.isIdentity { activateRows(output, rows: g.outputPixels, width: g.outC, rowStride: stride, activation: activation) }
+            if clamp == nil { activateRows(output, rows: g.outputPixels, width: g.outC, rowStride: stride, activation: activation) }
         case .portable:
             portableGroupedConv2d(input: input, weights: weights.values, bias: weights.bias, residual: residual,
                                   output: output, geometry: g, activation: activation)

@@ -166,6 +166,12 @@ enum OpCases {
                      padding: .explicit(top: 3, bottom: 3, left: 3, right: 3), activation: .relu, residual: true),
                 conv("3x3 dilation 2 hard-sigmoid", h: 9, w: 9, cin: 4, cout: 9, k: 3, dilation: 2, activation: hardSigmoid),
                 conv("1x1 residual relu batch 3", n: 3, h: 7, w: 7, cin: 16, cout: 16, k: 1, activation: .relu, residual: true),
+                // ReLU6-like clamps in the GEMM tiles (AVX2 and AVX-512, K over one 256-row pass) and in the
+                // Winograd output transform.
+                conv("1x1 clamp6 300 inputs", h: 4, w: 5, cin: 300, cout: 40, k: 1, activation: clamp6, tolerance: 1e-4),
+                conv("3x3 same winograd clamp6 residual", h: 9, w: 7, cin: 16, cout: 16, k: 3, padding: .same,
+                     activation: Activation(.linear, minimum: 0, maximum: 0.5), residual: true, tolerance: 1e-4),
+                conv("3x3 clamp at 0.25 only", h: 6, w: 6, cin: 5, cout: 21, k: 3, activation: Activation(.linear, maximum: 0.25)),
                 // Depthwise (groups = channels): odd channel counts leave a tail in the 16- and the 8-lane vectors;
                 // rows of 11 and 23 pixels mix groups of 4 with border pixels.
                 conv("depthwise 3x3 same clamp6 37 channels", h: 9, w: 11, cin: 37, cout: 37, k: 3, padding: .same,

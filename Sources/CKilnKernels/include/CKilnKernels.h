@@ -81,11 +81,13 @@ typedef struct kiln_conv_shape {
     int32_t relu;       // 1: max(x, 0) after bias and residual
     int32_t out_stride; // floats from one output pixel to the next (a slice of a wider tensor); 0: out_c. The
                         // residual stays contiguous (out_c apart) and must then not be the output.
+    int32_t has_max;    // 1: min(x, max_value) after relu (ReLU6: relu and max_value 6)
+    float max_value;
 } kiln_conv_shape;
 
 /// Floats of workspace kiln_conv2d needs for `shape` with `threads` threads.
 size_t kiln_conv_workspace_floats(const kiln_conv_shape *shape, int threads);
-/// output = relu?(conv(input, weights) + bias + residual). `weights` packed for shape->algorithm: the HWIO weights
+/// output = relu?(conv(input, weights) + bias + residual), then min(x, max_value) when has_max. `weights` packed for shape->algorithm: the HWIO weights
 /// seen as [kh*kw*cin, cout] packed by kiln_gemm_pack_b, or kiln_winograd_pack_weights'; bias [out_c] or NULL;
 /// residual [batch, out_h, out_w, out_c] or NULL, and may be exactly `output`; workspace of
 /// kiln_conv_workspace_floats(shape, kiln_threads_get()) floats, 64-byte aligned. Runs on the pool.
