@@ -7,13 +7,15 @@ BatchNorm statistics, and the frameworks' own outputs on seeded inputs. Normally
     python scripts/make_backbone_fixtures.py --part torch --out DIR    (scripts/pyenv torch: torch, torchvision)
 
 Files (`<m>.<layout>` with layout k3.h5 = Keras 3 model.save("x.h5"), keras = the .keras zip, k2.h5 = tf_keras):
+  <m>.weights.h5, <applications name>.h5   mobilenetv2 and densenet121 weights only (Keras 3 save_weights, tf_keras
+                                   save_weights: the Keras applications layout), read with the built-in topologies
   small.{k3.h5,keras,k2.h5}        a hand-built model with every layer this issue adds: DepthwiseConv2D (same,
                                    stride 2 after ZeroPadding2D((0,1),(0,1)) = MobileNet's correct_pad, depth
                                    multiplier 2, dilation 2, 5x5), SeparableConv2D, Conv2D(groups=4), Concatenate
                                    (of two branches, and of three inputs one of them twice), BN folded into a
                                    depthwise convolution; input (None, None, 3), fed 2 x 33 x 31 images
   mobilenetv2.{k3.h5,keras,k2.h5}  keras.applications.MobileNetV2(weights=None, input 160x160, classes=10)
-  densenet121.{k3.h5,keras}        keras.applications.DenseNet121(weights=None, input 160x160, classes=10)
+  densenet121.{k3.h5,keras,k2.h5}  keras.applications.DenseNet121(weights=None, input 160x160, classes=10)
   resnext50_32x4d.onnx             torchvision resnext50_32x4d(num_classes=10), torch.onnx.export (dynamo, opset 18),
   resnext50_32x4d.torchscript.onnx   and its TorchScript exporter (opset 17); NCHW 2x3x160x160
   inputs/<m>.npy                   the model's input: preprocess_input'ed images (MobileNetV2 and small: tf, DenseNet:
@@ -127,14 +129,15 @@ def keras_part(out):
     def torch_pre(x):
         return np.ascontiguousarray(keras.applications.densenet.preprocess_input(np.array(x, np.float32)), np.float32)
 
+    # (name, builder, input size, preprocess_input, its name, the applications weights-file name or None)
     cases = [
-        ("small", lambda K: build_small(K), (33, 31), tf_pre, "tf", True),
+        ("small", lambda K: build_small(K), (33, 31), tf_pre, "tf", None),
         ("mobilenetv2", lambda K: K.applications.MobileNetV2(weights=None, input_shape=(SIZE, SIZE, 3), classes=10),
-         (SIZE, SIZE), tf_pre, "tf", True),
+         (SIZE, SIZE), tf_pre, "tf", f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{SIZE}.h5"),
         ("densenet121", lambda K: K.applications.DenseNet121(weights=None, input_shape=(SIZE, SIZE, 3), classes=10),
-         (SIZE, SIZE), torch_pre, "torch", False),
+         (SIZE, SIZE), torch_pre, "torch", "densenet121_weights_tf_dim_ordering_tf_kernels.h5"),
     ]
-    for index, (name, build, (h, w), pre, preprocessing, with_k2) in enumerate(cases):
+    for index, (name, build, (h, w), pre, preprocessing, weights_file) in enumerate(cases):
         log(f"{name}: building")
         rng = np.random.default_rng(SEED + index)
         keras.utils.set_random_seed(SEED + index)
@@ -156,13 +159,17 @@ def keras_part(out):
         files.append(f"{name}.keras")
         for f in list(files):
             check_close(f"{f} reloaded", predict(keras.models.load_model(f"{out}/{f}", compile=False), x), y)
-        if with_k2:
-            k2 = build(tf_keras)
-            k2.set_weights(model.get_weights())
-            check_close(f"{name} tf_keras", predict(k2, x), y)
-            save_k2(k2, f"{out}/{name}.k2.h5")
-            check_close(f"{name}.k2.h5 reloaded", predict(tf_keras.models.load_model(f"{out}/{name}.k2.h5", compile=False), x), y)
-            files.append(f"{name}.k2.h5")
+        k2 = build(tf_keras)
+        k2.set_weights(model.get_weights())
+        check_close(f"{name} tf_keras", predict(k2, x), y)
+        save_k2(k2, f"{out}/{name}.k2.h5")
+        check_close(f"{name}.k2.h5 reloaded", predict(tf_keras.models.load_model(f"{out}/{name}.k2.h5", compile=False), x), y)
+        files.append(f"{name}.k2.h5")
+        if weights_file:
+            # Weights only, no config: read with the built-in topology (the applications layout, and Keras 3's).
+            k2.save_weights(f"{out}/{weights_file}")
+            model.save_weights(f"{out}/{name}.weights.h5")
+            files += [weights_file, f"{name}.weights.h5"]
         np.save(f"{out}/inputs/{name}.npy", x)
         np.save(f"{out}/expected/{name}.npy", y)
         manifest[name] = {"files": files, "input": f"inputs/{name}.npy", "expected": f"expected/{name}.npy",
