@@ -190,6 +190,10 @@ enum OpCases {
                 conv("depthwise 1x1 3 channels", h: 2, w: 3, cin: 3, cout: 3, k: 1, groups: 3),
                 // Other groupings: a GEMM per group.
                 conv("depthwise multiplier 2", h: 7, w: 8, cin: 5, cout: 10, k: 3, padding: .same, groups: 5),
+                conv("depthwise multiplier 3 stride 2 residual hard-sigmoid", n: 2, h: 7, w: 9, cin: 7, cout: 21, k: 3,
+                     stride: 2, padding: .same, activation: hardSigmoid, residual: true, groups: 7),
+                conv("depthwise multiplier 2 clamp6 48 channels", h: 6, w: 10, cin: 48, cout: 96, k: 3,
+                     padding: .explicit(top: 0, bottom: 1, left: 0, right: 1), activation: clamp6, groups: 48),
                 conv("grouped 3x3 stride 2 32 groups", h: 9, w: 9, cin: 64, cout: 64, k: 3, stride: 2,
                      padding: .explicit(top: 1, bottom: 1, left: 1, right: 1), activation: .relu, groups: 32),
                 conv("grouped 1x1 4 groups residual", h: 5, w: 6, cin: 12, cout: 20, k: 1, residual: true, groups: 4),
