@@ -241,3 +241,118 @@ void kiln_grouped_conv2d(const kiln_conv_shape *s, int groups, const float *inpu
     kiln_parallel_for(j.groups * j.mblocks, grouped_task, &j);
 }
 #pragma clang attribute pop
+
+// MARK: - Small groups (AVX-512)
+
+// Groups of g input and g output channels, g dividing 16 (ResNeXt's 32 groups of 4, 8 or 16): output channels in the
+// 16 lanes, as in the depthwise kernel. The 16 input channels at the same offset are exactly the groups these 16
+// outputs read, so for each of a group's g inputs one permute spreads input i of every group over its g lanes
+// (lane l takes channel (l / g) * g + i) and one FMA with the HWIO weights row [i][c0 ..< c0 + 16] accumulates it:
+// g FMAs per kernel cell and 16 outputs, no multiply wasted (a GEMM per group would fill 16-wide tiles with g
+// columns).
+#pragma clang attribute push(__attribute__((target("avx512f,avx2,fma"))), apply_to = function)
+
+typedef struct small_groups_job {
+    const kiln_conv_shape *s;
+    const float *input, *weights, *bias, *residual;
+    float *output;
+    size_t rows, rows_per_task, out_stride;
+    int g;
+} small_groups_job;
+
+static inline __attribute__((always_inline)) void small_groups_pixels(const int P, const small_groups_job *j,
+                                                                      const float *image, long iy0, int ky0, int ky1,
+                                                                      size_t row, size_t ox, int kx0, int kx1) {
+    const kiln_conv_shape *s = j->s;
+    const size_t c_all = (size_t)s->out_c, g = (size_t)j->g;
+    const long x0 = (long)ox * s->stride_w - s->pad_left;
+    for (size_t c0 = 0; c0 < c_all; c0 += 16) {
+        __m512 acc[4];
+        const __m512 bias = j->bias ? _mm512_loadu_ps(j->bias + c0) : _mm512_setzero_ps();
+        KILN_UNROLL
+        for (int p = 0; p < P; p++) acc[p] = bias;
+        for (int ky = ky0; ky < ky1; ky++) {
+            const float *line = image + (size_t)(iy0 + (long)ky * s->dilation_h) * s->in_w * c_all + c0;
+            for (int kx = kx0; kx < kx1; kx++) {
+                const float *w = j->weights + ((size_t)ky * s->kernel_w + kx) * g * c_all + c0;
+                __m512 xv[4];
+                KILN_UNROLL
+                for (int p = 0; p < P; p++)
+                    xv[p] = _mm512_loadu_ps(line + (size_t)(x0 + (long)p * s->stride_w + (long)kx * s->dilation_w) * c_all);
+                for (size_t i = 0; i < g; i++) {
+                    const __m512i spread = _mm512_add_epi32(
+                        _mm512_mullo_epi32(_mm512_srli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                                             __builtin_ctz((unsigned)g)),
+                                           _mm512_set1_epi32((int)g)),
+                        _mm512_set1_epi32((int)i));
+                    const __m512 wv = _mm512_loadu_ps(w + i * c_all);
+                    KILN_UNROLL
+                    for (int p = 0; p < P; p++) acc[p] = _mm512_fmadd_ps(_mm512_permutexvar_ps(spread, xv[p]), wv, acc[p]);
+                }
+            }
+        }
+        KILN_UNROLL
+        for (int p = 0; p < P; p++) {
+            const size_t pixel = row * s->out_w + ox + p;
+            __m512 v = acc[p];
+            if (j->residual) v = _mm512_add_ps(v, _mm512_loadu_ps(j->residual + pixel * c_all + c0));
+            if (s->relu) v = _mm512_max_ps(v, _mm512_setzero_ps());
+            if (s->has_max) v = _mm512_min_ps(v, _mm512_set1_ps(s->max_value));
+            _mm512_storeu_ps(j->output + pixel * j->out_stride + c0, v);
+        }
+    }
+}
+
+static void small_groups_task(void *context, size_t index, int thread) {
+    (void)thread;
+    const small_groups_job *j = context;
+    const kiln_conv_shape *s = j->s;
+    const size_t r0 = index * j->rows_per_task, r1 = kiln_min(j->rows, r0 + j->rows_per_task);
+    const long reach = (long)(s->kernel_w - 1) * s->dilation_w;
+    for (size_t row = r0; row < r1; row++) {
+        const size_t b = row / (size_t)s->out_h, oy = row % (size_t)s->out_h;
+        const float *image = j->input + b * (size_t)s->in_h * s->in_w * s->in_c;
+        const long iy0 = (long)oy * s->stride_h - s->pad_top;
+        int ky0 = 0, ky1 = s->kernel_h;
+        while (ky0 < ky1 && iy0 + (long)ky0 * s->dilation_h < 0) ky0++;
+        while (ky1 > ky0 && iy0 + (long)(ky1 - 1) * s->dilation_h >= s->in_h) ky1--;
+        size_t ox = 0;
+        while (ox < (size_t)s->out_w) {
+            const long x0 = (long)ox * s->stride_w - s->pad_left;
+            if (ox + 4 <= (size_t)s->out_w && x0 >= 0 && x0 + 3L * s->stride_w + reach < s->in_w) {
+                small_groups_pixels(4, j, image, iy0, ky0, ky1, row, ox, 0, s->kernel_w);
+                ox += 4;
+                continue;
+            }
+            int kx0 = 0, kx1 = s->kernel_w;
+            while (kx0 < kx1 && x0 + (long)kx0 * s->dilation_w < 0) kx0++;
+            while (kx1 > kx0 && x0 + (long)(kx1 - 1) * s->dilation_w >= s->in_w) kx1--;
+            small_groups_pixels(1, j, image, iy0, ky0, ky1, row, ox, kx0, kx1);
+            ox++;
+        }
+    }
+}
+
+int kiln_small_groups_supported(int in_c, int out_c, int groups) {
+    if (!kiln_cpu_has_avx512() || groups < 1 || in_c != out_c || in_c % groups != 0 || in_c % 16 != 0) return 0;
+    const int g = in_c / groups;
+    return g >= 2 && 16 % g == 0;
+}
+
+void kiln_small_groups_conv2d(const kiln_conv_shape *s, int groups, const float *input, const float *hwio,
+                              const float *bias, const float *residual, float *output) {
+    small_groups_job j = {.s = s, .input = input, .weights = hwio, .bias = bias, .residual = residual, .output = output,
+                          .rows = (size_t)s->batch * s->out_h, .g = s->in_c / groups,
+                          .out_stride = s->out_stride > 0 ? (size_t)s->out_stride : (size_t)s->out_c};
+    const size_t row_work = (size_t)s->out_w * s->out_c * s->kernel_h * s->kernel_w * j.g;
+    size_t per_task = kiln_div_up(64 * 1024, row_work ? row_work : 1);
+    const size_t threads = (size_t)kiln_threads_get();
+    if (threads > 1) per_task = kiln_min(per_task, kiln_div_up(j.rows, threads * 4));
+    j.rows_per_task = per_task ? per_task : 1;
+    const size_t tasks = kiln_div_up(j.rows, j.rows_per_task);
+    if (tasks <= 1)
+        small_groups_task(&j, 0, 0);
+    else
+        kiln_parallel_for(tasks, small_groups_task, &j);
+}
+#pragma clang attribute pop

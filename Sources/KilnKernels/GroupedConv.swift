@@ -10,6 +10,9 @@ public enum GroupedConvAlgorithm: Sendable, Equatable, CustomStringConvertible {
     /// computing output channels c·m + j into the workspace, each then put in its place (a GEMM per group would
     /// multiply [pixels, kH·kW] by [kH·kW, m]: m columns of 16, 40× slower on MobileNet-like sizes).
     case depthwiseMultiplier(Int)
+    /// Groups of g = 2, 4, 8 or 16 channels in and out (ResNeXt's), AVX-512: output channels in the 16 lanes, each
+    /// input of a group spread over its lanes by one permute, on the HWIO weights as stored.
+    case smallGroups
     /// Any other grouping: per group, im2col of the group's input channels and a GEMM into its output columns.
     case groupGEMM
     /// CPUs without AVX2 + FMA: the direct loop of the reference kernel, in float.
@@ -19,6 +22,7 @@ public enum GroupedConvAlgorithm: Sendable, Equatable, CustomStringConvertible {
         switch self {
         case .depthwise: return "depthwise"
         case .depthwiseMultiplier(let m): return "depthwise x\(m)"
+        case .smallGroups: return "small groups"
         case .groupGEMM: return "group gemm"
         case .portable: return "portable"
         }
@@ -29,6 +33,7 @@ public enum GroupedConvAlgorithm: Sendable, Equatable, CustomStringConvertible {
         guard ConvAlgorithm.avx2Available else { return .portable }
         if groups == inC && groups == outC { return .depthwise }
         if groups == inC && outC % inC == 0 { return .depthwiseMultiplier(outC / inC) }
+        if kiln_small_groups_supported(Int32(inC), Int32(outC), Int32(groups)) != 0 { return .smallGroups }
         return .groupGEMM
     }
 }
@@ -37,7 +42,7 @@ public enum GroupedConvAlgorithm: Sendable, Equatable, CustomStringConvertible {
 ///
 /// Layouts: `.depthwise`, `[kH·kW + 1][C rounded up to 16]` — the bias row, then one row per kernel cell (zero past
 /// C); `.depthwiseMultiplier(m)`, m such blocks, block j for the output channels c·m + j; `.groupGEMM`, per group its `[kH·kW·inC/groups, outC/groups]` matrix in 16-column GEMM panels, and the bias
-/// beside it; `.portable`, the HWIO weights as given and the bias. Immutable after packing.
+/// beside it; `.smallGroups` and `.portable`, the HWIO weights as given and the bias. Immutable after packing.
 public final class PackedGroupedConvWeights: @unchecked Sendable {
     public let kernelH: Int, kernelW: Int, inC: Int, outC: Int, groups: Int
     public let algorithm: GroupedConvAlgorithm
@@ -76,7 +81,7 @@ public final class PackedGroupedConvWeights: @unchecked Sendable {
             precondition(ConvAlgorithm.avx2Available, "the group GEMM needs AVX2 and FMA")
             storage = AlignedFloatBuffer(floats: kiln_grouped_conv_packed_floats(k, outC / groups, groups))
             kiln_grouped_conv_pack(weights, k, outC / groups, groups, 0, groups, storage.floats)
-        case .portable:
+        case .portable, .smallGroups:
             storage = AlignedFloatBuffer(floats: k * outC)
             storage.floats.update(from: weights, count: k * outC)
         }
@@ -166,6 +171,12 @@ extension FastKernels {
                 }
             }
             if !fused && !activation.isIdentity { activateRows(output, rows: pixels, width: g.outC, rowStride: stride, activation: activation) }
+        case .smallGroups:
+            let clamp = registerClamp(activation)
+            var shape = kilnShape(g, algorithm: .gemm, relu: clamp?.relu ?? false, maximum: clamp?.maximum)
+            shape.out_stride = Int32(stride)
+            kiln_small_groups_conv2d(&shape, Int32(g.groups), input, weights.values, weights.bias, residual, output)
+            if clamp == nil { activateRows(output, rows: g.outputPixels, width: g.outC, rowStride: stride, activation: activation) }
         case .groupGEMM:
             let clamp = registerClamp(activation)
             var shape = kilnShape(g, algorithm: .gemm, relu: clamp?.relu ?? false, maximum: clamp?.maximum)

@@ -159,6 +159,15 @@ size_t kiln_grouped_conv_workspace_floats(const kiln_conv_shape *shape, int grou
 void kiln_grouped_conv2d(const kiln_conv_shape *shape, int groups, const float *input, const float *weights,
                          const float *bias, const float *residual, float *output, float *workspace);
 
+/// 1 when kiln_small_groups_conv2d takes this grouping: AVX-512, in_c = out_c a multiple of 16, groups of g
+/// channels with 2 <= g dividing 16 (ResNeXt's groups of 4, 8, 16).
+int kiln_small_groups_supported(int in_c, int out_c, int groups);
+/// The grouped convolution for small groups, output channels in the 16 lanes, on the HWIO weights as stored
+/// [kh, kw, g, out_c]; relu and max_value from the shape, residual contiguous (may be exactly output without
+/// out_stride). Runs on the pool.
+void kiln_small_groups_conv2d(const kiln_conv_shape *shape, int groups, const float *input, const float *hwio,
+                              const float *bias, const float *residual, float *output);
+
 // MARK: - Memory
 
 /// `bytes` of 64-byte-aligned memory (zeroed when freshly mapped); buffers of 4 MiB and more are mapped on a
