@@ -3,7 +3,7 @@ SHELL := /bin/bash
 KILN_CACHE ?= $(HOME)/.cache/kiln
 export KILN_CACHE
 
-.PHONY: setup build release demo fixtures fixtures-images fixtures-onnx fixtures-compact fixtures-train fixtures-malformed fixtures-backbones test unit-test bench sanitize fuzz clean serve-test
+.PHONY: setup build release demo fixtures fixtures-images fixtures-onnx fixtures-compact fixtures-train fixtures-malformed fixtures-backbones test unit-test bench bench-backbones sanitize fuzz clean serve-test
 
 setup:
 	@scripts/setup
@@ -66,6 +66,10 @@ test: release fixtures fixtures-images fixtures-onnx fixtures-compact fixtures-t
 # prints the table with kiln/peer ratios and writes benchmarks/resnet50.csv. BENCH_ARGS go to the driver.
 bench: setup fixtures
 	@scripts/bench $(BENCH_ARGS)
+
+# Kiln against the same peers on a backbone of issue 17 (default MobileNetV2 160x160; scripts/bench-backbone).
+bench-backbones: setup
+	@scripts/bench-backbone $(BENCH_ARGS)
 
 unit-test: setup
 	swift test --skip EndToEnd
