@@ -3,7 +3,7 @@ SHELL := /bin/bash
 KILN_CACHE ?= $(HOME)/.cache/kiln
 export KILN_CACHE
 
-.PHONY: setup build release demo fixtures fixtures-images fixtures-onnx fixtures-torchvision fixtures-compact fixtures-train fixtures-malformed fixtures-tfresize fixtures-heads fixtures-tutorial test unit-test bench sanitize fuzz clean serve-test
+.PHONY: setup build release demo fixtures fixtures-images fixtures-onnx fixtures-torchvision fixtures-compact fixtures-train fixtures-malformed fixtures-tfresize fixtures-heads fixtures-tutorial fixtures-backbones test unit-test bench bench-backbones sanitize fuzz clean serve-test
 
 setup:
 	@scripts/setup
@@ -39,6 +39,9 @@ fixtures-onnx: fixtures
 # declared output shapes, models kiln must refuse) with onnxruntime's outputs (scripts/pyenv torch, then scripts/pyenv).
 fixtures-torchvision: setup
 	@scripts/fixtures-torchvision > /dev/null
+
+fixtures-backbones: setup
+	@scripts/fixtures-backbones
 
 # A model Keras trains on scikit-learn's digits, with its test set: reduced-precision bundles are judged on it.
 fixtures-compact: fixtures
@@ -76,13 +79,14 @@ fixtures-tutorial: setup
 # `kiln convert` / `kiln fuse` mid-write. Then the kernel tests again on the AVX2 + FMA kernels alone (what an
 # AVX2-only CPU such as Zen 3 runs; on an AVX-512 machine the first pass reaches them only for narrow panels).
 test: release fixtures fixtures-images fixtures-onnx fixtures-torchvision fixtures-compact fixtures-train fixtures-malformed \
-		fixtures-tfresize fixtures-heads fixtures-tutorial
+		fixtures-tfresize fixtures-heads fixtures-tutorial fixtures-backbones
 	KILN_FIXTURES="$(KILN_CACHE)/fixtures" KILN_IMAGE_FIXTURES="$(KILN_CACHE)/fixtures-images" \
 	KILN_TF_RESIZE_FIXTURES="$(KILN_CACHE)/fixtures-tfresize" KILN_HEAD_FIXTURES="$(KILN_CACHE)/fixtures-heads" \
 	KILN_FIXTURES_ONNX="$(KILN_CACHE)/fixtures-onnx" KILN_FIXTURES_TORCH="$(KILN_CACHE)/fixtures-torchvision" \
 	KILN_FIXTURES_COMPACT="$(KILN_CACHE)/fixtures-compact" \
 	KILN_TRAIN_FIXTURES="$(KILN_CACHE)/fixtures-train" KILN_PYTHON="$$(scripts/pyenv)" \
 	KILN_MALFORMED="$(KILN_CACHE)/malformed" KILN_FIXTURES_TUTORIAL="$(KILN_CACHE)/fixtures-tutorial" \
+	KILN_FIXTURES_BACKBONES="$(KILN_CACHE)/fixtures-backbones" \
 	KILN_BIN="$$(swift build -c release --show-bin-path)" KILN_REQUIRE_FIXTURES=1 \
 		swift test
 	KILN_CPU=avx2 swift test --skip-build --filter 'KilnKernelsTests|KilnRuntimeTests'
@@ -93,6 +97,10 @@ test: release fixtures fixtures-images fixtures-onnx fixtures-torchvision fixtur
 # prints the table with kiln/peer ratios and writes benchmarks/resnet50.csv. BENCH_ARGS go to the driver.
 bench: setup fixtures
 	@scripts/bench $(BENCH_ARGS)
+
+# Kiln against the same peers on a backbone of issue 17 (default MobileNetV2 160x160; scripts/bench-backbone).
+bench-backbones: setup
+	@scripts/bench-backbone $(BENCH_ARGS)
 
 unit-test: setup
 	swift test --skip EndToEnd

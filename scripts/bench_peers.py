@@ -5,6 +5,7 @@ Normally run through `scripts/bench` (`make bench`), which builds the release bi
 model for every runtime and then calls `drive`. Subcommands:
 
     convert --fixture resnet50_k3.h5 --out DIR     ONNX (tf2onnx, opset 17) and .tflite from the Keras file
+    convert-model --source M.keras --name N --out DIR   the same for any Keras file (scripts/bench-backbone)
     worker RUNTIME --model M --input X.npy ...     one measuring process (a peer); prints one JSON line
     drive --bin DIR --bundle B --models DIR ...    the whole comparison: table on stdout, CSV file
 
@@ -95,6 +96,40 @@ def convert(args):
     with open(stamp_path, "w") as f:
         f.write(stamp)
     log(f"wrote {onnx_path} and {tflite_path}")
+
+
+def convert_model(args):
+    """Writes NAME.onnx (tf2onnx, opset 17) and NAME.tflite (float32) from any Keras file, for `scripts/bench-backbone`;
+    skipped while NAME.stamp holds the source's digest and CONVERTER_VERSION."""
+    os.makedirs(args.out, exist_ok=True)
+    stamp_path = os.path.join(args.out, f"{args.name}.stamp")
+    stamp = file_digest(args.source) + " " + CONVERTER_VERSION
+    onnx_path, tflite_path = (os.path.join(args.out, f"{args.name}.{ext}") for ext in ("onnx", "tflite"))
+    if os.path.exists(stamp_path) and open(stamp_path).read() == stamp and os.path.exists(onnx_path) \
+            and os.path.exists(tflite_path):
+        log(f"{args.name}: peer models up to date in {args.out}")
+        return
+    import shutil
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    import tensorflow as tf
+    import keras
+    import tf2onnx
+
+    model = keras.models.load_model(args.source, compile=False)
+    spec = (tf.TensorSpec((None,) + tuple(model.input_shape[1:]), tf.float32, name="input"),)
+    tf2onnx.convert.from_keras(model, input_signature=spec, opset=17, output_path=onnx_path + ".tmp")
+    os.replace(onnx_path + ".tmp", onnx_path)
+    saved = os.path.join(args.out, f"{args.name}.saved_model.tmp")
+    model.export(saved, format="tf_saved_model", verbose=False)
+    with open(tflite_path + ".tmp", "wb") as f:
+        f.write(tf.lite.TFLiteConverter.from_saved_model(saved).convert())
+    os.replace(tflite_path + ".tmp", tflite_path)
+    shutil.rmtree(saved, ignore_errors=True)
+    with open(stamp_path, "w") as f:
+        f.write(stamp)
+    log(f"{args.name}: wrote {onnx_path} and {tflite_path}")
 
 
 def write_float64_truth(model, input_path, out_path):
@@ -471,6 +506,10 @@ def main():
     c = sub.add_parser("convert")
     c.add_argument("--fixture", required=True)
     c.add_argument("--out", required=True)
+    cm = sub.add_parser("convert-model")
+    cm.add_argument("--source", required=True)
+    cm.add_argument("--name", required=True)
+    cm.add_argument("--out", required=True)
     w = sub.add_parser("worker")
     w.add_argument("runtime", choices=sorted(PEER_MODELS))
     w.add_argument("--model", required=True)
@@ -497,7 +536,7 @@ def main():
     d.add_argument("--kiln-flops", type=int, required=True, help="FLOPs per image of the bundle (kiln inspect)")
     d.add_argument("--csv")
     args = p.parse_args()
-    {"convert": convert, "worker": worker, "drive": drive}[args.command](args)
+    {"convert": convert, "convert-model": convert_model, "worker": worker, "drive": drive}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -146,8 +146,8 @@ static void conv_gemm(const kiln_conv_shape *s, const float *input, const float 
     j.pointwise = is_pointwise(s);
     j.workspace = workspace;
     j.g = (kiln_gemm){.m = j.p.m, .n = (size_t)s->out_c, .k = j.p.k, .b = weights, .c = output,
-                      .ldc = (size_t)s->out_c, .bias = bias, .residual = residual, .ldr = (size_t)s->out_c,
-                      .relu = s->relu};
+                      .ldc = s->out_stride > 0 ? (size_t)s->out_stride : (size_t)s->out_c, .bias = bias, .residual = residual, .ldr = (size_t)s->out_c,
+                      .relu = s->relu, .has_max = s->has_max, .max = s->max_value};
     if (j.p.shared_im2col) kiln_parallel_for(kiln_div_up(j.p.m, j.p.piece), conv_gemm_im2col_task, &j);
     kiln_parallel_for(j.p.mblocks * j.p.pchunks, conv_gemm_task, &j);
 }
@@ -243,6 +243,7 @@ static inline void tile_origin(const wino_job *j, size_t t, size_t *b, long *y0,
 #define VLOAD _mm256_loadu_ps
 #define VSTORE _mm256_storeu_ps
 #define VMAX _mm256_max_ps
+#define VMIN _mm256_min_ps
 #define WINOGRAD_NAME(name) name##_8
 #include "winograd_transforms.h"
 
@@ -261,6 +262,7 @@ static inline void tile_origin(const wino_job *j, size_t t, size_t *b, long *y0,
 #define VLOAD _mm512_loadu_ps
 #define VSTORE _mm512_storeu_ps
 #define VMAX _mm512_max_ps
+#define VMIN _mm512_min_ps
 #define WINOGRAD_NAME(name) name##_16
 #include "winograd_transforms.h"
 #pragma clang attribute pop

@@ -62,6 +62,14 @@ KILN_INLINE void microkernel(const int rows, size_t kc, const float *restrict a,
             hi[i] = _mm256_max_ps(hi[i], zero);
         }
     }
+    if (e->last && e->has_max) {
+        const __m256 top = _mm256_set1_ps(e->max);
+        KILN_UNROLL
+        for (int i = 0; i < rows; i++) {
+            lo[i] = _mm256_min_ps(lo[i], top);
+            hi[i] = _mm256_min_ps(hi[i], top);
+        }
+    }
     KILN_UNROLL
     for (int i = 0; i < rows; i++) {
         _mm256_storeu_ps(c + i * ldc, lo[i]);
@@ -129,7 +137,8 @@ void kiln_gemm_rows(const kiln_gemm *g, const float *a, size_t lda, size_t row0,
             const char *row = (const char *)(a + i * lda + k0);
             for (size_t byte = 0; byte < kc * sizeof(float); byte += 64) _mm_prefetch(row + byte, _MM_HINT_T1);
         }
-        kiln_tile_epilogue e = {.ldr = g->ldr, .first = k0 == 0, .last = k0 + kc == g->k, .relu = g->relu};
+        kiln_tile_epilogue e = {.ldr = g->ldr, .first = k0 == 0, .last = k0 + kc == g->k, .relu = g->relu,
+                                .has_max = g->has_max, .max = g->max};
         for (size_t p = p0; p < p1; p++) {
             const size_t j0 = p * KILN_GEMM_NR;
             const int width = g->n - j0 < KILN_GEMM_NR ? (int)(g->n - j0) : KILN_GEMM_NR;

@@ -58,6 +58,11 @@ KILN_INLINE void micro512(const int rows, const int np, size_t kc, const float *
         KILN_UNROLL
         for (int i = 0; i < rows * np; i++) acc[i] = _mm512_max_ps(acc[i], zero);
     }
+    if (e->last && e->has_max) {
+        const __m512 top = _mm512_set1_ps(e->max);
+        KILN_UNROLL
+        for (int i = 0; i < rows * np; i++) acc[i] = _mm512_min_ps(acc[i], top);
+    }
     KILN_UNROLL
     for (int i = 0; i < rows; i++)
         KILN_UNROLL
@@ -106,7 +111,8 @@ size_t kiln_gemm_rows_avx512(const kiln_gemm *g, const float *a, size_t lda, siz
             const char *row = (const char *)(a + i * lda + k0);
             for (size_t byte = 0; byte < kc * sizeof(float); byte += 64) _mm_prefetch(row + byte, _MM_HINT_T1);
         }
-        kiln_tile_epilogue e = {.ldr = g->ldr, .first = k0 == 0, .last = k0 + kc == g->k, .relu = g->relu};
+        kiln_tile_epilogue e = {.ldr = g->ldr, .first = k0 == 0, .last = k0 + kc == g->k, .relu = g->relu,
+                                .has_max = g->has_max, .max = g->max};
         const size_t panel = KILN_GEMM_NR * g->k;
         for (size_t p = p0; p < end; p += 2) {
             const int pair = p + 1 < end;

@@ -15,8 +15,10 @@ typedef struct kiln_tile_epilogue {
     const float *residual;  // at the tile's first element, or NULL
     size_t ldr;             // row stride of the residual
     int first;              // start from bias + residual (else from C)
-    int last;               // the last pass over k: apply relu
+    int last;               // the last pass over k: apply relu and the upper bound
     int relu;
+    int has_max;            // then min(x, max) after relu (ReLU6 and other clamps)
+    float max;
 } kiln_tile_epilogue;
 
 /// C [m, n] (row stride ldc) = relu?(A · B + bias + residual), B [k, n] packed by kiln_gemm_pack_b.
@@ -29,6 +31,8 @@ typedef struct kiln_gemm {
     const float *residual;
     size_t ldr;
     int relu;
+    int has_max;  // min(x, max) after relu
+    float max;
 } kiln_gemm;
 
 /// The packed B the GEMM reads after the slice of panels [p, p + span) at rows [k0, k0 + kc) of a pass over the

@@ -112,6 +112,7 @@ static inline __attribute__((always_inline)) void WINOGRAD_NAME(winograd_output_
                                                                     const int alpha) {
     const kiln_conv_shape *s = j->s;
     const size_t cout = (size_t)s->out_c, npad = j->p.npad, stride = j->count * npad;
+    const size_t out_stride = s->out_stride > 0 ? (size_t)s->out_stride : cout;
     const int m = alpha - 2;
     const VEC zero = VZERO();
     for (size_t tl = first; tl < last; tl++) {
@@ -120,7 +121,7 @@ static inline __attribute__((always_inline)) void WINOGRAD_NAME(winograd_output_
         tile_origin(j, j->t0 + tl, &b, &oy, &ox);
         const int rows = (long)s->out_h - oy < m ? (int)((long)s->out_h - oy) : m;
         const int cols = (long)s->out_w - ox < m ? (int)((long)s->out_w - ox) : m;
-        const size_t base = ((b * s->out_h + (size_t)oy) * s->out_w + (size_t)ox) * cout;
+        const size_t pixel0 = (b * s->out_h + (size_t)oy) * s->out_w + (size_t)ox;
         const float *src = j->mm + tl * npad;
         for (size_t c = 0; c < cout; c += VLANES) {
             VEC mv[6][6], t[4][6], y[4][4];
@@ -162,11 +163,12 @@ static inline __attribute__((always_inline)) void WINOGRAD_NAME(winograd_output_
             const VEC bias = j->bias ? VLOAD(j->bias + c) : zero;
             for (int i = 0; i < rows; i++)
                 for (int k = 0; k < cols; k++) {
-                    const size_t at = base + ((size_t)i * s->out_w + (size_t)k) * cout + c;
+                    const size_t pixel = pixel0 + (size_t)i * s->out_w + (size_t)k;
                     VEC v = VADD(y[i][k], bias);
-                    if (j->residual) v = VADD(v, VLOAD(j->residual + at));
+                    if (j->residual) v = VADD(v, VLOAD(j->residual + pixel * cout + c));
                     if (s->relu) v = VMAX(v, zero);
-                    VSTORE(j->output + at, v);
+                    if (s->has_max) v = VMIN(v, VSET1(s->max_value));
+                    VSTORE(j->output + pixel * out_stride + c, v);
                 }
         }
     }
@@ -202,4 +204,5 @@ static void WINOGRAD_NAME(winograd_output)(const wino_job *j, size_t first, size
 #undef VLOAD
 #undef VSTORE
 #undef VMAX
+#undef VMIN
 #undef WINOGRAD_NAME

@@ -25,7 +25,7 @@ public enum BundleWriter {
             sections.append((.data, data, 0, 0, 0))
         }
         // The lowest minor version that holds what the bundle uses, so that plain bundles stay readable by older
-        // readers: 1.3 for ops 13-16 and activation functions 2-8, 1.2 for the Unary op and the 5-word activations,
+        // readers: 1.3 for ops 13-17, grouped convolutions and activation functions 2-8, 1.2 for the Unary op and the 5-word activations,
         // 1.1 for compact tensors and compression.
         let usesMinor1 = compression != nil || model.tensors.contains { $0.elementType != .float32 }
         let minor: UInt16 = model.ops.contains(where: \.needsVersion1_3) ? 3

@@ -83,6 +83,9 @@ public enum OpCode: UInt32, Sendable, CaseIterable, CustomStringConvertible {
     /// y[..., c] = act(x[..., c] · scale[c] + shift[c]), any rank, channels last; tensors [scale, shift] ([C] each);
     /// attributes: the activation (version 1.3). A BatchNormalization that no neighbour absorbs.
     case scaleShift = 16
+    /// The inputs side by side along the last axis (channels), same leading dims; two or more inputs, no
+    /// attributes (version 1.3).
+    case concat = 17
 
     public var description: String {
         switch self {
@@ -102,6 +105,7 @@ public enum OpCode: UInt32, Sendable, CaseIterable, CustomStringConvertible {
         case .reduce: return "Reduce"
         case .globalMaxPool: return "GlobalMaxPool"
         case .scaleShift: return "ScaleShift"
+        case .concat: return "Concat"
         }
     }
 }
@@ -137,14 +141,15 @@ public struct OpRecord: Sendable, Equatable {
         self.tensors = tensors
     }
 
-    /// True when the op needs format 1.3: Reshape, Reduce, GlobalMaxPool, ScaleShift, or an activation function of code 2 or more
-    /// (found in the 5-word form: [16 + function, …] as the first attribute word of Unary/Add/Dense/ScaleShift, or
-    /// Conv2D's word 9).
+    /// True when the op needs format 1.3: Reshape, Reduce, GlobalMaxPool, ScaleShift, Concat, a grouped (or
+    /// depthwise) convolution, or an activation function of code 2 or more (found in the 5-word form: [16 + function,
+    /// …] as the first attribute word of Unary/Add/Dense/ScaleShift, or Conv2D's word 9).
     var needsVersion1_3: Bool {
         switch opcode {
-        case .reshape, .reduce, .globalMaxPool, .scaleShift: return true
+        case .reshape, .reduce, .globalMaxPool, .scaleShift, .concat: return true
         case .unary, .add, .dense: return attributes.count == 5 && attributes[0] >= Activation.extendedBase + 2
-        case .conv2d: return attributes.count > 12 && attributes[9] >= Activation.extendedBase + 2
+        case .conv2d:
+            return Conv2DAttributes.hasGroupsWord(attributes) || (attributes.count >= 16 && attributes[9] >= Activation.extendedBase + 2)
         default: return false
         }
     }
@@ -153,9 +158,9 @@ public struct OpRecord: Sendable, Equatable {
     var needsVersion1_2: Bool {
         switch opcode {
         case .unary, .globalMaxPool, .scaleShift: return true
-        case .conv2d: return attributes.count > 12
+        case .conv2d: return attributes.count >= 16
         case .dense, .add: return attributes.count > 1
-        case .maxPool2d, .avgPool2d, .globalAvgPool, .softmax, .relu, .pad, .flatten, .transpose, .reshape, .reduce: return false
+        case .maxPool2d, .avgPool2d, .globalAvgPool, .softmax, .relu, .pad, .flatten, .transpose, .reshape, .reduce, .concat: return false
         }
     }
 }
@@ -287,37 +292,48 @@ extension FrozenModel {
 // MARK: - Typed attribute views
 
 /// Attributes of `conv2d`: [kH, kW, strideH, strideW, padMode, padTop, padBottom, padLeft, padRight,
-/// activation (1 word, or 5 from version 1.2), dilationH, dilationW].
+/// activation (1 word, or 5 from version 1.2), dilationH, dilationW [, groups (version 1.3)]].
 public struct Conv2DAttributes: Sendable, Equatable {
     public var kernelH: Int, kernelW: Int
     public var strideH: Int, strideW: Int
     public var padding: WindowPadding
     public var activation: Activation
     public var dilationH: Int, dilationW: Int
+    /// Channel groups: input channel group g (Cin/groups channels) feeds only output channel group g
+    /// (Cout/groups channels), and the kernel is `[kH, kW, Cin/groups, Cout]`. 1 is a plain convolution,
+    /// groups = Cin a depthwise one (Cout = Cin × multiplier). Written only when not 1 (version 1.3).
+    public var groups: Int
 
     public init(kernelH: Int, kernelW: Int, strideH: Int, strideW: Int, padding: WindowPadding,
-                activation: Activation, dilationH: Int = 1, dilationW: Int = 1) {
+                activation: Activation, dilationH: Int = 1, dilationW: Int = 1, groups: Int = 1) {
         self.kernelH = kernelH; self.kernelW = kernelW
         self.strideH = strideH; self.strideW = strideW
         self.padding = padding
         self.activation = activation
         self.dilationH = dilationH; self.dilationW = dilationW
+        self.groups = groups
     }
 
     public var encoded: [Int64] {
         [Int64(kernelH), Int64(kernelW), Int64(strideH), Int64(strideW)] + padding.encoded
-            + activation.encoded + [Int64(dilationH), Int64(dilationW)]
+            + activation.encoded + [Int64(dilationH), Int64(dilationW)] + (groups == 1 ? [] : [Int64(groups)])
     }
 
     public init(decoding a: [Int64]) throws(AttributeError) {
-        guard a.count == 12 || a.count == 16 else { throw AttributeError(message: "Conv2D has \(a.count) attributes, expected 12 or 16") }
+        guard [12, 13, 16, 17].contains(a.count) else {
+            throw AttributeError(message: "Conv2D has \(a.count) attributes, expected 12, 13, 16 or 17")
+        }
         let (act, width) = try Activation.decode(a[9...], op: "Conv2D")
-        guard 9 + width + 2 == a.count else { throw AttributeError(message: "Conv2D has \(a.count) attributes for a \(width)-word activation") }
-        let k = try positive(a, [0, 1, 2, 3, 9 + width, 10 + width], op: "Conv2D")
+        let hasGroups = 9 + width + 3 == a.count
+        guard 9 + width + 2 == a.count || hasGroups else { throw AttributeError(message: "Conv2D has \(a.count) attributes for a \(width)-word activation") }
+        let k = try positive(a, [0, 1, 2, 3, 9 + width, 10 + width] + (hasGroups ? [11 + width] : []), op: "Conv2D")
         self.init(kernelH: k[0], kernelW: k[1], strideH: k[2], strideW: k[3],
                   padding: try WindowPadding(decoding: Array(a[4..<9])), activation: act,
-                  dilationH: k[4], dilationW: k[5])
+                  dilationH: k[4], dilationW: k[5], groups: hasGroups ? k[6] : 1)
     }
+
+    /// True when the attribute list holds the groups word (a 1.3 feature).
+    static func hasGroupsWord(_ a: [Int64]) -> Bool { a.count == 13 || a.count == 17 }
 }
 
 /// Attributes of `dense`: [activation] (1 word, or 5 from version 1.2). The 1.0 code 2 means a softmax over each

@@ -70,6 +70,8 @@ public enum GraphOp: Sendable {
     /// y = x·scale + shift, each of one value or one per channel of the last axis (Rescaling, Normalization,
     /// arithmetic with constants).
     case broadcastAffine(scale: [Double], shift: [Double])
+    /// The inputs side by side along the last axis (channels); the other dims agree.
+    case concat
 
     /// The Keras-like class name, for errors and summaries.
     public var kindName: String {
@@ -96,6 +98,7 @@ public enum GraphOp: Sendable {
         case .transpose: return "Transpose"
         case .reshape: return "Reshape"
         case .reduce(let r): return r.function == .mean ? "ReduceMean" : "ReduceSum"
+        case .concat: return "Concatenate"
         case .channelGather: return "GetItem"
         case .channelStack: return "Stack"
         case .channelConcat: return "Concatenate"
@@ -146,9 +149,14 @@ public struct ConvSpec: Sendable {
     public var activation: Activation
     /// Set by the residual fusion: the value added before the activation.
     public var hasResidual: Bool
+    /// Channel groups: the kernel is `[kH, kW, Cin / groups, Cout]` and output channel group g reads input channel
+    /// group g only (1: a plain convolution; Cin: depthwise, Keras DepthwiseConv2D with its kernel reshaped).
+    public var groups: Int = 1
 
     public init(kernel: WeightTensor, bias: WeightTensor?, strideH: Int, strideW: Int, dilationH: Int = 1,
-                dilationW: Int = 1, padding: WindowPadding, activation: Activation = .none, hasResidual: Bool = false) {
+                dilationW: Int = 1, padding: WindowPadding, activation: Activation = .none, hasResidual: Bool = false,
+                groups: Int = 1) {
+        self.groups = groups
         self.kernel = kernel
         self.bias = bias
         self.strideH = strideH; self.strideW = strideW
@@ -159,7 +167,8 @@ public struct ConvSpec: Sendable {
     }
 
     public var outChannels: Int { kernel.shape[3] }
-    public var inChannels: Int { kernel.shape[2] }
+    /// The input channels the convolution reads (all groups).
+    public var inChannels: Int { kernel.shape[2] * groups }
 }
 
 public struct BatchNormSpec: Sendable {

@@ -27,7 +27,7 @@ extension Graph {
                 let a = try attributes(op) { () throws(AttributeError) in try Conv2DAttributes(decoding: op.attributes) }
                 graphOp = .conv2d(ConvSpec(kernel: try tensor(op, 0), bias: try tensor(op, 1), strideH: a.strideH, strideW: a.strideW,
                                            dilationH: a.dilationH, dilationW: a.dilationW, padding: a.padding, activation: a.activation,
-                                           hasResidual: op.inputs.count == 2))
+                                           hasResidual: op.inputs.count == 2, groups: a.groups))
             case .add:
                 graphOp = .add(activation: try attributes(op) { () throws(AttributeError) in
                     try ActivationAttributes(decoding: op.attributes, op: .add).activation
@@ -53,6 +53,7 @@ extension Graph {
             case .softmax: graphOp = .softmax
             case .relu: graphOp = .activation(.relu)
             case .flatten: graphOp = .flatten
+            case .concat: graphOp = .concat
             case .transpose:
                 graphOp = .transpose(perm: try attributes(op) { () throws(AttributeError) in try decodePermutation(op.attributes) })
             case .reshape:

@@ -49,7 +49,7 @@ extension Graph {
             case .conv2d(let c):
                 let attrs = Conv2DAttributes(kernelH: c.kernel.shape[0], kernelW: c.kernel.shape[1], strideH: c.strideH,
                                              strideW: c.strideW, padding: c.padding, activation: c.activation,
-                                             dilationH: c.dilationH, dilationW: c.dilationW)
+                                             dilationH: c.dilationH, dilationW: c.dilationW, groups: c.groups)
                 let w = addTensor("\(node.name)/kernel", c.kernel)
                 let b = addTensor("\(node.name)/bias", c.bias ?? WeightTensor(shape: [c.outChannels], values: [Float](repeating: 0, count: c.outChannels)))
                 emit(.conv2d, attrs.encoded, [w, b])
@@ -76,6 +76,8 @@ extension Graph {
                 emit(.reshape, r.encoded)
             case .reduce(let r):
                 emit(.reduce, r.encoded)
+            case .concat:
+                emit(.concat)
             case .dense(let d):
                 let w = addTensor("\(node.name)/kernel", d.kernel)
                 let out = d.kernel.shape[1]

@@ -165,6 +165,7 @@ extension Graph {
         case .activation(let a) where a.isIdentity: return node.inputs.first.map(isNonNegative) ?? false
         case .maxPool, .zeroPad, .dropout, .globalMaxPool, .globalAvgPool: return node.inputs.first.map(isNonNegative) ?? false
         case .channelAffine(let m): return m.activation.isNonNegative
+        case .concat: return node.inputs.allSatisfy(isNonNegative)
         case .constantPad(_, _, _, _, let values):
             return values.allSatisfy { $0 >= 0 } && (node.inputs.first.map(isNonNegative) ?? false)
         default: return false

@@ -166,6 +166,9 @@ extension Graph {
                       !nodes[convIndex].inputs.dropFirst().contains(expectedInput) else {
                     return .failure(GraphError(layer: nodes[convIndex].name, message: "preprocessing can only be folded into a convolution, and '\(nodes[convIndex].name)' is a \(nodes[convIndex].op.kindName)"))
                 }
+                guard conv.groups == 1 else {
+                    return .failure(GraphError(layer: nodes[convIndex].name, message: "a per-channel map cannot be folded into a grouped convolution (\(conv.groups) groups)"))
+                }
                 let inShape = shapes[nodes[convIndex].inputs[0]] ?? []
                 let ks = conv.kernel.shape
                 let own: (Int, Int, Int, Int)

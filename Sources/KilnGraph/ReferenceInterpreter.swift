@@ -68,7 +68,7 @@ extension Graph {
             do {
                 g = try ConvGeometry(batch: s[0], inH: s[1], inW: s[2], inC: s[3], outC: c.outChannels, kernelH: c.kernel.shape[0],
                                      kernelW: c.kernel.shape[1], strideH: c.strideH, strideW: c.strideW, dilationH: c.dilationH,
-                                     dilationW: c.dilationW, padTop: t, padBottom: b, padLeft: l, padRight: r)
+                                     dilationW: c.dilationW, padTop: t, padBottom: b, padLeft: l, padRight: r, groups: c.groups)
             } catch { throw geometryError(error) }
             var out = [Float](repeating: 0, count: g.outputCount)
             let residual = c.hasResidual ? ins[1].values : nil
@@ -192,6 +192,16 @@ extension Graph {
                 x * Float(scale.count == 1 ? scale[0] : scale[i % c]) + Float(shift.count == 1 ? shift[0] : shift[i % c])
             }
             return (ins[0].shape, out)
+        case .concat:
+            // Row by row (a row: one position's channels), the inputs' channels side by side.
+            let widths = ins.map { $0.shape.last ?? 0 }
+            let rows = ins[0].shape.dropLast().reduce(1, *), total = widths.reduce(0, +)
+            var out: [Float] = []
+            out.reserveCapacity(rows * total)
+            for r in 0..<rows {
+                for (t, w) in zip(ins, widths) { out += t.values[(r * w)..<((r + 1) * w)] }
+            }
+            return (Array(ins[0].shape.dropLast()) + [total], out)
         case .flatten:
             let s = ins[0].shape
             return ([s[0], s.dropFirst().reduce(1, *)], ins[0].values)

@@ -66,6 +66,9 @@ extension Graph {
             if let c, c != spec.inChannels {
                 throw fail("input has \(c) channels but the kernel \(spec.kernel.shape) expects \(spec.inChannels)")
             }
+            guard spec.groups >= 1, spec.outChannels % spec.groups == 0 else {
+                throw fail("\(spec.outChannels) output channels are not a multiple of \(spec.groups) groups")
+            }
             if let bias = spec.bias, bias.shape != [spec.outChannels] {
                 throw fail("bias has shape \(bias.shape), expected [\(spec.outChannels)]")
             }
@@ -105,6 +108,23 @@ extension Graph {
             let rest = inputs[0].dropFirst()
             if rest.contains(where: { $0 == nil }) { return [first, nil] }
             return [first, rest.reduce(1) { $0 * ($1 ?? 1) }]
+        case .concat:
+            guard inputs.count >= 2 else { throw fail("Concatenate takes 2 or more inputs, got \(inputs.count)") }
+            let rank = inputs[0].count
+            guard rank >= 2, inputs.allSatisfy({ $0.count == rank }) else {
+                throw fail("Concatenate operands have ranks \(inputs.map(\.count)); one rank of 2 or more expected")
+            }
+            var out = inputs[0]
+            for s in inputs.dropFirst() {
+                for axis in 0..<(rank - 1) {
+                    if let a = out[axis], let b = s[axis], a != b {
+                        throw fail("Concatenate operands \(inputs.map(describe).joined(separator: ", ")) differ outside the channel axis")
+                    }
+                    out[axis] = out[axis] ?? s[axis]
+                }
+                out[rank - 1] = out[rank - 1].flatMap { a in s[rank - 1].map { a + $0 } }
+            }
+            return out
         case .transpose(let perm):
             try expectArity(1)
             guard perm.count == inputs[0].count, Set(perm) == Set(0..<perm.count) else {

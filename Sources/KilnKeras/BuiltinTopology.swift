@@ -24,7 +24,31 @@ public struct BuiltinTopology: Sendable {
     /// Every built-in topology; a weights file is matched against each in turn.
     public static let all: [BuiltinTopology] = [
         BuiltinTopology(name: "resnet50", summary: "Keras applications ResNet-50", preprocessing: .caffe,
-                        classifier: "predictions", signature: ["conv1_conv"], config: ResNet50Topology.config),
+                        classifier: "predictions", signature: ["conv1_conv", "conv2_block1_3_conv"], config: ResNet50Topology.config),
+        BuiltinTopology(name: "mobilenetv2", summary: "Keras applications MobileNetV2", preprocessing: .tf,
+                        classifier: "predictions", signature: ["Conv1", "expanded_conv_depthwise"],
+                        config: MobileNetV2Topology.config),
+        // The larger DenseNets first: a model with its own config is recognised by the first entry whose signature
+        // layers it has, and DenseNet201 has every layer DenseNet121 has. Each in Keras 3's names and in Keras 2's
+        // (the applications weight files'), which differ in the stem only.
+        BuiltinTopology(name: "densenet201", summary: "Keras applications DenseNet201", preprocessing: .torch,
+                        classifier: "predictions", signature: ["conv1_conv", "conv4_block48_concat"],
+                        config: { DenseNetTopology.config(blocks: [6, 12, 48, 32], name: "densenet201", keras2Names: false, includeTop: $0) }),
+        BuiltinTopology(name: "densenet201-keras2", summary: "Keras applications DenseNet201 (Keras 2 layer names)", preprocessing: .torch,
+                        classifier: "predictions", signature: ["conv1/conv", "conv4_block48_concat"],
+                        config: { DenseNetTopology.config(blocks: [6, 12, 48, 32], name: "densenet201", keras2Names: true, includeTop: $0) }),
+        BuiltinTopology(name: "densenet169", summary: "Keras applications DenseNet169", preprocessing: .torch,
+                        classifier: "predictions", signature: ["conv1_conv", "conv5_block32_concat"],
+                        config: { DenseNetTopology.config(blocks: [6, 12, 32, 32], name: "densenet169", keras2Names: false, includeTop: $0) }),
+        BuiltinTopology(name: "densenet169-keras2", summary: "Keras applications DenseNet169 (Keras 2 layer names)", preprocessing: .torch,
+                        classifier: "predictions", signature: ["conv1/conv", "conv5_block32_concat"],
+                        config: { DenseNetTopology.config(blocks: [6, 12, 32, 32], name: "densenet169", keras2Names: true, includeTop: $0) }),
+        BuiltinTopology(name: "densenet121", summary: "Keras applications DenseNet121", preprocessing: .torch,
+                        classifier: "predictions", signature: ["conv1_conv", "conv5_block16_concat"],
+                        config: { DenseNetTopology.config(blocks: [6, 12, 24, 16], name: "densenet121", keras2Names: false, includeTop: $0) }),
+        BuiltinTopology(name: "densenet121-keras2", summary: "Keras applications DenseNet121 (Keras 2 layer names)", preprocessing: .torch,
+                        classifier: "predictions", signature: ["conv1/conv", "conv5_block16_concat"],
+                        config: { DenseNetTopology.config(blocks: [6, 12, 24, 16], name: "densenet121", keras2Names: true, includeTop: $0) }),
     ]
 
     /// The entry called `name`.

@@ -166,8 +166,7 @@ public enum KerasImporter {
         let kerasMajor = layout == .keras2H5 ? 2 : 3
         for layer in topology.layers {
             let vars = try weights.variables(of: layer)
-            let op = try KerasLayerMapping.op(for: layer, variables: vars, file: file, kerasMajor: kerasMajor)
-            nodes.append(GraphNode(name: layer.nodeName, op: op, inputs: layer.inbound))
+            nodes += try KerasLayerMapping.nodes(for: layer, variables: vars, file: file, kerasMajor: kerasMajor)
         }
         var metadata = extra
         try settleGeometryLayers(topology, nodes: &nodes, metadata: &metadata, file: file)

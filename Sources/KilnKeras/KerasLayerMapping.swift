@@ -9,7 +9,7 @@ enum KerasLayerMapping {
                             "ELU", "ThresholdedReLU", "Softmax", "Add", "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D",
                             "GlobalMaxPooling2D", "Flatten", "Dense", "Rescaling", "Normalization", "Resizing", "CenterCrop", "RandomCrop",
                             "TFOpLambda", "SlicingOpLambda", "Keras 3 op layers (GetItem, Stack, Add, Subtract, Multiply, TrueDivide, …)"]
-                            + identityLayers.sorted()
+                            + backboneLayers + identityLayers.sorted()
 
     /// Layers that are the identity at inference: dropout, noise, regularisation, data augmentation.
     static let identityLayers: Set<String> = ["Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianDropout",
@@ -20,9 +20,40 @@ enum KerasLayerMapping {
     /// `KerasImporter.build` checks once shapes are known.
     static let geometryLayers: Set<String> = ["Resizing", "CenterCrop", "RandomCrop"]
 
-    /// `kerasMajor`: 2 for tf.keras files (whose hard_sigmoid is 0.2·x + 0.5, Keras 3's is x/6 + 1/2).
-    static func op(for layer: KerasLayer, variables v: [String: WeightTensor], file: String, kerasMajor: Int = 3) throws(KerasImportError) -> GraphOp {
-        let c = layer.config
+    /// The graph nodes of one layer: one, except SeparableConv2D, which is a depthwise convolution (node
+    /// `<name>/depthwise`) followed by a 1×1 convolution with the bias and the activation (node `<name>`).
+    static func nodes(for layer: KerasLayer, variables v: [String: WeightTensor], file: String, kerasMajor: Int = 3) throws(KerasImportError) -> [GraphNode] {
+        guard layer.className == "SeparableConv2D" else {
+            return [GraphNode(name: layer.nodeName, op: try op(for: layer, variables: v, file: file, kerasMajor: kerasMajor), inputs: layer.inbound)]
+        }
+        var depthwiseVariables: [String: WeightTensor] = [:], pointwiseVariables: [String: WeightTensor] = [:]
+        depthwiseVariables["kernel"] = v["depthwise_kernel"]
+        pointwiseVariables["kernel"] = v["pointwise_kernel"]
+        pointwiseVariables["bias"] = v["bias"]
+        if v["depthwise_kernel"] == nil {
+            throw KerasImportError(file: file, layer: layer.name, layerClass: layer.className, tensor: "depthwise_kernel", "weight 'depthwise_kernel' is missing from the file")
+        }
+        if v["pointwise_kernel"] == nil {
+            throw KerasImportError(file: file, layer: layer.name, layerClass: layer.className, tensor: "pointwise_kernel", "weight 'pointwise_kernel' is missing from the file")
+        }
+        let depthwise = try op(for: layer, variables: depthwiseVariables, file: file, as: "DepthwiseConv2D",
+                               overriding: ["use_bias": false, "activation": "linear"])
+        let pointwise = try op(for: layer, variables: pointwiseVariables, file: file, as: "Conv2D",
+                               overriding: ["kernel_size": [1, 1], "strides": [1, 1], "dilation_rate": [1, 1], "padding": "valid", "groups": 1])
+        let depthwiseName = layer.nodeName + "/depthwise"
+        return [GraphNode(name: depthwiseName, op: depthwise, inputs: layer.inbound),
+                GraphNode(name: layer.nodeName, op: pointwise, inputs: [depthwiseName])]
+    }
+
+    /// The layers backbones beyond ResNet-50 need (MobileNet, DenseNet, Xception, ResNeXt).
+    static let backboneLayers = ["DepthwiseConv2D", "SeparableConv2D", "Concatenate"]
+
+    /// The op of `layer`, read as class `className` (default: its own) with `overrides` over its config (for the
+    /// parts of a layer that is more than one op). `kerasMajor`: 2 for tf.keras files (whose hard_sigmoid is
+    /// 0.2·x + 0.5, Keras 3's is x/6 + 1/2).
+    static func op(for layer: KerasLayer, variables v: [String: WeightTensor], file: String, kerasMajor: Int = 3,
+                   as className: String? = nil, overriding overrides: [String: Any] = [:]) throws(KerasImportError) -> GraphOp {
+        let c = layer.config.merging(overrides) { $1 }
         func fail(_ m: String, tensor: String? = nil) -> KerasImportError {
             KerasImportError(file: file, layer: layer.name, layerClass: layer.className, tensor: tensor, m)
         }
@@ -124,7 +155,7 @@ enum KerasLayerMapping {
             return a
         }
 
-        switch layer.className {
+        switch className ?? layer.className {
         case "InputLayer":
             let raw = c["batch_shape"] ?? c["batch_input_shape"]
             guard let dims = raw as? [Any] else { throw fail("input layer has no batch_shape") }
@@ -144,7 +175,7 @@ enum KerasLayerMapping {
             throw fail("padding \(String(describing: c["padding"])) is not understood")
         case "Conv2D":
             try channelsLast()
-            if let g = c["groups"] as? Int, g != 1 { throw fail("groups=\(g) is not supported") }
+            let groups = c["groups"] as? Int ?? 1
             let kernel = try require("kernel")
             guard kernel.shape.count == 4 else { throw fail("kernel has shape \(kernel.shape), expected [kH, kW, Cin, Cout]", tensor: "kernel") }
             let (kh, kw) = try pair("kernel_size", default: (kernel.shape[0], kernel.shape[1]))
@@ -157,6 +188,9 @@ enum KerasLayerMapping {
             if let filters = c["filters"] as? Int, filters != kernel.shape[3] {
                 throw fail("kernel has shape \(kernel.shape) but filters is \(filters)", tensor: "kernel")
             }
+            guard groups >= 1, kernel.shape[3] % groups == 0 else {
+                throw fail("groups=\(groups) does not divide the \(kernel.shape[3]) filters", tensor: "kernel")
+            }
             let useBias = c["use_bias"] as? Bool ?? true
             let bias = useBias ? try require("bias") : nil
             if let bias, bias.shape != [kernel.shape[3]] {
@@ -166,7 +200,39 @@ enum KerasLayerMapping {
             let (dh, dw) = try window("dilation_rate", default: (1, 1))
             guard (sh == 1 && sw == 1) || (dh == 1 && dw == 1) else { throw fail("strides and dilation > 1 together are not supported") }
             return .conv2d(ConvSpec(kernel: kernel, bias: bias, strideH: sh, strideW: sw, dilationH: dh, dilationW: dw,
-                                    padding: try padding(), activation: try elementwiseActivation()))
+                                    padding: try padding(), activation: try elementwiseActivation(), groups: groups))
+        case "DepthwiseConv2D":
+            // Kernel [kH, kW, Cin, multiplier]: output channel c·multiplier + m reads input channel c, which is the
+            // grouped HWIO layout [kH, kW, 1, Cin·multiplier] with Cin groups, element for element.
+            try channelsLast()
+            guard let kernel = v["kernel"] ?? v["depthwise_kernel"] else { throw fail("weight 'depthwise_kernel' is missing from the file", tensor: "depthwise_kernel") }
+            guard kernel.shape.count == 4, kernel.shape.allSatisfy({ $0 >= 1 }) else {
+                throw fail("depthwise kernel has shape \(kernel.shape), expected [kH, kW, Cin, multiplier]", tensor: "depthwise_kernel")
+            }
+            let (kh, kw) = try pair("kernel_size", default: (kernel.shape[0], kernel.shape[1]))
+            guard kh == kernel.shape[0], kw == kernel.shape[1], (1...65536).contains(kh), (1...65536).contains(kw) else {
+                throw fail("depthwise kernel has shape \(kernel.shape) but kernel_size is (\(kh), \(kw))", tensor: "depthwise_kernel")
+            }
+            let inC = kernel.shape[2], multiplier = kernel.shape[3]
+            if let m = c["depth_multiplier"] as? Int, m != multiplier {
+                throw fail("depthwise kernel has shape \(kernel.shape) but depth_multiplier is \(m)", tensor: "depthwise_kernel")
+            }
+            let useBias = c["use_bias"] as? Bool ?? true
+            let bias = useBias ? try require("bias") : nil
+            if let bias, bias.shape != [inC * multiplier] {
+                throw fail("bias has shape \(bias.shape), expected [\(inC * multiplier)]", tensor: "bias")
+            }
+            let (sh, sw) = try window("strides", default: (1, 1))
+            let (dh, dw) = try window("dilation_rate", default: (1, 1))
+            guard (sh == 1 && sw == 1) || (dh == 1 && dw == 1) else { throw fail("strides and dilation > 1 together are not supported") }
+            let grouped = WeightTensor(shape: [kh, kw, 1, inC * multiplier], values: kernel.values)
+            return .conv2d(ConvSpec(kernel: grouped, bias: bias, strideH: sh, strideW: sw, dilationH: dh, dilationW: dw,
+                                    padding: try padding(), activation: try elementwiseActivation(), groups: inC))
+        case "Concatenate":
+            let axis = c["axis"] as? Int ?? -1
+            guard axis == -1 || axis == 3 else { throw fail("concatenation on axis \(axis) is not supported (the channel axis, -1, only)") }
+            guard layer.inbound.count >= 2 else { throw fail("Concatenate of \(layer.inbound.count) input is not supported") }
+            return .concat
         case "BatchNormalization":
             // The last axis: -1, 3 on images, 1 on [N, C] (tf.keras writes [1] for a BN after a global pool), which
             // `KerasImporter.build` checks against the input's rank.

@@ -105,8 +105,10 @@ struct KerasV3Weights: KerasWeightSource {
     func variableRoles(_ layer: KerasLayer) -> [String] {
         let c = layer.config
         switch layer.className {
-        case "Conv2D", "Dense":
+        case "Conv2D", "Dense", "DepthwiseConv2D":
             return (c["use_bias"] as? Bool ?? true) ? ["kernel", "bias"] : ["kernel"]
+        case "SeparableConv2D":
+            return ["depthwise_kernel", "pointwise_kernel"] + ((c["use_bias"] as? Bool ?? true) ? ["bias"] : [])
         case "BatchNormalization":
             var roles: [String] = []
             if c["scale"] as? Bool ?? true { roles.append("gamma") }
@@ -125,7 +127,7 @@ struct KerasV3Weights: KerasWeightSource {
 let unreadRoles: Set<String> = ["count"]
 
 func expectsWeights(_ className: String) -> Bool {
-    ["Conv2D", "Dense", "BatchNormalization"].contains(className)
+    ["Conv2D", "Dense", "BatchNormalization", "DepthwiseConv2D", "SeparableConv2D"].contains(className)
 }
 
 func readTensor(_ file: HDF5File, path: String, layer: KerasLayer, role: String) throws(KerasImportError) -> WeightTensor {

@@ -65,20 +65,28 @@ public enum FastKernels {
     /// `[pixels, inC] × [inC, outC]` straight on the NHWC input; anything else is im2col over as many output pixels
     /// as the workspace holds, then an sgemm per chunk. `.gemm` and `.winograd` run the AVX2 + FMA kernels of
     /// CKilnKernels on the kernels' thread pool (`setKernelThreads`). Bias, residual and ReLU are applied while each
-    /// block of the output is in cache (in registers, for the AVX2 kernels); any other activation in one pass over
-    /// the output afterwards (`activate`).
+    /// block of the output is in cache (in registers, for the AVX2 kernels, which apply ReLU6-like clamps there too:
+    /// `registerClamp`); any other activation in one pass over the output afterwards (`activate`).
+    ///
+    /// `outputRowStride` (`.gemm` and `.winograd` only): floats from one output pixel to the next when the output
+    /// is a slice of a wider tensor (a Concat's); the residual stays contiguous and must not be the output then.
     public static func conv2d(input: UnsafePointer<Float>, weights: PackedConvWeights,
                               bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>?,
                               output: UnsafeMutablePointer<Float>, geometry g: ConvGeometry, activation: Activation,
-                              workspace: UnsafeMutableBufferPointer<Float>) {
+                              workspace: UnsafeMutableBufferPointer<Float>, outputRowStride: Int? = nil) {
         let relu = activation.isReLU
+        let clamp = weights.algorithm == .portable ? nil : registerClamp(activation)
         defer {
-            if !relu && !activation.isIdentity { activate(input: output, output: output, count: g.outputCount, activation: activation) }
+            if clamp == nil && !relu && !activation.isIdentity {
+                activateRows(output, rows: g.outputPixels, width: g.outC, rowStride: outputRowStride ?? g.outC, activation: activation)
+            }
         }
+        precondition(outputRowStride == nil || weights.algorithm != .portable, "the portable conv2d writes contiguous outputs only")
         precondition(weights.matches(g), "packed weights [\(weights.kernelH), \(weights.kernelW), \(weights.inC), "
             + "\(weights.outC)] for \(weights.algorithm) do not fit \(g)")
         if weights.algorithm != .portable {
-            var shape = kilnShape(g, algorithm: weights.algorithm, relu: relu)
+            var shape = kilnShape(g, algorithm: weights.algorithm, relu: clamp?.relu ?? relu, maximum: clamp?.maximum)
+            shape.out_stride = Int32(outputRowStride ?? 0)
             let need = kiln_conv_workspace_floats(&shape, kiln_threads_get())
             precondition(workspace.count >= need, "conv2d (\(weights.algorithm)) needs a workspace of \(need) floats, "
                 + "got \(workspace.count), for \(g)")
@@ -114,8 +122,15 @@ public enum FastKernels {
         }
     }
 
+    /// The part of `activation` the AVX2/AVX-512 GEMM tiles and the Winograd output transform apply in registers:
+    /// max(x, 0) and min(x, maximum) (ReLU, ReLU6, clamps at 0); nil when it is more than that (applied after).
+    static func registerClamp(_ a: Activation) -> (relu: Bool, maximum: Float?)? {
+        guard a.function == .linear, a.alpha == 1, a.beta == 0, a.minimum == 0 || a.minimum == -.infinity else { return nil }
+        return (a.minimum == 0, a.maximum < .infinity ? a.maximum : nil)
+    }
+
     /// The C kernels' description of a convolution call.
-    static func kilnShape(_ g: ConvGeometry, algorithm: ConvAlgorithm, relu: Bool) -> kiln_conv_shape {
+    static func kilnShape(_ g: ConvGeometry, algorithm: ConvAlgorithm, relu: Bool, maximum: Float? = nil) -> kiln_conv_shape {
         let code: Int32
         switch algorithm {
         case .winograd(let tile): code = Int32(tile)
@@ -127,7 +142,8 @@ public enum FastKernels {
                                stride_h: Int32(g.strideH), stride_w: Int32(g.strideW),
                                dilation_h: Int32(g.dilationH), dilation_w: Int32(g.dilationW),
                                pad_top: Int32(g.padTop), pad_left: Int32(g.padLeft),
-                               algorithm: code, relu: relu ? 1 : 0)
+                               algorithm: code, relu: relu ? 1 : 0, out_stride: 0, has_max: maximum == nil ? 0 : 1,
+                               max_value: maximum ?? 0)
     }
 
     /// `output = activation(input · weights + bias)`: input `[batch, inFeatures]`, weights `[inFeatures, outFeatures]`
@@ -340,6 +356,27 @@ public enum FastKernels {
             let scale = 1 / total
             for j in 0..<columns { y[j] *= scale }
         }
+    }
+
+    /// `activation` over `rows` rows of `width` floats, `rowStride` apart, in place.
+    public static func activateRows(_ values: UnsafeMutablePointer<Float>, rows: Int, width: Int, rowStride: Int,
+                                    activation: Activation) {
+        if rowStride == width {
+            activate(input: values, output: values, count: rows * width, activation: activation)
+            return
+        }
+        for r in 0..<rows { activate(input: values + r * rowStride, output: values + r * rowStride, count: width, activation: activation) }
+    }
+
+    /// Copies `rows` rows of `width` floats from contiguous `input` to `output`, its rows `rowStride` floats apart
+    /// (a Concat's slice).
+    public static func copyRows(_ input: UnsafePointer<Float>, rows: Int, width: Int, to output: UnsafeMutablePointer<Float>,
+                                rowStride: Int) {
+        if rowStride == width {
+            output.update(from: input, count: rows * width)
+            return
+        }
+        for r in 0..<rows { (output + r * rowStride).update(from: input + r * width, count: width) }
     }
 
     /// `output[i] = activation(a[i] + b[i])` for `i < count`. `output` may be exactly `a` or `b`.

@@ -46,9 +46,11 @@ private func requireNonNegative(_ pairs: KeyValuePairs<String, Int>, op: String)
 
 /// The shape of a 2-D convolution over NHWC float32.
 ///
-/// Input `[batch, inH, inW, inC]`, weights HWIO `[kernelH, kernelW, inC, outC]`, output
+/// Input `[batch, inH, inW, inC]`, weights HWIO `[kernelH, kernelW, inC / groups, outC]`, output
 /// `[batch, outH, outW, outC]`. Output cell (oy, ox) reads input row `oy * strideH - padTop + ky * dilationH`
-/// and column `ox * strideW - padLeft + kx * dilationW`; rows and columns outside the input read zero.
+/// and column `ox * strideW - padLeft + kx * dilationW`; rows and columns outside the input read zero. With
+/// `groups` > 1, output channel co reads only the input channels of its group, `co / (outC / groups)`: input
+/// channels `g * inC/groups ..< (g + 1) * inC/groups` (depthwise: groups = inC).
 public struct ConvGeometry: Sendable, Equatable, CustomStringConvertible {
     public let batch: Int, inH: Int, inW: Int, inC: Int, outC: Int
     public let kernelH: Int, kernelW: Int
@@ -56,16 +58,22 @@ public struct ConvGeometry: Sendable, Equatable, CustomStringConvertible {
     public let dilationH: Int, dilationW: Int
     public let padTop: Int, padBottom: Int, padLeft: Int, padRight: Int
     public let outH: Int, outW: Int
+    /// Channel groups (1: a plain convolution).
+    public let groups: Int
 
     /// Throws when a size is not positive, a pad is negative, the padded input is smaller than the dilated
-    /// kernel, or a tensor's element count would overflow.
+    /// kernel, the groups do not divide both channel counts, or a tensor's element count would overflow.
     public init(batch: Int, inH: Int, inW: Int, inC: Int, outC: Int,
                 kernelH: Int, kernelW: Int, strideH: Int = 1, strideW: Int = 1,
                 dilationH: Int = 1, dilationW: Int = 1,
-                padTop: Int = 0, padBottom: Int = 0, padLeft: Int = 0, padRight: Int = 0) throws(KernelGeometryError) {
+                padTop: Int = 0, padBottom: Int = 0, padLeft: Int = 0, padRight: Int = 0,
+                groups: Int = 1) throws(KernelGeometryError) {
         try requirePositive(["batch": batch, "inH": inH, "inW": inW, "inC": inC, "outC": outC,
                              "kernelH": kernelH, "kernelW": kernelW, "strideH": strideH, "strideW": strideW,
-                             "dilationH": dilationH, "dilationW": dilationW], op: "conv2d")
+                             "dilationH": dilationH, "dilationW": dilationW, "groups": groups], op: "conv2d")
+        guard inC % groups == 0, outC % groups == 0 else {
+            throw KernelGeometryError("conv2d: \(groups) groups do not divide \(inC) input and \(outC) output channels")
+        }
         try requireNonNegative(["padTop": padTop, "padBottom": padBottom, "padLeft": padLeft,
                                 "padRight": padRight], op: "conv2d")
         guard let oh = windowOutputSize(input: inH, kernel: kernelH, stride: strideH, dilation: dilationH,
@@ -78,7 +86,7 @@ public struct ConvGeometry: Sendable, Equatable, CustomStringConvertible {
         guard let inCount = checkedProduct(batch, inH, inW, inC),
               let outCount = checkedProduct(batch, oh, ow, outC),
               let rows = checkedProduct(batch, oh, ow),
-              let k = checkedProduct(kernelH, kernelW, inC),
+              let k = checkedProduct(kernelH, kernelW, inC / groups),
               checkedProduct(k, outC) != nil,
               inCount > 0, outCount > 0,
               rows <= Int(Int32.max), k <= Int(Int32.max) else {
@@ -91,18 +99,26 @@ public struct ConvGeometry: Sendable, Equatable, CustomStringConvertible {
         self.dilationH = dilationH; self.dilationW = dilationW
         self.padTop = padTop; self.padBottom = padBottom; self.padLeft = padLeft; self.padRight = padRight
         self.outH = oh; self.outW = ow
+        self.groups = groups
     }
+
+    /// Input channels of one group.
+    public var groupInC: Int { inC / groups }
+    /// Output channels of one group.
+    public var groupOutC: Int { outC / groups }
+    /// True for a depthwise convolution with multiplier 1: one input channel per group, one output channel each.
+    public var isDepthwise: Bool { groups > 1 && groups == inC && groups == outC }
 
     /// Elements of the input `[batch, inH, inW, inC]`.
     public var inputCount: Int { batch * inH * inW * inC }
     /// Elements of the output (and of the residual) `[batch, outH, outW, outC]`.
     public var outputCount: Int { batch * outH * outW * outC }
-    /// Elements of the HWIO weights `[kernelH, kernelW, inC, outC]`.
-    public var weightCount: Int { kernelH * kernelW * inC * outC }
+    /// Elements of the HWIO weights `[kernelH, kernelW, inC / groups, outC]`.
+    public var weightCount: Int { kernelH * kernelW * groupInC * outC }
     /// Output pixels over the whole batch: the M of the GEMM.
     public var outputPixels: Int { batch * outH * outW }
-    /// Weights per output channel: the K of the GEMM.
-    public var reductionSize: Int { kernelH * kernelW * inC }
+    /// Weights per output channel: the K of the GEMM (of each group's GEMM).
+    public var reductionSize: Int { kernelH * kernelW * groupInC }
     /// Multiply-adds of one call.
     public var multiplyAdds: Int { outputPixels * reductionSize * outC }
 
@@ -115,7 +131,7 @@ public struct ConvGeometry: Sendable, Equatable, CustomStringConvertible {
     public var description: String {
         "conv2d [\(batch), \(inH), \(inW), \(inC)] → [\(batch), \(outH), \(outW), \(outC)] kernel \(kernelH)×\(kernelW) "
             + "stride \(strideH)×\(strideW) dilation \(dilationH)×\(dilationW) "
-            + "pad t\(padTop) b\(padBottom) l\(padLeft) r\(padRight)"
+            + "pad t\(padTop) b\(padBottom) l\(padLeft) r\(padRight)" + (groups == 1 ? "" : " groups \(groups)")
     }
 }
 

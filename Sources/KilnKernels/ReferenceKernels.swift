@@ -16,7 +16,8 @@ public enum ReferenceKernels {
     /// `output = activation(conv(input, weights) + bias + residual)`.
     ///
     /// - input: `[batch, inH, inW, inC]`
-    /// - weightsHWIO: `[kernelH, kernelW, inC, outC]`
+    /// - weightsHWIO: `[kernelH, kernelW, inC / groups, outC]`; output channel co reads the input channels of its
+    ///   group `co / (outC / groups)` only
     /// - bias: `[outC]`, or nil for none
     /// - residual: `[batch, outH, outW, outC]`, or nil for none; may be exactly `output` (each element is read
     ///   before it is written), but must not otherwise overlap it
@@ -30,6 +31,7 @@ public enum ReferenceKernels {
             for oy in 0..<g.outH {
                 for ox in 0..<g.outW {
                     for co in 0..<g.outC {
+                        let firstInput = co / g.groupOutC * g.groupInC
                         var sum = 0.0
                         for ky in 0..<g.kernelH {
                             let iy = oy * g.strideH - g.padTop + ky * g.dilationH
@@ -37,9 +39,9 @@ public enum ReferenceKernels {
                             for kx in 0..<g.kernelW {
                                 let ix = ox * g.strideW - g.padLeft + kx * g.dilationW
                                 if ix < 0 || ix >= g.inW { continue }
-                                for ci in 0..<g.inC {
-                                    let x = input[((n * g.inH + iy) * g.inW + ix) * g.inC + ci]
-                                    let w = weightsHWIO[((ky * g.kernelW + kx) * g.inC + ci) * g.outC + co]
+                                for ci in 0..<g.groupInC {
+                                    let x = input[((n * g.inH + iy) * g.inW + ix) * g.inC + firstInput + ci]
+                                    let w = weightsHWIO[((ky * g.kernelW + kx) * g.groupInC + ci) * g.outC + co]
                                     sum += Double(x) * Double(w)
                                 }
                             }
@@ -50,6 +52,19 @@ public enum ReferenceKernels {
                         output[o] = Float(activation.referenceValue(Double(Float(sum))))
                     }
                 }
+            }
+        }
+    }
+
+    /// The inputs side by side along the last axis: input k is `[rows, widths[k]]`, the output
+    /// `[rows, sum of widths]`, row by row.
+    public static func concat(inputs: [UnsafePointer<Float>], widths: [Int], output: UnsafeMutablePointer<Float>, rows: Int) {
+        let total = widths.reduce(0, +)
+        for r in 0..<rows {
+            var column = 0
+            for (x, w) in zip(inputs, widths) {
+                for j in 0..<w { output[r * total + column + j] = x[r * w + j] }
+                column += w
             }
         }
     }

@@ -63,7 +63,7 @@ extension Converter {
         case "ConstantOfShape": return [.constant(try constantOfShape(n))]
         case "Shape": return [.constant(try shape(n))]
         case "Gather": return [.constant(try gather(n))]
-        case "Concat": return [.constant(try concat(n))]
+        case "Concat": return [try concatInputsAreConstant(n) ? .constant(try concat(n)) : try concatChannels(n)]
         case "Slice": return [.constant(try slice(n))]
         case "Cast": return [try cast(n)]
         case "CastLike": return [try castLike(n)]
@@ -75,17 +75,20 @@ extension Converter {
 
     // MARK: - Convolution and pooling
 
-    /// Conv (opsets 1, 11, 22: same attributes): W `[Cout, Cin, kH, kW]` becomes HWIO `[kH, kW, Cin, Cout]`.
+    /// Conv (opsets 1, 11, 22: same attributes): W `[Cout, Cin / group, kH, kW]` becomes HWIO
+    /// `[kH, kW, Cin / group, Cout]` with `group` channel groups (depthwise: group = Cin).
     mutating func conv(_ n: ONNXNodeProto) throws(ONNXImportError) -> Value {
         let x = try runtimeInput(n, 0, "X")
         let w = try floatInput(n, 1, "W")
         guard x.shape.count == 4 else { throw fail("only 2-D convolutions (4-D NCHW input) are supported, the input is \(describe(x.shape))") }
         guard w.shape.count == 4, let wv = w.floats else { throw fail("W has shape \(w.shape), expected [Cout, Cin, kH, kW]", tensor: n.inputs[1]) }
         let group = try int(n, "group", default: 1)
-        guard group == 1 else { throw fail("group \(group) (grouped or depthwise convolution) is not supported") }
         let (cout, cin, kh, kw) = (w.shape[0], w.shape[1], w.shape[2], w.shape[3])
-        if let c = x.shape[1].value, c != cin {
-            throw fail("the input has \(c) channels but W \(w.shape) expects \(cin)", tensor: n.inputs[1])
+        guard group >= 1, group <= 1 << 24, cout % group == 0 else {
+            throw fail("group \(group) does not divide the \(cout) output channels of W \(w.shape)", tensor: n.inputs[1])
+        }
+        if let c = x.shape[1].value, c != cin * group {
+            throw fail("the input has \(c) channels but W \(w.shape) in \(group) group(s) expects \(cin * group)", tensor: n.inputs[1])
         }
         guard (1...65536).contains(kh), (1...65536).contains(kw), cout >= 1, cin >= 1 else {
             throw fail("W has shape \(w.shape): a window outside 1...65536 or no channels", tensor: n.inputs[1])
@@ -113,7 +116,7 @@ extension Converter {
         }
         let spec = ConvSpec(kernel: WeightTensor(shape: [kh, kw, cin, cout], values: hwio), bias: bias,
                             strideH: strides[0], strideW: strides[1], dilationH: dilations[0], dilationW: dilations[1],
-                            padding: padding)
+                            padding: padding, groups: group)
         let node = emit(n.outputs[0], .conv2d(spec), inputs: [try layout(x, nhwc, for: "Conv")])
         return .runtime(RuntimeTensor(node: node, shape: [x.shape[0], .known(cout), oh, ow],
                                       irShape: [x.shape[0], oh, ow, .known(cout)], perm: nhwc))

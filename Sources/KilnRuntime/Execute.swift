@@ -42,6 +42,8 @@ public final class ExecutionPlan: @unchecked Sendable {
 
     private let ops: [PlannedOp]
     private let memory: MemoryPlan
+    /// Values that live in a slice of a Concat's output (see `concatViews`), by value id.
+    private let views: [Int: ConcatView]
     private let arena: AlignedFloatBuffer
     private var workspace: AlignedFloatBuffer
     private var plannedThreads: Int
@@ -68,26 +70,38 @@ public final class ExecutionPlan: @unchecked Sendable {
         let inputValue = frozen.inputs[0].value
         let outputValues = Set(frozen.outputs.map(\.value))
 
+        // Lifetimes.
+        var lastUse = [Int](repeating: -1, count: frozen.valueNames.count)
+        for (i, step) in steps.enumerated() { for v in step.record.inputs { lastUse[v] = i } }
+        for v in outputValues { lastUse[v] = steps.count }
+        func context(_ index: Int, outputRowStride: Int? = nil) -> PlanContext {
+            let op = steps[index].record
+            var c = PlanContext(op.opcode, inputs: op.inputs.map { shapes[$0] ?? [] }, output: shapes[op.output] ?? [],
+                                kernels: kernels, inputTypes: op.inputs.map(frozen.valueType),
+                                outputType: frozen.valueType(op.output), step: index, model: model)
+            c.outputRowStride = outputRowStride
+            return c
+        }
+        let views = Self.concatViews(model: model, shapes: shapes, lastUse: lastUse, kernels: kernels, context: context)
+        self.views = views
+
         var ops: [PlannedOp] = []
         ops.reserveCapacity(steps.count)
         for (index, step) in steps.enumerated() {
             let op = step.record
-            let context = PlanContext(op.opcode, inputs: op.inputs.map { shapes[$0] ?? [] }, output: shapes[op.output] ?? [],
-                                      kernels: kernels, inputTypes: op.inputs.map(frozen.valueType),
-                                      outputType: frozen.valueType(op.output), step: index, model: model)
+            let context = context(index, outputRowStride: views[op.output]?.rowStride)
             let kernel: PlannedKernel
             do { kernel = try step.op.plan(context) } catch { throw error.naming(op.name) }
             ops.append(PlannedOp(step: index, inputs: op.inputs, output: op.output, kernel: kernel))
         }
         self.ops = ops
 
-        // Lifetimes, and which outputs may take over an input's buffer.
-        var lastUse = [Int](repeating: -1, count: frozen.valueNames.count)
-        for (i, step) in steps.enumerated() { for v in step.record.inputs { lastUse[v] = i } }
-        for v in outputValues { lastUse[v] = steps.count }
+        // Which outputs may take over an input's buffer. A view is not a buffer of its own: its Concat's output
+        // holds it, from the first view's producer on.
         var values = (0..<frozen.valueNames.count).map { v in
             MemoryPlan.Value(bytes: frozen.valueType(v).storedByteCount(shape: shapes[v] ?? []), firstStep: -1,
-                             lastStep: lastUse[v], reuses: nil, inArena: v != inputValue && shapes[v] != nil)
+                             lastStep: lastUse[v], reuses: nil,
+                             inArena: v != inputValue && shapes[v] != nil && views[v] == nil)
         }
         for (i, step) in steps.enumerated() {
             let op = step.record
@@ -96,12 +110,16 @@ public final class ExecutionPlan: @unchecked Sendable {
             // Inputs this op may write its output over: the kernels allow it, it is their last reader, they are the
             // same size, and they are neither the model's input nor one of its outputs.
             let candidates = step.op.inPlaceInputs(op).map { op.inputs[$0] }
-            if let r = candidates.first(where: { r in
+            if views[op.output] == nil, let r = candidates.first(where: { r in
                 lastUse[r] == i && r != inputValue && !outputValues.contains(r)
                     && values[r].bytes == values[op.output].bytes && values[r].inArena
             }) {
                 values[op.output].reuses = r
             }
+        }
+        for (v, view) in views {
+            let producer = values[v].firstStep
+            values[view.root].firstStep = min(values[view.root].firstStep, producer)
         }
         memory = MemoryPlan(values: values)
         arena = AlignedFloatBuffer(floats: (memory.arenaBytes + 3) / 4)
@@ -118,9 +136,15 @@ public final class ExecutionPlan: @unchecked Sendable {
         ops.reduce(0) { max($0, $1.kernel.workspaceFloats()) }
     }
 
+    /// The values that live in a slice of a Concat's output (written there by their producers), by value id.
+    var concatViewValues: [Int] { views.keys.sorted() }
+
     /// The buffer of value `v` during a run.
     private func pointer(_ v: Int) -> UnsafeMutableRawPointer {
         if let offset = memory.offsets[v] { return UnsafeMutableRawPointer(arena.floats) + offset }
+        if let view = views[v], let offset = memory.offsets[view.root] {
+            return UnsafeMutableRawPointer(arena.floats) + offset + view.column * MemoryLayout<Float>.stride
+        }
         // The model input: read only, never written (no op may write over it).
         return UnsafeMutableRawPointer(mutating: inputPointer!)
     }
@@ -193,4 +217,50 @@ public final class ExecutionPlan: @unchecked Sendable {
     }
 }
 
+/// A value that lives in a slice of a Concat's output: its rows (last-axis vectors) start at `column` of the rows
+/// of `root` (the outermost Concat's output, a buffer of the arena), `rowStride` floats apart.
+struct ConcatView {
+    var root: Int
+    var column: Int
+    var rowStride: Int
+}
 
+extension ExecutionPlan {
+    /// The Concat inputs whose producers write straight into their slice of the Concat's output, so that the Concat
+    /// copies nothing for them (DenseNet's layers, each adding its channels to the block's growing concatenation).
+    ///
+    /// A value becomes a view when the Concat is its only reader (counted with repetition), it is neither the
+    /// model's input nor an output, and its producer's kernels write strided outputs for this plan
+    /// (`RuntimeOp.writesStridedOutput`: the fast kernels of convolutions, and Concat itself, so that a Concat of
+    /// Concats nests). Concats are visited last first, so that a nested one's inputs point into the outermost
+    /// buffer. Only fast plans: the reference kernels write contiguous outputs, and the reference plan copies.
+    static func concatViews(model: Model, shapes: [[Int]?], lastUse: [Int], kernels: KernelChoice,
+                            context: (Int, Int?) -> PlanContext) -> [Int: ConcatView] {
+        guard kernels == .fast else { return [:] }
+        let frozen = model.frozen, steps = model.steps
+        let inputValue = frozen.inputs[0].value
+        let outputValues = Set(frozen.outputs.map(\.value))
+        var readers = [Int](repeating: 0, count: frozen.valueNames.count)
+        var producer = [Int?](repeating: nil, count: frozen.valueNames.count)
+        for (i, step) in steps.enumerated() {
+            for v in step.record.inputs { readers[v] += 1 }
+            producer[step.record.output] = i
+        }
+        var views: [Int: ConcatView] = [:]
+        for (i, step) in steps.enumerated().reversed() where step.record.opcode == .concat {
+            let o = step.record.output
+            guard let outShape = shapes[o], let width = outShape.last else { continue }
+            let base = views[o] ?? ConcatView(root: o, column: 0, rowStride: width)
+            var column = base.column
+            for v in step.record.inputs {
+                let channels = shapes[v]?.last ?? 0
+                defer { column += channels }
+                guard readers[v] == 1, lastUse[v] == i, v != inputValue, !outputValues.contains(v), views[v] == nil,
+                      frozen.valueType(v) == .float32, let p = producer[v],
+                      steps[p].op.writesStridedOutput(context(p, base.rowStride)) else { continue }
+                views[v] = ConcatView(root: base.root, column: column, rowStride: base.rowStride)
+            }
+        }
+        return views
+    }
+}

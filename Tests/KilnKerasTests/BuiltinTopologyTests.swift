@@ -39,7 +39,7 @@ import KilnGraph
 
     @Test func unknownNameAndOwnConfigAreRefused() {
         #expect(importError { try KerasImporter.importModel(path: MiniSamples.path("mini.weights.h5"), topology: "vgg99") }
-            == "mini.weights.h5: no built-in topology 'vgg99' (known: resnet50)")
+            == "mini.weights.h5: no built-in topology 'vgg99' (known: resnet50, mobilenetv2, densenet201, densenet201-keras2, densenet169, densenet169-keras2, densenet121, densenet121-keras2)")
         #expect(importError { try KerasImporter.importModel(path: MiniSamples.path("mini_k3.h5"), topology: "resnet50") }
             .hasPrefix("mini_k3.h5: has its own model config"))
     }
@@ -59,6 +59,6 @@ import KilnGraph
         try writer.writeDataset("/dense_1/dense_1/bias:0", shape: [3], values: [0, 0, 0])
         try writer.finish()
         #expect(importError { try KerasImporter.importModel(path: path) }
-            == "dense_only.h5: holds weights only (no model config) and its layers match no built-in topology (resnet50); give its config with --config or a topology with --topology")
+            == "dense_only.h5: holds weights only (no model config) and its layers match no built-in topology (resnet50, mobilenetv2, densenet201, densenet201-keras2, densenet169, densenet169-keras2, densenet121, densenet121-keras2); give its config with --config or a topology with --topology")
     }
 }

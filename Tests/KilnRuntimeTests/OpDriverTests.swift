@@ -145,15 +145,15 @@ enum OpCases {
         case .conv2d:
             func conv(_ name: String, n: Int = 1, h: Int, w: Int, cin: Int, cout: Int, k: Int, stride: Int = 1,
                       padding: WindowPadding = .valid, dilation: Int = 1, activation: Activation = .none,
-                      residual: Bool = false, tolerance: Float = 1e-5) -> OpCase {
+                      residual: Bool = false, groups: Int = 1, tolerance: Float = 1e-5) -> OpCase {
                 let a = Conv2DAttributes(kernelH: k, kernelW: k, strideH: stride, strideW: stride, padding: padding,
-                                         activation: activation, dilationH: dilation, dilationW: dilation)
+                                         activation: activation, dilationH: dilation, dilationW: dilation, groups: groups)
                 let eff = (k - 1) * dilation + 1
                 let (t, b) = padding.amounts(size: h, kernel: k, stride: stride, dilation: dilation, vertical: true)
                 let (l, r) = padding.amounts(size: w, kernel: k, stride: stride, dilation: dilation, vertical: false)
                 let out = [n, (h + t + b - eff) / stride + 1, (w + l + r - eff) / stride + 1, cout]
                 return OpCase(name, .conv2d, attributes: a.encoded,
-                              tensors: [tensor("w", [k, k, cin, cout], seed: UInt64(cin * 100 + cout)),
+                              tensors: [tensor("w", [k, k, cin / groups, cout], seed: UInt64(cin * 100 + cout)),
                                         tensor("b", [cout], seed: UInt64(cout))],
                               inputs: residual ? [[n, h, w, cin], out] : [[n, h, w, cin]], tolerance: tolerance)
             }
@@ -166,6 +166,48 @@ enum OpCases {
                      padding: .explicit(top: 3, bottom: 3, left: 3, right: 3), activation: .relu, residual: true),
                 conv("3x3 dilation 2 hard-sigmoid", h: 9, w: 9, cin: 4, cout: 9, k: 3, dilation: 2, activation: hardSigmoid),
                 conv("1x1 residual relu batch 3", n: 3, h: 7, w: 7, cin: 16, cout: 16, k: 1, activation: .relu, residual: true),
+                // ReLU6-like clamps in the GEMM tiles (AVX2 and AVX-512, K over one 256-row pass) and in the
+                // Winograd output transform.
+                conv("1x1 clamp6 300 inputs", h: 4, w: 5, cin: 300, cout: 40, k: 1, activation: clamp6, tolerance: 1e-4),
+                conv("3x3 same winograd clamp6 residual", h: 9, w: 7, cin: 16, cout: 16, k: 3, padding: .same,
+                     activation: Activation(.linear, minimum: 0, maximum: 0.5), residual: true, tolerance: 1e-4),
+                conv("3x3 clamp at 0.25 only", h: 6, w: 6, cin: 5, cout: 21, k: 3, activation: Activation(.linear, maximum: 0.25)),
+                // Depthwise (groups = channels): odd channel counts leave a tail in the 16- and the 8-lane vectors;
+                // rows of 11 and 23 pixels mix groups of 4 with border pixels.
+                conv("depthwise 3x3 same clamp6 37 channels", h: 9, w: 11, cin: 37, cout: 37, k: 3, padding: .same,
+                     activation: clamp6, groups: 37),
+                conv("depthwise 3x3 stride 2 pad 0,1,0,1 (correct_pad)", h: 10, w: 12, cin: 32, cout: 32, k: 3, stride: 2,
+                     padding: .explicit(top: 0, bottom: 1, left: 0, right: 1), activation: .relu, groups: 32),
+                conv("depthwise 3x3 stride 2 same odd size", n: 2, h: 13, w: 7, cin: 24, cout: 24, k: 3, stride: 2,
+                     padding: .same, groups: 24),
+                conv("depthwise 5x5 dilation 2 hard-sigmoid 19 channels", h: 14, w: 23, cin: 19, cout: 19, k: 5,
+                     padding: .explicit(top: 4, bottom: 3, left: 2, right: 5), dilation: 2, activation: hardSigmoid, groups: 19),
+                conv("depthwise 3x3 sigmoid batch 2", n: 2, h: 6, w: 9, cin: 8, cout: 8, k: 3, padding: .same,
+                     activation: Activation(.sigmoid), groups: 8),
+                conv("depthwise 3x3 residual relu 48 channels", n: 2, h: 8, w: 23, cin: 48, cout: 48, k: 3, padding: .same,
+                     activation: .relu, residual: true, groups: 48),
+                conv("depthwise 7x7 2 channels", h: 9, w: 9, cin: 2, cout: 2, k: 7, padding: .same, groups: 2),
+                conv("depthwise 1x1 3 channels", h: 2, w: 3, cin: 3, cout: 3, k: 1, groups: 3),
+                // Other groupings: a GEMM per group.
+                conv("depthwise multiplier 2", h: 7, w: 8, cin: 5, cout: 10, k: 3, padding: .same, groups: 5),
+                conv("depthwise multiplier 3 stride 2 residual hard-sigmoid", n: 2, h: 7, w: 9, cin: 7, cout: 21, k: 3,
+                     stride: 2, padding: .same, activation: hardSigmoid, residual: true, groups: 7),
+                conv("depthwise multiplier 2 clamp6 48 channels", h: 6, w: 10, cin: 48, cout: 96, k: 3,
+                     padding: .explicit(top: 0, bottom: 1, left: 0, right: 1), activation: clamp6, groups: 48),
+                // Small groups (AVX-512: groups of 2, 4, 8, 16 channels, channels a multiple of 16), ResNeXt's.
+                conv("grouped 3x3 groups of 4 same relu", n: 2, h: 9, w: 11, cin: 32, cout: 32, k: 3, padding: .same,
+                     activation: .relu, groups: 8),
+                conv("grouped 3x3 groups of 8 stride 2 clamp6 residual", h: 10, w: 9, cin: 48, cout: 48, k: 3, stride: 2,
+                     padding: .explicit(top: 1, bottom: 1, left: 1, right: 1), activation: clamp6, residual: true, groups: 6),
+                conv("grouped 3x3 groups of 16 dilation 2 sigmoid", h: 9, w: 13, cin: 32, cout: 32, k: 3, padding: .same,
+                     dilation: 2, activation: Activation(.sigmoid), groups: 2),
+                conv("grouped 3x3 groups of 2", h: 5, w: 6, cin: 16, cout: 16, k: 3, padding: .same, groups: 8),
+                conv("grouped 3x3 stride 2 32 groups", h: 9, w: 9, cin: 64, cout: 64, k: 3, stride: 2,
+                     padding: .explicit(top: 1, bottom: 1, left: 1, right: 1), activation: .relu, groups: 32),
+                conv("grouped 1x1 4 groups residual", h: 5, w: 6, cin: 12, cout: 20, k: 1, residual: true, groups: 4),
+                conv("grouped 3x3 2 groups of 17 to 18 relu batch 3", n: 3, h: 6, w: 5, cin: 34, cout: 36, k: 3,
+                     padding: .same, activation: .relu, groups: 2),
+                conv("grouped 3x3 dilation 2 clamp6", h: 11, w: 10, cin: 6, cout: 9, k: 3, dilation: 2, activation: clamp6, groups: 3),
             ]
         case .dense:
             func dense(_ name: String, n: Int, inF: Int, outF: Int, _ a: DenseAttributes, tolerance: Float = 1e-5) -> OpCase {
@@ -256,6 +298,11 @@ enum OpCases {
             ]
         case .flatten:
             return [[2, 3, 4, 5], [1, 7], [3, 1, 1, 9]].map { OpCase("\($0)", .flatten, inputs: [$0], tolerance: 0) }
+        case .concat:
+            return [[[2, 3, 4, 5], [2, 3, 4, 7]], [[1, 5, 5, 1], [1, 5, 5, 16], [1, 5, 5, 3]], [[3, 4], [3, 9]],
+                    [[1, 2, 2, 32], [1, 2, 2, 32]]].map {
+                OpCase("\($0)", .concat, inputs: $0, tolerance: 0)
+            }
         case .transpose:
             return [([2, 3, 4, 5], [0, 2, 3, 1]), ([2, 5, 4, 3], [0, 3, 1, 2]), ([3, 7], [1, 0]), ([2, 3, 5], [2, 0, 1]), ([5], [0])].map {
                 OpCase("\($0.0) perm \($0.1)", .transpose, attributes: $0.1.map(Int64.init), inputs: [$0.0], tolerance: 0)
@@ -288,7 +335,7 @@ struct OpDriverTests {
             #expect(!OpCases.cases(for: code).isEmpty, "no op-test cases for \(code)")
         }
         // The count the README quotes.
-        #expect(OpCode.allCases.count == 16)
+        #expect(OpCode.allCases.count == 17)
     }
 
     /// The driver catches a kernel that writes past its output: a plan whose output is one element short.

@@ -79,11 +79,15 @@ typedef struct kiln_conv_shape {
     int32_t kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left;
     int32_t algorithm;  // KILN_CONV_*
     int32_t relu;       // 1: max(x, 0) after bias and residual
+    int32_t out_stride; // floats from one output pixel to the next (a slice of a wider tensor); 0: out_c. The
+                        // residual stays contiguous (out_c apart) and must then not be the output.
+    int32_t has_max;    // 1: min(x, max_value) after relu (ReLU6: relu and max_value 6)
+    float max_value;
 } kiln_conv_shape;
 
 /// Floats of workspace kiln_conv2d needs for `shape` with `threads` threads.
 size_t kiln_conv_workspace_floats(const kiln_conv_shape *shape, int threads);
-/// output = relu?(conv(input, weights) + bias + residual). `weights` packed for shape->algorithm: the HWIO weights
+/// output = relu?(conv(input, weights) + bias + residual), then min(x, max_value) when has_max. `weights` packed for shape->algorithm: the HWIO weights
 /// seen as [kh*kw*cin, cout] packed by kiln_gemm_pack_b, or kiln_winograd_pack_weights'; bias [out_c] or NULL;
 /// residual [batch, out_h, out_w, out_c] or NULL, and may be exactly `output`; workspace of
 /// kiln_conv_workspace_floats(shape, kiln_threads_get()) floats, 64-byte aligned. Runs on the pool.
@@ -118,6 +122,51 @@ void kiln_activate(const float *x, float *y, size_t count, int function, float a
                    float max);
 /// 1 when kiln_activate computes the function code (a vector loop, or libm per element for gelu and softplus), else 0.
 int kiln_activation_supported(int function);
+
+// MARK: - Grouped and depthwise convolution (conv_grouped.c; AVX2 + FMA only)
+
+/// A depthwise convolution with multiplier 1 (channel c of the output reads channel c of the input only), NHWC
+/// with explicit pixel strides, so that the input and the output may be channel slices of wider tensors.
+typedef struct kiln_dwconv_shape {
+    int32_t batch, in_h, in_w, channels, out_h, out_w;
+    int32_t kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left;
+    int64_t in_pixel_stride, out_pixel_stride, residual_pixel_stride;  // floats from one pixel to the next
+    float alpha, beta, min, max;  // y = min(max(alpha * (conv + bias + residual) + beta, min), max)
+} kiln_dwconv_shape;
+
+/// Floats of depthwise weights packed by kiln_dwconv_pack: (cells + 1) rows of channels rounded up to 16.
+size_t kiln_dwconv_packed_floats(size_t cells, size_t channels);
+/// Packs depthwise weights [cells = kh * kw][channels] (HWIO with I = 1) and bias [channels] (or NULL: zero) as
+/// [bias; weights], each row `channels` rounded up to 16, zero past the channels.
+void kiln_dwconv_pack(const float *weights, const float *bias, size_t cells, size_t channels, float *packed);
+/// output = min(max(alpha * (dwconv(input) + bias + residual) + beta, min), max), the weights and bias packed by
+/// kiln_dwconv_pack; residual NULL or [batch, out_h, out_w] pixels of its own stride (may be exactly output when
+/// the strides agree). AVX-512 where kiln_cpu_has_avx512(), else AVX2. Runs on the pool.
+void kiln_dwconv2d(const kiln_dwconv_shape *shape, const float *input, const float *packed, const float *residual,
+                   float *output);
+
+/// Floats of grouped-convolution weights packed by kiln_grouped_conv_pack: `groups` GEMM B matrices [k, group_out]
+/// (k = kh * kw * in_c / groups) in 16-column panels.
+size_t kiln_grouped_conv_packed_floats(size_t k, size_t group_out, size_t groups);
+/// Packs the groups [g0, g1) of HWIO weights [kh, kw, in_c / groups, groups * group_out] (seen as [k, out_c]):
+/// group g's B is the columns g * group_out ..< (g + 1) * group_out.
+void kiln_grouped_conv_pack(const float *hwio, size_t k, size_t group_out, size_t groups, size_t g0, size_t g1,
+                            float *packed);
+/// Floats of workspace kiln_grouped_conv2d needs with `threads` threads.
+size_t kiln_grouped_conv_workspace_floats(const kiln_conv_shape *shape, int groups, int threads);
+/// output = relu?(grouped conv(input) + bias + residual): per group, im2col of its input channels and a GEMM
+/// into its output columns. shape->algorithm is ignored; residual may be exactly output. Runs on the pool.
+void kiln_grouped_conv2d(const kiln_conv_shape *shape, int groups, const float *input, const float *weights,
+                         const float *bias, const float *residual, float *output, float *workspace);
+
+/// 1 when kiln_small_groups_conv2d takes this grouping: AVX-512, in_c = out_c a multiple of 16, groups of g
+/// channels with 2 <= g dividing 16 (ResNeXt's groups of 4, 8, 16).
+int kiln_small_groups_supported(int in_c, int out_c, int groups);
+/// The grouped convolution for small groups, output channels in the 16 lanes, on the HWIO weights as stored
+/// [kh, kw, g, out_c]; relu and max_value from the shape, residual contiguous (may be exactly output without
+/// out_stride). Runs on the pool.
+void kiln_small_groups_conv2d(const kiln_conv_shape *shape, int groups, const float *input, const float *hwio,
+                              const float *bias, const float *residual, float *output);
 
 // MARK: - Memory
 

@@ -25,12 +25,17 @@ protocol RuntimeOp: Sendable {
 
     /// The kernels for one input shape, geometry resolved.
     func plan(_ context: PlanContext) throws(RuntimeError) -> PlannedKernel
+
+    /// True when the kernels `plan(context)` gives can write the output with rows (last-axis vectors)
+    /// `context.outputRowStride` floats apart, into a slice of a wider value (a Concat's output).
+    func writesStridedOutput(_ context: PlanContext) -> Bool
 }
 
 extension RuntimeOp {
     func flops(inputs: [[Int]], output: [Int]) -> Int { 0 }
     var detail: String { "" }
     func inPlaceInputs(_ record: OpRecord) -> [Int] { [] }
+    func writesStridedOutput(_ context: PlanContext) -> Bool { false }
 }
 
 /// What planning an op knows: its input and output shapes and element types, the kernels asked for, and the model
@@ -46,6 +51,9 @@ struct PlanContext {
     var outputType: ElementType = .float32
     var step: Int = 0
     var model: Model? = nil
+    /// Floats from one row (last-axis vector) of the output to the next when the output is a slice of a wider
+    /// value (set only for ops whose `writesStridedOutput` said yes); nil: contiguous.
+    var outputRowStride: Int? = nil
 
     init(_ opcode: OpCode, inputs: [[Int]], output: [Int], kernels: KernelChoice, inputTypes: [ElementType]? = nil,
          outputType: ElementType = .float32, step: Int = 0, model: Model? = nil) {
@@ -104,6 +112,7 @@ extension OpCode {
         case .reduce: return ReduceOp.self
         case .globalMaxPool: return GlobalMaxPoolOp.self
         case .scaleShift: return ScaleShiftOp.self
+        case .concat: return ConcatOp.self
         }
     }
 }
