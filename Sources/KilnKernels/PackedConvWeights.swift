@@ -103,6 +103,28 @@ public final class PackedConvWeights: @unchecked Sendable {
     /// The packed values, laid out for `algorithm`.
     public var values: UnsafePointer<Float> { borrowed ?? UnsafePointer(storage!.floats) }
 
+    /// Weights packed beforehand (a bundle's PACK section), borrowed in place: `packed` must hold exactly the
+    /// floats `algorithm` packs `[kernelH, kernelW, inC, outC]` into, and stay mapped while these are used.
+    fileprivate init(prepacked packed: UnsafePointer<Float>, kernelH: Int, kernelW: Int, inC: Int, outC: Int,
+                     algorithm: ConvAlgorithm, count: Int) {
+        self.kernelH = kernelH; self.kernelW = kernelW; self.inC = inC; self.outC = outC
+        self.algorithm = algorithm
+        self.count = count
+        isBorrowed = true
+        borrowed = packed
+        storage = nil
+    }
+
+    /// The number of floats `algorithm` packs `[kernelH, kernelW, inC, outC]` into.
+    public static func packedFloats(kernelH: Int, kernelW: Int, inC: Int, outC: Int, algorithm: ConvAlgorithm) -> Int {
+        let rows = kernelH * kernelW * inC
+        switch algorithm {
+        case .portable: return rows * outC
+        case .gemm: return kiln_gemm_packed_floats(rows, outC)
+        case .winograd(let tile): return kiln_winograd_packed_floats(Int32(tile), inC, outC)
+        }
+    }
+
     fileprivate init(source: UnsafePointer<Float>, kernelH: Int, kernelW: Int, inC: Int, outC: Int,
                      algorithm: ConvAlgorithm) {
         precondition(kernelH > 0 && kernelW > 0 && inC > 0 && outC > 0,
@@ -169,9 +191,70 @@ public final class PackedConvWeights: @unchecked Sendable {
 /// bundle) for `algorithm` (default: `.gemm` where AVX2 + FMA are available, else `.portable`). `weights` must hold
 /// `kernelH * kernelW * inC * outC` floats. A source in a read-only file mapping is borrowed (`.portable`) or has
 /// its pages handed back once packed (the others); see `PackedConvWeights`.
+///
+/// Where `PrepackedConvWeights.current` holds these weights packed for `algorithm` already (a bundle's PACK
+/// section), they are borrowed from there instead, and the source is not read.
 public func packConvWeightsHWIO(_ weights: UnsafePointer<Float>, kernelH: Int, kernelW: Int, inC: Int, outC: Int,
                                 algorithm: ConvAlgorithm = .defaultWithoutGeometry) -> PackedConvWeights {
-    PackedConvWeights(source: weights, kernelH: kernelH, kernelW: kernelW, inC: inC, outC: outC, algorithm: algorithm)
+    if let prepacked = PrepackedConvWeights.current,
+       let floats = prepacked.lookup(source: UnsafeRawPointer(weights), algorithm: algorithm) {
+        let count = PackedConvWeights.packedFloats(kernelH: kernelH, kernelW: kernelW, inC: inC, outC: outC, algorithm: algorithm)
+        if floats.count == count, let base = floats.baseAddress {
+            // The source is not needed: its pages go back to the OS as after packing.
+            _ = kiln_release_file_pages(weights, kernelH * kernelW * inC * outC * MemoryLayout<Float>.stride)
+            return PackedConvWeights(prepacked: base, kernelH: kernelH, kernelW: kernelW, inC: inC, outC: outC,
+                                     algorithm: algorithm, count: count)
+        }
+    }
+    return PackedConvWeights(source: weights, kernelH: kernelH, kernelW: kernelW, inC: inC, outC: outC, algorithm: algorithm)
+}
+
+/// Convolution weights packed beforehand (by `kiln convert --pack`, stored in the bundle's PACK section), by the
+/// address of their HWIO source: the packers above borrow them instead of packing. Set (task-locally) by the
+/// runtime while it loads a model whose PACK section carries this build's `layoutKey`.
+public struct PrepackedConvWeights: @unchecked Sendable {
+    /// The instruction set and layout version of the packed layouts this build's kernels read, or nil when the
+    /// CPU runs the portable kernels (nothing packed). Includes the GEMM panel width; bump `layoutVersion` when a
+    /// packer or the Winograd transforms change what they write.
+    public static var layoutKey: String? {
+        ConvAlgorithm.avx2Available ? "x86_64-avx2-fma/conv-\(layoutVersion)-nr\(KILN_GEMM_NR)" : nil
+    }
+    public static let layoutVersion = 1
+
+    /// The layout code of `algorithm`'s packing in a PACK section: 1 GEMM panels, 2 and 4 Winograd F(2,3), F(4,3);
+    /// nil for `.portable` (the DATA section's own layout).
+    public static func layoutCode(_ algorithm: ConvAlgorithm) -> UInt32? {
+        switch algorithm {
+        case .portable: return nil
+        case .gemm: return 1
+        case .winograd(let tile): return tile == 2 ? 2 : tile == 4 ? 4 : nil
+        }
+    }
+
+    private var table: [UnsafeRawPointer: [UInt32: (floats: UnsafeBufferPointer<Float>, check: (@Sendable () -> Bool)?)]] = [:]
+
+    public init() {}
+
+    /// Registers `packed` (laid out as layout `code`) for the source at `source`. `check`, when given, runs before
+    /// the weights are first borrowed (a checksum not verified yet); they are not used when it fails.
+    public mutating func add(source: UnsafeRawPointer, code: UInt32, packed: UnsafeRawBufferPointer,
+                             check: (@Sendable () -> Bool)? = nil) {
+        guard let base = packed.baseAddress, Int(bitPattern: base) % 64 == 0 else { return }
+        table[source, default: [:]][code] = (UnsafeBufferPointer(start: base.assumingMemoryBound(to: Float.self),
+                                                                count: packed.count / MemoryLayout<Float>.stride), check)
+    }
+
+    public var isEmpty: Bool { table.isEmpty }
+
+    /// The packed floats for `source` in `algorithm`'s layout, if registered.
+    public func lookup(source: UnsafeRawPointer, algorithm: ConvAlgorithm) -> UnsafeBufferPointer<Float>? {
+        guard let code = Self.layoutCode(algorithm), let found = table[source]?[code] else { return nil }
+        if let check = found.check, !check() { return nil }
+        return found.floats
+    }
+
+    /// The prepacked weights the packers consult (task-local: a load on another thread keeps its own).
+    @TaskLocal public static var current: PrepackedConvWeights?
 }
 
 /// Packs convolution weights stored HWIO for the algorithm `ConvAlgorithm.choose` picks for this layer's kernel,
