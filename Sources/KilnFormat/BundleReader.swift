@@ -180,6 +180,7 @@ struct BundleParser {
         var previousEnd = tableEnd
         var dataHash: UInt64 = 0
         var packIndexSize = 0
+        var deferredData: (start: Int, count: Int, sum: UInt64)?
         // With a PACK section the runtime reads few of DATA's bytes: its pages go back to the OS as they are checked
         // (a file mapping's pages stay readable), so that checking both sections does not hold both in memory.
         let releaseDataPages = fileMapped && sectionCount > SectionKind.requiredCount
@@ -221,8 +222,10 @@ struct BundleParser {
             }
             try requireZeroPadding(whole, from: previousEnd, to: start, after: sections.last.map { "\($0.kind)" } ?? "section table")
             let hashed = perEntry ? Int(r1) : count
-            let actual = XXH64.hash(UnsafeRawBufferPointer(rebasing: whole[start..<start + hashed]),
-                                    releasingPages: releaseDataPages && kind == .data && !compressed)
+            // With a PACK section, an uncompressed DATA is checked at the end, beside PACK's load-time entries.
+            let deferred = kind == .data && !compressed && sectionCount > SectionKind.requiredCount
+            if deferred { deferredData = (start, count, sum) }
+            let actual = deferred ? sum : XXH64.hash(UnsafeRawBufferPointer(rebasing: whole[start..<start + hashed]))
             guard actual == sum else {
                 throw BundleError(section: "\(kind)", message: "checksum mismatch (stored \(hex(sum)), computed \(hex(actual))): the section is damaged")
             }
@@ -281,6 +284,23 @@ struct BundleParser {
             var packed: PackedLayouts?
             if sections.contains(where: { $0.kind == .pack }) {
                 packed = try PackedLayouts.parse(cursor(.pack), indexSize: packIndexSize, tensorCount: tensors.count)
+            }
+            if let (start, count, sum) = deferredData {
+                // DATA on this thread, PACK's entries used at load on another: nothing has read either yet, and
+                // neither is returned unless both pass. (Entries for larger batches are checked when first used.)
+                let bytes = UnsafeRawBufferPointer(rebasing: whole[start..<start + count])
+                var actual: UInt64 = 0
+                var intact: [Bool] = []
+                let entries = packed?.entries ?? []
+                runSideBySide({
+                    intact = entries.map { $0.use == 0 ? $0.verify() : false }
+                }, {
+                    actual = XXH64.hash(bytes, releasingPages: releaseDataPages)
+                })
+                guard actual == sum else {
+                    throw BundleError(section: "DATA", message: "checksum mismatch (stored \(hex(sum)), computed \(hex(actual))): the section is damaged")
+                }
+                for i in intact.indices where intact[i] { packed?.entries[i].checked = true }
             }
             return Parsed(model: model, sections: sections, versionMinor: minor, decompressed: decompressed, packed: packed)
         } catch {
@@ -544,4 +564,25 @@ struct Cursor {
 func hex(_ v: UInt64) -> String {
     let s = String(v, radix: 16)
     return "0x" + String(repeating: "0", count: max(0, 16 - s.count)) + s
+}
+
+/// Runs `first` on a new thread and `second` on this one, and returns when both have finished (`first` on this
+/// thread too when no thread can be made).
+func runSideBySide(_ first: () -> Void, _ second: () -> Void) {
+    withoutActuallyEscaping(first) { first in
+        let task = Unmanaged.passRetained(SideBySideTask(first))
+        var thread = pthread_t()
+        let made = pthread_create(&thread, nil, { raw in
+            if let raw { Unmanaged<SideBySideTask>.fromOpaque(raw).takeUnretainedValue().body() }
+            return nil
+        }, task.toOpaque()) == 0
+        second()
+        if made { pthread_join(thread, nil) } else { first() }
+        task.release()
+    }
+}
+
+private final class SideBySideTask {
+    let body: () -> Void
+    init(_ body: @escaping () -> Void) { self.body = body }
 }

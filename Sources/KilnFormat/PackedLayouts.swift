@@ -22,10 +22,12 @@ public struct PackedLayouts: Sendable {
         /// When the writer's runtime used it: 0 at load, 1 for plans of larger batches (a hint for which entries
         /// to check up front).
         public var use: UInt32
+        /// True when the reader checked the entry already (the `use 0` entries of a bundle read from a file).
+        public var checked = false
 
         /// True when `bytes` still have the checksum they were written with. Each entry is checked before it is
         /// used (the section's own checksum covers only its index, so that entries nobody uses are not read).
-        public func verify() -> Bool { XXH64.hash(bytes) == checksum }
+        public func verify() -> Bool { checked || XXH64.hash(bytes) == checksum }
     }
 
     /// The entries of `tensor`, by layout code.
