@@ -36,37 +36,37 @@ public enum ConvAlgorithm: Sendable, Equatable, CustomStringConvertible {
     /// channels, stride and dilation; not the image size, which may change per call).
     ///
     /// Winograd trades weight memory (and some precision) for arithmetic: F(4,3) does a 3×3 layer in 1/4 of the
-    /// multiplies with 4× the weights, F(2,3) in 1/2.25 with 16/9×. So: F(4,3) up to 128×128 channels (ResNet's
-    /// 56² and 28² stages, where the images are largest and the weights smallest), F(2,3) up to 256×256 (the 14²
-    /// stage), direct above (512×512, the 7² stage: a 7×7 output wastes a quarter of its tiles on padding, and these
-    /// layers hold most of a ResNet's 3×3 weights). Load-time choices keep a batch-1 model within 1.5× its weight
-    /// bytes; `forLargerBatch` trades more memory for arithmetic where a plan has many rows. On ResNet-50's
-    /// full-size parity fixtures, F(4,3) in the 28² stage, and in the 14² stage too, leaves the worst output error
-    /// against Keras where F(2,3) had it (8.2e-5 against 8.3e-5; the bar is 1e-4): these interpolation points
-    /// (see conv_avx2.c) keep F(4,3)'s error near direct convolution's.
+    /// multiplies with 4× the weights, F(2,3) in 1/2.25 with 16/9×. F(4,3)'s transforms have larger coefficients, so
+    /// its rounding error grows with the channels it sums: on ResNet-50's parity fixture (max|Δ|/max|float64 Keras|
+    /// over both images, `make bench`'s † row) F(4,3) in the 28² stage (128×128 channels) and in the 14² stage
+    /// (256×256) put the outputs 5.0e-6 to 7.0e-6 from the float64 answer, F(2,3) there 1.3e-6 to 1.7e-6 (direct
+    /// convolution: 5.6e-6), for 1-3% more time at batch 1 and about 5% at batch 8. So: F(4,3) up to 64×64 channels
+    /// (the 56² stage), F(2,3) up to 256×256 (the 28² and 14² stages), direct above (512×512, the 7² stage: a 7×7
+    /// output wastes a quarter of its tiles on padding, and these layers hold most of a ResNet's 3×3 weights).
+    /// Load-time choices keep a batch-1 model within 1.5× its weight bytes; `forLargerBatch` trades more memory
+    /// for arithmetic where a plan has many rows.
     public static func choose(kernelH: Int, kernelW: Int, inC: Int, outC: Int,
                               strideH: Int, strideW: Int, dilationH: Int, dilationW: Int) -> ConvAlgorithm {
         guard avx2Available else { return .portable }
         guard kernelH == 3, kernelW == 3, strideH == 1, strideW == 1, dilationH == 1, dilationW == 1,
               inC % 8 == 0, outC % 8 == 0, winogradAllowed else { return .gemm }
         let size = inC * outC
-        if size <= 128 * 128 { return .winograd(tile: 4) }
+        if size <= 64 * 64 { return .winograd(tile: 4) }
         if size <= 256 * 256 { return .winograd(tile: 2) }
         return .gemm
     }
 
     /// For a plan with many output rows: the algorithm that does a layer packed for `current` in fewer multiplies,
     /// at the cost of more weight memory, or nil to keep `current`. Winograd reads each transformed weight matrix
-    /// once per block of tiles: with fewer than 64 tiles it streams from memory faster than it is used (a batch-1
-    /// 14² or 7² layer, where F(4,3) measured slower than F(2,3)), so the larger tile pays from 64 tiles on — on
-    /// ResNet-50, F(4,3) for the 14² stage and F(2,3) for the 7² stage from batch 4 on.
+    /// once per block of tiles: with fewer than 64 tiles it streams from memory faster than it is used, so a direct
+    /// layer moves to F(2,3) from 64 tiles on (ResNet-50's 7² stage from batch 4 on). Never to F(4,3): above 64×64
+    /// channels its rounding error is what `choose` avoids (see there), and F(4,3) layers stay F(4,3).
     public static func forLargerBatch(_ current: ConvAlgorithm, geometry g: ConvGeometry) -> ConvAlgorithm? {
         guard avx2Available, g.kernelH == 3, g.kernelW == 3, g.strideH == 1, g.strideW == 1, g.dilationH == 1,
               g.dilationW == 1, g.inC % 8 == 0, g.outC % 8 == 0 else { return nil }
         func tiles(_ m: Int) -> Int { g.batch * ((g.outH + m - 1) / m) * ((g.outW + m - 1) / m) }
         switch current {
         case .gemm: return tiles(2) >= 64 ? .winograd(tile: 2) : nil
-        case .winograd(tile: 2): return tiles(4) >= 64 ? .winograd(tile: 4) : nil
         default: return nil
         }
     }
