@@ -493,6 +493,10 @@ def drive(args):
          bool(peers) and k["batch32_s"] <= 0.8 * min(summary[p]["batch32_s"] for p in peers)),
         ("outputs: max|Δ|/max|Keras| <= 1e-4, top-1 equal", k["max_rel_error"],
          k["max_rel_error"] <= 1e-4 and k["top1_equal"]),
+        # Issue 20's bar. Keras' own float32 outputs are keras_truth_error (1.3e-5 on the fixture) from the float64
+        # answer, so an exactly rounded result would miss it: being this close to Keras means rounding like it.
+        (f"outputs: max|Δ|/max|Keras| <= 1e-5 (Keras f32 itself is {keras_truth_error:.2g} from float64)",
+         k["max_rel_error"], k["max_rel_error"] <= 1e-5),
         ("outputs: max|Δ|/max|float64| <= 1e-5 (goal: <= every peer's)", k["max_rel_error_float64"],
          k["max_rel_error_float64"] <= 1e-5),
     ]
