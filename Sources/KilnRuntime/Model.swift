@@ -183,7 +183,8 @@ public final class Model: @unchecked Sendable {
         }
         // This op's tensors that the PACK section holds, by the address the op's packer will be handed.
         var mine = PrepackedConvWeights()
-        for (index, record) in zip(op.tensors, records) {
+        // Only convolution kernels (their op keeps the payload, so no other tensor can later reuse its address).
+        for (index, record) in zip(op.tensors, records).prefix(op.opcode == .conv2d ? 1 : 0) {
             guard let entries = packed[index] else { continue }
             // The payload outlives the op (mapped, or an array the op keeps), so its address stays valid.
             guard let base = record.payload.withFloats({ UnsafeRawPointer($0.baseAddress) }) else { continue }
