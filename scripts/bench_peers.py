@@ -279,6 +279,24 @@ def spawn(cmd):
     return start, elapsed, out.decode(), usage.ru_maxrss
 
 
+def drop_from_page_cache(path):
+    """Asks the OS to forget the file's cached pages (clean pages only; nothing else's cache is touched), so that
+    the next start reads it from disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def read_into_page_cache(path):
+    """Reads the whole file once, so that every later start finds it cached again."""
+    with open(path, "rb") as f:
+        while f.read(1 << 24):
+            pass
+
+
 def parity(got, want, scale=None):
     """max|Δ| / max|reference| (the reference's maximum over `scale`, default `want`: the fixture's whole batch
     of two images, as the parity tests measure it) and whether the top-1 classes agree."""
@@ -353,6 +371,14 @@ def drive(args):
 
     args_input = os.path.join(args.fixtures, "input_224.npy")
     cold = {rt: [] for rt in runtimes}
+    # kiln's cold start in other conditions: the bundle without its PACK section (weights packed at load), and each
+    # bundle dropped from the page cache first (posix_fadvise DONTNEED on the file: a start from disk).
+    cold_more = {"plain": [], "pack_uncached": [], "plain_uncached": []}
+    # 32 images in one process: kiln-run --input as a whole process (start-up, load, packing, plan, compute, output
+    # written) against each peer's in-process compute of the same batch (model compiled for it, after one warm-up).
+    batch32 = {rt: [] for rt in runtimes}
+    in32 = os.path.join(work, "input_b32.npy")
+    np.save(in32, batch_of(x, 32))
     rss = {rt: [] for rt in runtimes}
     lat = {rt: [] for rt in runtimes}
     thr = {rt: [] for rt in runtimes}
@@ -382,6 +408,29 @@ def drive(args):
                 start, elapsed, text, maxrss = spawn(peer_worker(rt, 1, 0, 1, out, in1))
                 cold[rt].append(json.loads(text.strip().splitlines()[-1])["first_wall"] - start)
             rss[rt].append(maxrss / 1024)
+            if rt == "kiln":
+                for name, bundle, uncached in (("plain", args.plain_bundle, False), ("pack_uncached", args.bundle, True),
+                                               ("plain_uncached", args.plain_bundle, True)):
+                    if not bundle:
+                        continue
+                    if uncached:
+                        drop_from_page_cache(bundle)
+                    cmd = [kiln_bench, bundle, "--input", in1, "--batch", "1", "--warmup", "0", "--iterations", "1",
+                           "--threads", str(args.threads)]
+                    start, _, text, _ = spawn(cmd)
+                    cold_more[name].append(json.loads(text.strip().splitlines()[-1])["first_wall"] - start)
+                    if uncached:
+                        read_into_page_cache(bundle)
+        # 32 images in one process.
+        for rt in order:
+            if rt in KILN_RUNTIMES:
+                cmd = [kiln_run, args.bundle, "--input", in32, "--output", os.path.join(work, f"b32_{rt}.npy"),
+                       "--threads", str(args.threads)] + exact(rt)
+                _, elapsed, _, _ = spawn(cmd)
+                batch32[rt].append(elapsed)
+            else:
+                _, _, text, _ = spawn(peer_worker(rt, 32, 1, 1, None, in32))
+                batch32[rt] += json.loads(text.strip().splitlines()[-1])["samples_s"]
         # Batch-1 latency.
         for rt in order:
             if rt in KILN_RUNTIMES:
@@ -422,7 +471,7 @@ def drive(args):
     for rt in runtimes:
         summary[rt] = {
             "latency_ms": med(lat[rt]) * 1000, "throughput_ips": med(thr[rt]), "peak_rss_mb": max(rss[rt]),
-            "cold_start_s": med(cold[rt]), "max_rel_error": checks[rt][0], "max_rel_error_float64": truth_errors[rt], "top1_equal": checks[rt][1] and checks[rt][2],
+            "cold_start_s": med(cold[rt]), "batch32_s": med(batch32[rt]), "max_rel_error": checks[rt][0], "max_rel_error_float64": truth_errors[rt], "top1_equal": checks[rt][1] and checks[rt][2],
             "latency_samples": len(lat[rt]), "throughput_samples": len(thr[rt]),
         }
     bundle_weights = args.weight_bytes / 1048576
@@ -447,6 +496,7 @@ def drive(args):
     row("batch-8 throughput (img/s)", "throughput_ips", ".1f")
     row("peak RSS, batch 1 (MiB)", "peak_rss_mb", ".0f")
     row("cold start (s)", "cold_start_s", ".3f")
+    row("32 images, one batch (s) (‡)", "batch32_s", ".2f")
     print(f"{'max|Δ|/max|Keras| (*)':28}" + "".join(f"{summary[rt]['max_rel_error']:>13.1e}" for rt in runtimes))
     print(f"{'top-1 = Keras':28}" + "".join(f"{'yes' if summary[rt]['top1_equal'] else 'NO':>13}" for rt in runtimes))
     print(f"{'max|Δ|/max|float64| (†)':28}" + "".join(f"{truth_errors[rt]:>13.1e}" for rt in runtimes))
@@ -454,6 +504,13 @@ def drive(args):
           " over both, as the parity tests measure it")
     print(f"(†) the same outputs against the model computed by Keras in float64 (the exact answer up to float64 "
           f"rounding); Keras' own float32 outputs are {keras_truth_error:.1e} from it")
+    print("(‡) kiln: `kiln-run --input` on a 32x224x224x3 .npy as a whole process (start to exit, output written); "
+          "peers: the in-process compute of the same batch only (model compiled for it, after one warm-up run)")
+    if cold_more["plain"]:
+        print(f"kiln cold start (batch 1, to the first prediction): with the PACK section {k['cold_start_s']:.3f} s, "
+              f"without it (weights packed at load) {med(cold_more['plain']):.3f} s; the bundle dropped from the page "
+              f"cache first (posix_fadvise DONTNEED, read from disk): PACK {med(cold_more['pack_uncached']):.3f} s, "
+              f"no PACK {med(cold_more['plain_uncached']):.3f} s")
     print()
     best_latency = min(summary[p]["latency_ms"] for p in peers) if peers else float("nan")
     best_throughput = max(summary[p]["throughput_ips"] for p in peers) if peers else float("nan")
@@ -465,9 +522,16 @@ def drive(args):
         ("peak RSS / least peer < 1.0", k["peak_rss_mb"] / least_rss, k["peak_rss_mb"] < least_rss),
         (f"peak RSS / bundle weights ({bundle_weights:.0f} MiB) < 1.5", k["peak_rss_mb"] / bundle_weights,
          k["peak_rss_mb"] < 1.5 * bundle_weights),
-        ("cold start <= 0.25 s", k["cold_start_s"], k["cold_start_s"] <= 0.25),
+        ("cold start <= 0.05 s", k["cold_start_s"], k["cold_start_s"] <= 0.05),
+        ("32 images in one kiln-run process / best peer's compute <= 0.8",
+         k["batch32_s"] / min(summary[p]["batch32_s"] for p in peers) if peers else float("nan"),
+         bool(peers) and k["batch32_s"] <= 0.8 * min(summary[p]["batch32_s"] for p in peers)),
         ("outputs: max|Δ|/max|Keras| <= 1e-4, top-1 equal", k["max_rel_error"],
          k["max_rel_error"] <= 1e-4 and k["top1_equal"]),
+        # Issue 20's bar. Keras' own float32 outputs are keras_truth_error (1.3e-5 on the fixture) from the float64
+        # answer, so an exactly rounded result would miss it: being this close to Keras means rounding like it.
+        (f"outputs: max|Δ|/max|Keras| <= 1e-5 (Keras f32 itself is {keras_truth_error:.2g} from float64)",
+         k["max_rel_error"], k["max_rel_error"] <= 1e-5),
         ("outputs: max|Δ|/max|float64| <= 1e-5 (goal: <= every peer's)", k["max_rel_error_float64"],
          k["max_rel_error_float64"] <= 1e-5),
     ]
@@ -485,13 +549,14 @@ def drive(args):
             w = csv.writer(f)
             w.writerow(["date", "machine", "threads", "runtime", "metric", "value", "unit", "samples", "kiln_over_runtime"])
             units = {"latency_ms": "ms", "throughput_ips": "images/s", "peak_rss_mb": "MiB", "cold_start_s": "s",
+                     "batch32_s": "s",
                      "max_rel_error": "", "max_rel_error_float64": "", "top1_equal": ""}
             samples = {"latency_ms": "latency_samples", "throughput_ips": "throughput_samples"}
             for rt in runtimes:
                 for metric, unit in units.items():
                     value = summary[rt][metric]
                     ratio = ""
-                    if rt != "kiln" and metric in ("latency_ms", "throughput_ips", "peak_rss_mb", "cold_start_s"):
+                    if rt != "kiln" and metric in ("latency_ms", "throughput_ips", "peak_rss_mb", "cold_start_s", "batch32_s"):
                         ratio = f"{summary['kiln'][metric] / value:.3f}"
                     n = summary[rt][samples[metric]] if metric in samples else args.rounds
                     w.writerow([when, machine(), args.threads, rt, metric,
@@ -521,7 +586,8 @@ def main():
     w.add_argument("--output")
     d = sub.add_parser("drive")
     d.add_argument("--bin", required=True, help="folder of the release kiln-run and kiln-bench")
-    d.add_argument("--bundle", required=True)
+    d.add_argument("--bundle", required=True, help="the bundle kiln runs (written with --pack)")
+    d.add_argument("--plain-bundle", help="the same without its PACK section, for the cold start without it")
     d.add_argument("--models", required=True, help="folder of resnet50.onnx and resnet50.tflite")
     d.add_argument("--fixtures", required=True)
     d.add_argument("--work", required=True, help="scratch folder for inputs and outputs")

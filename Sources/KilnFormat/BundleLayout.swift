@@ -44,13 +44,18 @@ public enum SectionKind: UInt32, Sendable, CaseIterable, CustomStringConvertible
     case tensors = 0x5253_4E54    // "TNSR"
     /// Tensor bytes, each tensor 64-byte aligned.
     case data = 0x4154_4144       // "DATA"
+    /// Optional (version 1.4): tensors in the layout one family of kernels reads (`PackedLayouts`).
+    case pack = 0x4B43_4150       // "PACK"
 
     public var description: String {
         withUnsafeBytes(of: rawValue.littleEndian) { String(decoding: $0, as: UTF8.self) }
     }
 
     /// The order in which the writer lays sections out, and the reader expects them.
-    public static let order: [SectionKind] = [.metadata, .graph, .tensors, .data]
+    /// PACK, the only optional one, comes last when present.
+    public static let order: [SectionKind] = [.metadata, .graph, .tensors, .data, .pack]
+    /// The sections every bundle has.
+    public static let requiredCount = 4
 }
 
 /// Metadata value type tags.

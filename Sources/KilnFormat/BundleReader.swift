@@ -38,6 +38,9 @@ public final class Bundle: @unchecked Sendable {
     /// Kind, offset, size and checksum of each section, for `inspect`.
     public let sections: [SectionInfo]
     public let fileSize: Int
+    /// The optional PACK section (version 1.4): tensors in one family of kernels' layouts, for the runtime to
+    /// use in place of packing them when `key` is its own. Points into the mapping, like the tensors.
+    public let packedLayouts: PackedLayouts?
 
     private let base: UnsafeRawPointer
     private let release: @Sendable (UnsafeRawPointer, Int) -> Void
@@ -70,7 +73,7 @@ public final class Bundle: @unchecked Sendable {
         }
         let mapped = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0)
         guard let mapped, mapped != MAP_FAILED else { throw BundleError(file: path, message: "cannot map: \(errnoText())", kind: .badInput) }
-        try self.init(base: UnsafeRawPointer(mapped), size: size, path: path) { p, n in
+        try self.init(base: UnsafeRawPointer(mapped), size: size, path: path, fileMapped: true) { p, n in
             munmap(UnsafeMutableRawPointer(mutating: p), n)
         }
     }
@@ -86,18 +89,19 @@ public final class Bundle: @unchecked Sendable {
         }
     }
 
-    private init(base: UnsafeRawPointer, size: Int, path: String?,
+    private init(base: UnsafeRawPointer, size: Int, path: String?, fileMapped: Bool = false,
                  release: @escaping @Sendable (UnsafeRawPointer, Int) -> Void) throws(BundleError) {
         self.base = base
         self.release = release
         self.path = path
         self.fileSize = size
         do {
-            let parsed = try BundleParser(base: base, size: size).parse()
+            let parsed = try BundleParser(base: base, size: size, fileMapped: fileMapped).parse()
             self.model = parsed.model
             self.sections = parsed.sections
             self.versionMinor = parsed.versionMinor
             self.decompressed = parsed.decompressed
+            self.packedLayouts = parsed.packed
         } catch var error {
             release(base, size)
             error.file = path
@@ -115,12 +119,15 @@ public final class Bundle: @unchecked Sendable {
 struct BundleParser {
     let base: UnsafeRawPointer
     let size: Int
+    /// The bytes are a read-only file mapping (pages handed back to the OS stay readable from the file).
+    var fileMapped = false
 
     struct Parsed {
         var model: FrozenModel
         var sections: [Bundle.SectionInfo]
         var versionMinor: UInt16
         var decompressed: UnsafeMutableRawBufferPointer?
+        var packed: PackedLayouts?
     }
 
     func parse() throws(BundleError) -> Parsed {
@@ -172,6 +179,11 @@ struct BundleParser {
         var sections: [Bundle.SectionInfo] = []
         var previousEnd = tableEnd
         var dataHash: UInt64 = 0
+        var packIndexSize = 0
+        var deferredData: (start: Int, count: Int, sum: UInt64)?
+        // With a PACK section the runtime reads few of DATA's bytes: its pages go back to the OS as they are checked
+        // (a file mapping's pages stay readable), so that checking both sections does not hold both in memory.
+        let releaseDataPages = fileMapped && sectionCount > SectionKind.requiredCount
         for index in 0..<sectionCount {
             let raw = try table.u32()
             guard let kind = SectionKind(rawValue: raw) else {
@@ -183,7 +195,11 @@ struct BundleParser {
             let sum = try table.u64()
             let r1 = try table.u64(), r2 = try table.u64()
             let compressed = kind == .data && entryFlags == sectionFlagShuffledZstd
-            guard compressed || (entryFlags == 0 && r1 == 0 && r2 == 0) else {
+            let perEntry = kind == .pack && entryFlags == sectionFlagChecksumPerEntry && r2 == 0 && r1 <= length
+            if kind == .pack, !perEntry {
+                throw BundleError(section: "\(kind)", message: "flags 0x\(String(entryFlags, radix: 16)) (expected 2) or an index size \(r1) past the section's \(length) bytes")
+            }
+            guard compressed || perEntry || (entryFlags == 0 && r1 == 0 && r2 == 0) else {
                 throw BundleError(section: "\(kind)", message: "unknown flags 0x\(String(entryFlags, radix: 16)) or reserved fields set in the section table")
             }
             if compressed, r1 > UInt64(BundleLayout.maximumElements) {
@@ -205,17 +221,22 @@ struct BundleParser {
                 throw BundleError(section: "\(kind)", message: "section out of order at position \(index)")
             }
             try requireZeroPadding(whole, from: previousEnd, to: start, after: sections.last.map { "\($0.kind)" } ?? "section table")
-            let actual = XXH64.hash(UnsafeRawBufferPointer(rebasing: whole[start..<start + count]))
+            let hashed = perEntry ? Int(r1) : count
+            // With a PACK section, an uncompressed DATA is checked at the end, beside PACK's load-time entries.
+            let deferred = kind == .data && !compressed && sectionCount > SectionKind.requiredCount
+            if deferred { deferredData = (start, count, sum) }
+            let actual = deferred ? sum : XXH64.hash(UnsafeRawBufferPointer(rebasing: whole[start..<start + hashed]))
             guard actual == sum else {
                 throw BundleError(section: "\(kind)", message: "checksum mismatch (stored \(hex(sum)), computed \(hex(actual))): the section is damaged")
             }
             sections.append(.init(kind: kind, offset: start, size: count, checksum: sum, compressed: compressed,
                                   uncompressedSize: compressed ? Int(r1) : count))
+            if perEntry { packIndexSize = Int(r1) }
             if compressed { dataHash = r2 }
             previousEnd = start + count
         }
-        guard sections.count == SectionKind.order.count else {
-            throw BundleError(section: "section table", message: "\(sections.count) sections, expected \(SectionKind.order.count)")
+        guard sections.count >= SectionKind.requiredCount else {
+            throw BundleError(section: "section table", message: "\(sections.count) sections, expected \(SectionKind.requiredCount) (META, GRPH, TNSR, DATA) and an optional PACK")
         }
         try requireZeroPadding(whole, from: previousEnd, to: size, after: "\(sections.last!.kind)")
         guard alignUp(previousEnd) == size else {
@@ -260,7 +281,28 @@ struct BundleParser {
                 }
             }
             let model = try parseGraph(cursor(.graph), metadata: metadata, tensors: tensors, versionMinor: minor)
-            return Parsed(model: model, sections: sections, versionMinor: minor, decompressed: decompressed)
+            var packed: PackedLayouts?
+            if sections.contains(where: { $0.kind == .pack }) {
+                packed = try PackedLayouts.parse(cursor(.pack), indexSize: packIndexSize, tensorCount: tensors.count)
+            }
+            if let (start, count, sum) = deferredData {
+                // DATA on this thread, PACK's entries used at load on another: nothing has read either yet, and
+                // neither is returned unless both pass. (Entries for larger batches are checked when first used.)
+                let bytes = UnsafeRawBufferPointer(rebasing: whole[start..<start + count])
+                var actual: UInt64 = 0
+                var intact: [Bool] = []
+                let entries = packed?.entries ?? []
+                runSideBySide({
+                    intact = entries.map { $0.use == 0 ? $0.verify() : false }
+                }, {
+                    actual = XXH64.hash(bytes, releasingPages: releaseDataPages)
+                })
+                guard actual == sum else {
+                    throw BundleError(section: "DATA", message: "checksum mismatch (stored \(hex(sum)), computed \(hex(actual))): the section is damaged")
+                }
+                for i in intact.indices where intact[i] { packed?.entries[i].checked = true }
+            }
+            return Parsed(model: model, sections: sections, versionMinor: minor, decompressed: decompressed, packed: packed)
         } catch {
             decompressed?.deallocate()
             throw error
@@ -522,4 +564,25 @@ struct Cursor {
 func hex(_ v: UInt64) -> String {
     let s = String(v, radix: 16)
     return "0x" + String(repeating: "0", count: max(0, 16 - s.count)) + s
+}
+
+/// Runs `first` on a new thread and `second` on this one, and returns when both have finished (`first` on this
+/// thread too when no thread can be made).
+func runSideBySide(_ first: () -> Void, _ second: () -> Void) {
+    withoutActuallyEscaping(first) { first in
+        let task = Unmanaged.passRetained(SideBySideTask(first))
+        var thread = pthread_t()
+        let made = pthread_create(&thread, nil, { raw in
+            if let raw { Unmanaged<SideBySideTask>.fromOpaque(raw).takeUnretainedValue().body() }
+            return nil
+        }, task.toOpaque()) == 0
+        second()
+        if made { pthread_join(thread, nil) } else { first() }
+        task.release()
+    }
+}
+
+private final class SideBySideTask {
+    let body: () -> Void
+    init(_ body: @escaping () -> Void) { self.body = body }
 }

@@ -10,7 +10,9 @@ import Darwin
 /// `write(to:)` is atomic: a temporary file in the destination's folder, fsync, then rename.
 public enum BundleWriter {
     /// The complete file image. With `compression`, the DATA section is shuffled and compressed.
-    public static func serialize(_ model: FrozenModel, compression: Compression? = nil) throws(BundleError) -> [UInt8] {
+    /// With `packed`, a PACK section follows DATA (version 1.4).
+    public static func serialize(_ model: FrozenModel, compression: Compression? = nil,
+                                 packed: PackedLayoutsContent? = nil) throws(BundleError) -> [UInt8] {
         try validateForWriting(model)
         var sections: [(kind: SectionKind, bytes: [UInt8], flags: UInt32, r0: UInt64, r1: UInt64)] = []
         sections.append((.metadata, encodeMetadata(model.metadata), 0, 0, 0))
@@ -24,12 +26,20 @@ public enum BundleWriter {
         } else {
             sections.append((.data, data, 0, 0, 0))
         }
+        if let packed {
+            guard packed.entries.allSatisfy({ $0.tensor < model.tensors.count }) else {
+                throw BundleError(section: "PACK", message: "an entry names a tensor past the table's \(model.tensors.count)")
+            }
+            let (bytes, indexSize) = packed.encode()
+            sections.append((.pack, bytes, sectionFlagChecksumPerEntry, UInt64(indexSize), 0))
+        }
         // The lowest minor version that holds what the bundle uses, so that plain bundles stay readable by older
         // readers: 1.3 for ops 13-17, grouped convolutions and activation functions 2-8, 1.2 for the Unary op and the 5-word activations,
         // 1.1 for compact tensors and compression.
         let usesMinor1 = compression != nil || model.tensors.contains { $0.elementType != .float32 }
-        let minor: UInt16 = model.ops.contains(where: \.needsVersion1_3) ? 3
-            : model.ops.contains(where: \.needsVersion1_2) || model.hasValueTypes ? 2 : usesMinor1 ? 1 : 0
+        let usesMinor2 = model.ops.contains(where: \.needsVersion1_2) || model.hasValueTypes
+        let usesMinor3 = model.ops.contains(where: \.needsVersion1_3)
+        let minor: UInt16 = packed != nil ? 4 : usesMinor3 ? 3 : usesMinor2 ? 2 : usesMinor1 ? 1 : 0
 
         let tableOffset = BundleLayout.headerSize
         let tableBytes = sections.count * BundleLayout.sectionEntrySize
@@ -42,7 +52,9 @@ public enum BundleWriter {
             entries.u32(section.flags)
             entries.u64(UInt64(offset))
             entries.u64(UInt64(section.bytes.count))
-            entries.u64(XXH64.hash(section.bytes))
+            // PACK: the section checksum covers its index; each entry has its own (checked when used).
+            let hashed = section.flags == sectionFlagChecksumPerEntry ? Array(section.bytes[0..<Int(section.r0)]) : section.bytes
+            entries.u64(XXH64.hash(hashed))
             entries.u64(section.r0)
             entries.u64(section.r1)
             offset = alignUp(offset + section.bytes.count)
@@ -72,8 +84,9 @@ public enum BundleWriter {
 
     /// Writes the bundle atomically: the destination holds the old file or the complete new one, never a
     /// partial one.
-    public static func write(_ model: FrozenModel, to path: String, compression: Compression? = nil) throws(BundleError) {
-        let bytes = try serialize(model, compression: compression)
+    public static func write(_ model: FrozenModel, to path: String, compression: Compression? = nil,
+                             packed: PackedLayoutsContent? = nil) throws(BundleError) {
+        let bytes = try serialize(model, compression: compression, packed: packed)
         try writeAtomically(bytes, to: path)
     }
 

@@ -19,6 +19,9 @@ public enum Compression: Sendable, Equatable {
 /// Section-entry flag: the section is byte-plane shuffled per tensor and zstd-compressed; the entry's
 /// reserved[0] holds the uncompressed size and reserved[1] the XXH64 of the uncompressed content.
 let sectionFlagShuffledZstd: UInt32 = 1
+/// Section flag 2 (PACK only, version 1.4): the checksum covers the section's index (its first
+/// `uncompressed_size` bytes); each entry carries its own.
+let sectionFlagChecksumPerEntry: UInt32 = 2
 
 /// Bytes [0, count / width · width) regrouped by byte significance; the tail stays as it is.
 func shufflePlanes(_ src: UnsafeRawBufferPointer, into dst: UnsafeMutableRawBufferPointer, width: Int) {

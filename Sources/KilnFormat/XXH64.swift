@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// XXH64, the 64-bit xxHash (seed 0), used as the per-section checksum of a bundle.
 ///
 /// Written from the xxHash specification (doc/xxhash_spec.md in the xxHash repository): four lanes of
@@ -21,6 +27,50 @@ public enum XXH64 {
     }
 
     @inline(__always) static func rotl(_ x: UInt64, _ r: UInt64) -> UInt64 { (x << r) | (x >> (64 - r)) }
+
+    /// The hash of `bytes`; with `releasingPages` (the bytes lie in a read-only file mapping), the whole pages
+    /// behind each hashed 4 MiB chunk are handed back to the OS as it goes (they stay readable from the file).
+    public static func hash(_ bytes: UnsafeRawBufferPointer, seed: UInt64 = 0, releasingPages: Bool) -> UInt64 {
+        guard releasingPages, let base = bytes.baseAddress, bytes.count >= 32 else { return hash(bytes, seed: seed) }
+        let chunk = 4 << 20
+        var v = (seed &+ prime1 &+ prime2, seed &+ prime2, seed, seed &- prime1)
+        var p = 0
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        var released = (Int(bitPattern: base) + page - 1) / page * page - Int(bitPattern: base)
+        while bytes.count - p >= 32 {
+            let stripes = min(chunk, bytes.count - p) / 32 * 32
+            stripesRound(&v, base + p, stripes)
+            p += stripes
+            // Whole pages now behind `p`.
+            let end = (Int(bitPattern: base) + p) / page * page - Int(bitPattern: base)
+            if end > released {
+                _ = madvise(UnsafeMutableRawPointer(mutating: base + released), end - released, Int32(MADV_DONTNEED))
+                released = end
+            }
+        }
+        var h = rotl(v.0, 1) &+ rotl(v.1, 7) &+ rotl(v.2, 12) &+ rotl(v.3, 18)
+        h = merge(h, v.0)
+        h = merge(h, v.1)
+        h = merge(h, v.2)
+        h = merge(h, v.3)
+        h = h &+ UInt64(bytes.count)
+        return finish(h, base: base + p, remaining: bytes.count - p)
+    }
+
+    /// The four lanes over `count` bytes (a multiple of 32) at `base`.
+    @inline(__always)
+    static func stripesRound(_ v: inout (UInt64, UInt64, UInt64, UInt64), _ base: UnsafeRawPointer, _ count: Int) {
+        var (v1, v2, v3, v4) = v
+        var p = 0
+        while p < count {
+            v1 = round(v1, UInt64(littleEndian: base.loadUnaligned(fromByteOffset: p, as: UInt64.self)))
+            v2 = round(v2, UInt64(littleEndian: base.loadUnaligned(fromByteOffset: p + 8, as: UInt64.self)))
+            v3 = round(v3, UInt64(littleEndian: base.loadUnaligned(fromByteOffset: p + 16, as: UInt64.self)))
+            v4 = round(v4, UInt64(littleEndian: base.loadUnaligned(fromByteOffset: p + 24, as: UInt64.self)))
+            p += 32
+        }
+        v = (v1, v2, v3, v4)
+    }
 
     /// The hash of `bytes`.
     public static func hash(_ bytes: UnsafeRawBufferPointer, seed: UInt64 = 0) -> UInt64 {

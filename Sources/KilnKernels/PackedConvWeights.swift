@@ -36,37 +36,37 @@ public enum ConvAlgorithm: Sendable, Equatable, CustomStringConvertible {
     /// channels, stride and dilation; not the image size, which may change per call).
     ///
     /// Winograd trades weight memory (and some precision) for arithmetic: F(4,3) does a 3×3 layer in 1/4 of the
-    /// multiplies with 4× the weights, F(2,3) in 1/2.25 with 16/9×. So: F(4,3) up to 128×128 channels (ResNet's
-    /// 56² and 28² stages, where the images are largest and the weights smallest), F(2,3) up to 256×256 (the 14²
-    /// stage), direct above (512×512, the 7² stage: a 7×7 output wastes a quarter of its tiles on padding, and these
-    /// layers hold most of a ResNet's 3×3 weights). Load-time choices keep a batch-1 model within 1.5× its weight
-    /// bytes; `forLargerBatch` trades more memory for arithmetic where a plan has many rows. On ResNet-50's
-    /// full-size parity fixtures, F(4,3) in the 28² stage, and in the 14² stage too, leaves the worst output error
-    /// against Keras where F(2,3) had it (8.2e-5 against 8.3e-5; the bar is 1e-4): these interpolation points
-    /// (see conv_avx2.c) keep F(4,3)'s error near direct convolution's.
+    /// multiplies with 4× the weights, F(2,3) in 1/2.25 with 16/9×. F(4,3)'s transforms have larger coefficients, so
+    /// its rounding error grows with the channels it sums: on ResNet-50's parity fixture (max|Δ|/max|float64 Keras|
+    /// over both images, `make bench`'s † row) F(4,3) in the 28² stage (128×128 channels) and in the 14² stage
+    /// (256×256) put the outputs 5.0e-6 to 7.0e-6 from the float64 answer, F(2,3) there 1.3e-6 to 1.7e-6 (direct
+    /// convolution: 5.6e-6), for 1-3% more time at batch 1 and about 5% at batch 8. So: F(4,3) up to 64×64 channels
+    /// (the 56² stage), F(2,3) up to 256×256 (the 28² and 14² stages), direct above (512×512, the 7² stage: a 7×7
+    /// output wastes a quarter of its tiles on padding, and these layers hold most of a ResNet's 3×3 weights).
+    /// Load-time choices keep a batch-1 model within 1.5× its weight bytes; `forLargerBatch` trades more memory
+    /// for arithmetic where a plan has many rows.
     public static func choose(kernelH: Int, kernelW: Int, inC: Int, outC: Int,
                               strideH: Int, strideW: Int, dilationH: Int, dilationW: Int) -> ConvAlgorithm {
         guard avx2Available else { return .portable }
         guard kernelH == 3, kernelW == 3, strideH == 1, strideW == 1, dilationH == 1, dilationW == 1,
               inC % 8 == 0, outC % 8 == 0, winogradAllowed else { return .gemm }
         let size = inC * outC
-        if size <= 128 * 128 { return .winograd(tile: 4) }
+        if size <= 64 * 64 { return .winograd(tile: 4) }
         if size <= 256 * 256 { return .winograd(tile: 2) }
         return .gemm
     }
 
     /// For a plan with many output rows: the algorithm that does a layer packed for `current` in fewer multiplies,
     /// at the cost of more weight memory, or nil to keep `current`. Winograd reads each transformed weight matrix
-    /// once per block of tiles: with fewer than 64 tiles it streams from memory faster than it is used (a batch-1
-    /// 14² or 7² layer, where F(4,3) measured slower than F(2,3)), so the larger tile pays from 64 tiles on — on
-    /// ResNet-50, F(4,3) for the 14² stage and F(2,3) for the 7² stage from batch 4 on.
+    /// once per block of tiles: with fewer than 64 tiles it streams from memory faster than it is used, so a direct
+    /// layer moves to F(2,3) from 64 tiles on (ResNet-50's 7² stage from batch 4 on). Never to F(4,3): above 64×64
+    /// channels its rounding error is what `choose` avoids (see there), and F(4,3) layers stay F(4,3).
     public static func forLargerBatch(_ current: ConvAlgorithm, geometry g: ConvGeometry) -> ConvAlgorithm? {
         guard avx2Available, g.kernelH == 3, g.kernelW == 3, g.strideH == 1, g.strideW == 1, g.dilationH == 1,
               g.dilationW == 1, g.inC % 8 == 0, g.outC % 8 == 0 else { return nil }
         func tiles(_ m: Int) -> Int { g.batch * ((g.outH + m - 1) / m) * ((g.outW + m - 1) / m) }
         switch current {
         case .gemm: return tiles(2) >= 64 ? .winograd(tile: 2) : nil
-        case .winograd(tile: 2): return tiles(4) >= 64 ? .winograd(tile: 4) : nil
         default: return nil
         }
     }
@@ -102,6 +102,28 @@ public final class PackedConvWeights: @unchecked Sendable {
 
     /// The packed values, laid out for `algorithm`.
     public var values: UnsafePointer<Float> { borrowed ?? UnsafePointer(storage!.floats) }
+
+    /// Weights packed beforehand (a bundle's PACK section), borrowed in place: `packed` must hold exactly the
+    /// floats `algorithm` packs `[kernelH, kernelW, inC, outC]` into, and stay mapped while these are used.
+    fileprivate init(prepacked packed: UnsafePointer<Float>, kernelH: Int, kernelW: Int, inC: Int, outC: Int,
+                     algorithm: ConvAlgorithm, count: Int) {
+        self.kernelH = kernelH; self.kernelW = kernelW; self.inC = inC; self.outC = outC
+        self.algorithm = algorithm
+        self.count = count
+        isBorrowed = true
+        borrowed = packed
+        storage = nil
+    }
+
+    /// The number of floats `algorithm` packs `[kernelH, kernelW, inC, outC]` into.
+    public static func packedFloats(kernelH: Int, kernelW: Int, inC: Int, outC: Int, algorithm: ConvAlgorithm) -> Int {
+        let rows = kernelH * kernelW * inC
+        switch algorithm {
+        case .portable: return rows * outC
+        case .gemm: return kiln_gemm_packed_floats(rows, outC)
+        case .winograd(let tile): return kiln_winograd_packed_floats(Int32(tile), inC, outC)
+        }
+    }
 
     fileprivate init(source: UnsafePointer<Float>, kernelH: Int, kernelW: Int, inC: Int, outC: Int,
                      algorithm: ConvAlgorithm) {
@@ -169,9 +191,70 @@ public final class PackedConvWeights: @unchecked Sendable {
 /// bundle) for `algorithm` (default: `.gemm` where AVX2 + FMA are available, else `.portable`). `weights` must hold
 /// `kernelH * kernelW * inC * outC` floats. A source in a read-only file mapping is borrowed (`.portable`) or has
 /// its pages handed back once packed (the others); see `PackedConvWeights`.
+///
+/// Where `PrepackedConvWeights.current` holds these weights packed for `algorithm` already (a bundle's PACK
+/// section), they are borrowed from there instead, and the source is not read.
 public func packConvWeightsHWIO(_ weights: UnsafePointer<Float>, kernelH: Int, kernelW: Int, inC: Int, outC: Int,
                                 algorithm: ConvAlgorithm = .defaultWithoutGeometry) -> PackedConvWeights {
-    PackedConvWeights(source: weights, kernelH: kernelH, kernelW: kernelW, inC: inC, outC: outC, algorithm: algorithm)
+    if let prepacked = PrepackedConvWeights.current,
+       let floats = prepacked.lookup(source: UnsafeRawPointer(weights), algorithm: algorithm) {
+        let count = PackedConvWeights.packedFloats(kernelH: kernelH, kernelW: kernelW, inC: inC, outC: outC, algorithm: algorithm)
+        if floats.count == count, let base = floats.baseAddress {
+            // The source is not needed: its pages go back to the OS as after packing.
+            _ = kiln_release_file_pages(weights, kernelH * kernelW * inC * outC * MemoryLayout<Float>.stride)
+            return PackedConvWeights(prepacked: base, kernelH: kernelH, kernelW: kernelW, inC: inC, outC: outC,
+                                     algorithm: algorithm, count: count)
+        }
+    }
+    return PackedConvWeights(source: weights, kernelH: kernelH, kernelW: kernelW, inC: inC, outC: outC, algorithm: algorithm)
+}
+
+/// Convolution weights packed beforehand (by `kiln convert --pack`, stored in the bundle's PACK section), by the
+/// address of their HWIO source: the packers above borrow them instead of packing. Set (task-locally) by the
+/// runtime while it loads a model whose PACK section carries this build's `layoutKey`.
+public struct PrepackedConvWeights: @unchecked Sendable {
+    /// The instruction set and layout version of the packed layouts this build's kernels read, or nil when the
+    /// CPU runs the portable kernels (nothing packed). Includes the GEMM panel width; bump `layoutVersion` when a
+    /// packer or the Winograd transforms change what they write.
+    public static var layoutKey: String? {
+        ConvAlgorithm.avx2Available ? "x86_64-avx2-fma/conv-\(layoutVersion)-nr\(KILN_GEMM_NR)" : nil
+    }
+    public static let layoutVersion = 1
+
+    /// The layout code of `algorithm`'s packing in a PACK section: 1 GEMM panels, 2 and 4 Winograd F(2,3), F(4,3);
+    /// nil for `.portable` (the DATA section's own layout).
+    public static func layoutCode(_ algorithm: ConvAlgorithm) -> UInt32? {
+        switch algorithm {
+        case .portable: return nil
+        case .gemm: return 1
+        case .winograd(let tile): return tile == 2 ? 2 : tile == 4 ? 4 : nil
+        }
+    }
+
+    private var table: [UnsafeRawPointer: [UInt32: (floats: UnsafeBufferPointer<Float>, check: (@Sendable () -> Bool)?)]] = [:]
+
+    public init() {}
+
+    /// Registers `packed` (laid out as layout `code`) for the source at `source`. `check`, when given, runs before
+    /// the weights are first borrowed (a checksum not verified yet); they are not used when it fails.
+    public mutating func add(source: UnsafeRawPointer, code: UInt32, packed: UnsafeRawBufferPointer,
+                             check: (@Sendable () -> Bool)? = nil) {
+        guard let base = packed.baseAddress, Int(bitPattern: base) % 64 == 0 else { return }
+        table[source, default: [:]][code] = (UnsafeBufferPointer(start: base.assumingMemoryBound(to: Float.self),
+                                                                count: packed.count / MemoryLayout<Float>.stride), check)
+    }
+
+    public var isEmpty: Bool { table.isEmpty }
+
+    /// The packed floats for `source` in `algorithm`'s layout, if registered.
+    public func lookup(source: UnsafeRawPointer, algorithm: ConvAlgorithm) -> UnsafeBufferPointer<Float>? {
+        guard let code = Self.layoutCode(algorithm), let found = table[source]?[code] else { return nil }
+        if let check = found.check, !check() { return nil }
+        return found.floats
+    }
+
+    /// The prepacked weights the packers consult (task-local: a load on another thread keeps its own).
+    @TaskLocal public static var current: PrepackedConvWeights?
 }
 
 /// Packs convolution weights stored HWIO for the algorithm `ConvAlgorithm.choose` picks for this layer's kernel,

@@ -73,13 +73,20 @@ public final class Model: @unchecked Sendable {
         return largerBatchLock.locked {
             // A step has one larger-batch algorithm (its load-time one fixes it): made once, then reused.
             if let made = largerBatchWeights[index] { return made }
-            let made = kernel.withFloats {
-                packConvWeightsHWIO($0.baseAddress!, kernelH: packed.kernelH, kernelW: packed.kernelW,
-                                    inC: packed.inC, outC: packed.outC, algorithm: better)
+            let made = PrepackedConvWeights.$current.withValue(prepacked.isEmpty ? nil : prepacked) {
+                kernel.withFloats {
+                    packConvWeightsHWIO($0.baseAddress!, kernelH: packed.kernelH, kernelW: packed.kernelW,
+                                        inC: packed.inC, outC: packed.outC, algorithm: better)
+                }
             }
             largerBatchWeights[index] = made
             return made
         }
+    }
+
+    /// The larger-batch packing a plan made for step `index`, if any.
+    func largerBatchPacking(step index: Int) -> PackedConvWeights? {
+        largerBatchLock.locked { largerBatchWeights[index] }
     }
 
     /// Loads and validates the bundle at `path` (mapped, not copied).
@@ -87,20 +94,65 @@ public final class Model: @unchecked Sendable {
         try self.init(bundle: Bundle(contentsOf: path), winograd: winograd)
     }
 
-    /// Validates every op and packs the convolution weights. `winograd: false` keeps every convolution direct
-    /// (GEMM): slower on 3×3 layers, and rounded like a plain dot product (kiln-run's `--exact`).
+    /// Validates every op and packs the convolution weights — or borrows them from the bundle's PACK section where
+    /// it was written for this build's kernels (`kiln convert --pack`). `winograd: false` keeps every convolution
+    /// direct (GEMM): slower on 3×3 layers, and rounded like a plain dot product (kiln-run's `--exact`).
     public init(bundle: Bundle, winograd: Bool = true) throws(RuntimeError) {
         self.bundle = bundle
         self.winograd = winograd
         let model = bundle.model
+        var notes: [String] = []
+        var packedByTensor: [Int: [PackedLayouts.Entry]] = [:]
+        if let packed = bundle.packedLayouts {
+            if let own = PrepackedConvWeights.layoutKey, packed.key == own {
+                // The entries used at load are checked now, side by side on the kernels' threads; the others (for
+                // larger batches) when a plan first borrows them. A damaged entry is not used.
+                let entries = packed.entries
+                var intact = [Bool](repeating: true, count: entries.count)
+                intact.withUnsafeMutableBufferPointer { ok in
+                    let ok = ok
+                    parallelFor(entries.count) { i in
+                        if entries[i].use == 0 { ok[i] = entries[i].verify() }
+                    }
+                }
+                for (e, ok) in zip(entries, intact) {
+                    if ok {
+                        packedByTensor[e.tensor, default: []].append(e)
+                    } else {
+                        let name = e.tensor < model.tensors.count ? model.tensors[e.tensor].name : "#\(e.tensor)"
+                        notes.append("the PACK section's entry for tensor '\(name)' (layout \(e.layout)) fails its checksum (damaged): not used, packed at load")
+                    }
+                }
+            } else {
+                let own = PrepackedConvWeights.layoutKey.map { "'\($0)'" } ?? "none (portable kernels)"
+                notes.append("the bundle's PACK section is for kernels '\(packed.key)', this build's are \(own): ignored, weights packed at load")
+            }
+        }
+        var prepacked = PrepackedConvWeights()
         let validated = ConvAlgorithm.$winogradAllowed.withValue(winograd) {
             Result { () throws(RuntimeError) in
-                try model.ops.map { op throws(RuntimeError) in try Self.validate(op, tensors: model.tensors) }
+                try model.ops.map { op throws(RuntimeError) in
+                    try Self.validate(op, tensors: model.tensors, packed: packedByTensor, prepacked: &prepacked)
+                }
             }
         }
         self.steps = try validated.get()
+        self.prepacked = prepacked
+        if !packedByTensor.isEmpty {
+            let packedHere = steps.filter { ($0.op as? Conv2DOp)?.plainPacking.map { !$0.isBorrowed && $0.algorithm != .portable } ?? false }.count
+            if packedHere > 0 {
+                notes.append("\(packedHere) convolutions were not in the bundle's PACK section in the layout this build chose for them: packed at load")
+            }
+        }
+        self.notes = notes
         try Self.checkRunnable(model)
     }
+
+    /// What loading noticed and worked around (a PACK section written for other kernels, layers packed anyway):
+    /// the front ends print these on stderr.
+    public let notes: [String]
+    /// The bundle's packed weights this build reads, by the address of their source (for larger-batch plans too).
+    let prepacked: PrepackedConvWeights
 
     /// Refuses a model this runtime cannot run, whatever its ops: other than one input, an input of another rank than
     /// 2 (`[N, F]`) or 4 (an image), values of another element type than float32. Loading checks it; `kiln convert`
@@ -118,7 +170,8 @@ public final class Model: @unchecked Sendable {
         }
     }
 
-    static func validate(_ op: OpRecord, tensors: [TensorRecord]) throws(RuntimeError) -> Step {
+    static func validate(_ op: OpRecord, tensors: [TensorRecord], packed: [Int: [PackedLayouts.Entry]] = [:],
+                         prepacked: inout PrepackedConvWeights) throws(RuntimeError) -> Step {
         // Reduced-precision weights are widened once, here, into float32 owned by the model.
         let records = op.tensors.map { index -> TensorRecord in
             var t = tensors[index]
@@ -128,8 +181,26 @@ public final class Model: @unchecked Sendable {
             }
             return t
         }
+        // This op's tensors that the PACK section holds, by the address the op's packer will be handed.
+        var mine = PrepackedConvWeights()
+        // Only convolution kernels (their op keeps the payload, so no other tensor can later reuse its address).
+        for (index, record) in zip(op.tensors, records).prefix(op.opcode == .conv2d ? 1 : 0) {
+            guard let entries = packed[index] else { continue }
+            // The payload outlives the op (mapped, or an array the op keeps), so its address stays valid.
+            guard let base = record.payload.withFloats({ UnsafeRawPointer($0.baseAddress) }) else { continue }
+            for e in entries {
+                // Entries for larger batches were not checked at load: checked when first borrowed.
+                let entry = e
+                let check: (@Sendable () -> Bool)? = e.use == 0 ? nil : { @Sendable in entry.verify() }
+                mine.add(source: base, code: e.layout, packed: e.bytes, check: check)
+                prepacked.add(source: base, code: e.layout, packed: e.bytes, check: check)
+            }
+        }
+        let made = PrepackedConvWeights.$current.withValue(mine.isEmpty ? nil : mine) {
+            Result { () throws(RuntimeError) in try op.opcode.definition.init(op, tensors: records) }
+        }
         do {
-            return Step(record: op, op: try op.opcode.definition.init(op, tensors: records))
+            return Step(record: op, op: try made.get())
         } catch {
             throw error.naming(op.name)
         }

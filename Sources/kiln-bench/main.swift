@@ -50,11 +50,20 @@ struct KilnBench: ParsableCommand {
 
     func run() throws {
         let start = monotonicSeconds()
+        // CPU seconds of the whole process (all threads) at each phase's end, beside the wall clock: on a shared
+        // machine the wall clock of a phase includes the time other processes had the cores.
+        var cpu = [cpuSeconds()]
         setKernelThreads(threads)
         let mapped = try Bundle(contentsOf: bundle)
         let validated = monotonicSeconds()
+        cpu.append(cpuSeconds())
         let model = try Model(bundle: mapped, winograd: !exact)
         let loaded = monotonicSeconds()
+        cpu.append(cpuSeconds())
+        for note in model.notes {
+            var bytes = Array("kiln-bench: \(note)\n".utf8)
+            _ = write(2, &bytes, bytes.count)
+        }
 
         let source = try NPY.read(path: input)
         guard let rows = source.shape.first, rows >= 1 else { throw ValidationError("input has no rows") }
@@ -67,11 +76,13 @@ struct KilnBench: ParsableCommand {
         let shape = [batch] + source.shape.dropFirst()
         let plan = try ExecutionPlan(model: model, inputShape: shape, kernels: .fast)
         let planned = monotonicSeconds()
+        cpu.append(cpuSeconds())
 
         var outputs: [UnsafeBufferPointer<Float>] = []
         try values.withUnsafeBufferPointer { x in
             outputs = try plan.run(input: x)
             let first = monotonicSeconds()
+            cpu.append(cpuSeconds())
             // Wall-clock time of the first prediction, for the driver's cold start (process start → first
             // prediction), measured exactly as for the peers' workers.
             var now = timespec()
@@ -109,6 +120,10 @@ struct KilnBench: ParsableCommand {
             fields.append("\"plan_s\": " + fixed(planned - loaded, 4))
             fields.append("\"first_s\": " + fixed(first - planned, 4))
             fields.append("\"first_wall\": " + fixed(firstWall, 6))
+            // CPU seconds (all threads) of: process start to main, bundle (map + checksums + parse), model (widen,
+            // pack or borrow packed weights), plan, first run.
+            let phases = [cpu[0]] + (1..<cpu.count).map { cpu[$0] - cpu[$0 - 1] }
+            fields.append("\"phases_cpu_s\": [" + phases.map { fixed($0, 4) }.joined(separator: ",") + "]")
             fields.append("\"median_s\": " + fixed(median, 6))
             fields.append("\"cpu_s_per_run\": " + fixed(cpuPerRun, 6))
             fields.append("\"arena_mb\": " + fixed(arenaMB, 1))

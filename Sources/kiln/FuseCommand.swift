@@ -154,7 +154,7 @@ struct Fuse: ParsableCommand {
             frozen.metadata[.fuseHeadParameters] = .int(Int64(headParameters))
             frozen.metadata[.fuseBackboneParameters] = .int(Int64(total - headParameters))
         }
-        try BundleWriter.write(frozen.storingWeights(as: storage.weights), to: output, compression: storage.compression)
+        try storage.write(frozen, to: output)
         let bytes = (try? FileManager.default.attributesOfItem(atPath: output)[.size] as? Int) ?? 0
         print("wrote \(output): \(frozen.ops.count) ops, \(total) parameters (backbone \(total - headParameters), head \(headParameters)), \(bytes) bytes; cut at '\(cutName)', preprocessing \(input.preprocessing.rawValue)")
     }

@@ -47,6 +47,12 @@ struct Verify: ParsableCommand {
 
     func run() throws {
         let model = try Model(contentsOf: bundle)
+        // Loading checks only the PACK entries it uses; here every one is read.
+        if let layouts = model.bundle.packedLayouts {
+            for e in layouts.entries where !e.verify() {
+                throw CLIError(.badBundle, "\(bundle): section PACK: the entry for tensor '\(model.frozen.tensors[e.tensor].name)' (layout \(e.layout)) fails its checksum (damaged)")
+            }
+        }
         let frozen = model.frozen
         let bundleName = (bundle as NSString).lastPathComponent
         // A fused bundle is its backbone and its head: checked against the backbone alone, every output would differ.

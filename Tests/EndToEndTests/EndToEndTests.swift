@@ -156,7 +156,7 @@ struct ResNet50BundleTests {
         #expect(a != nil && a == FileManager.default.contents(atPath: "\(dir)/b.kiln"))
     }
 
-    /// Larger batches run other algorithms for some layers (F(4,3) for the 14² stage, F(2,3) for the 7² stage:
+    /// Larger batches run another algorithm for some layers (F(2,3) for the 7² stage:
     /// `ConvAlgorithm.forLargerBatch`): the fixture's two images repeated to batches of 4 and 8 still give Keras'
     /// outputs for them, row for row, within 1e-4, with the same top-1.
     @Test(arguments: [4, 8])

@@ -341,7 +341,7 @@ struct ConvFastTests {
         expectClose(actual, expected, shape: [2, g.outH, g.outW, 7], relativeTolerance: 1e-5, "OIHW-packed conv")
     }
 
-    @Test("algorithm policy: load-time choice by channels; larger batches switch to the larger tile from 64 tiles on")
+    @Test("algorithm policy: load-time choice by channels; larger batches switch direct layers to F(2,3) from 64 tiles on, never to F(4,3)")
     func algorithmPolicy() throws {
         guard ConvAlgorithm.avx2Available else { return }
         func choose(_ inC: Int, _ outC: Int, k: Int = 3, stride: Int = 1) -> ConvAlgorithm {
@@ -349,7 +349,7 @@ struct ConvFastTests {
                                  dilationH: 1, dilationW: 1)
         }
         #expect(choose(64, 64) == .winograd(tile: 4))
-        #expect(choose(128, 128) == .winograd(tile: 4))
+        #expect(choose(128, 128) == .winograd(tile: 2))  // F(4,3) there costs accuracy (see `choose`)
         #expect(choose(256, 256) == .winograd(tile: 2))
         #expect(choose(512, 512) == .gemm)
         #expect(choose(128, 128, stride: 2) == .gemm)
@@ -362,10 +362,10 @@ struct ConvFastTests {
                                      padTop: kernel / 2, padBottom: kernel / 2, padLeft: kernel / 2, padRight: kernel / 2)
             return ConvAlgorithm.forLargerBatch(current, geometry: g)
         }
-        // ResNet-50's 14² stage: 16 F(4,3) tiles per image, so from batch 4 on; the 7² stage: 16 F(2,3) tiles.
+        // ResNet-50's 14² stage stays F(2,3) at any batch (F(4,3) there costs accuracy); the 7² stage: 16 F(2,3)
+        // tiles per image, so F(2,3) from batch 4 on.
         #expect(try larger(.winograd(tile: 2), batch: 1, size: 14) == nil)
-        #expect(try larger(.winograd(tile: 2), batch: 3, size: 14) == nil)
-        #expect(try larger(.winograd(tile: 2), batch: 4, size: 14) == .winograd(tile: 4))
+        #expect(try larger(.winograd(tile: 2), batch: 64, size: 14) == nil)
         #expect(try larger(.gemm, batch: 1, size: 7, channels: 512) == nil)
         #expect(try larger(.gemm, batch: 4, size: 7, channels: 512) == .winograd(tile: 2))
         #expect(try larger(.gemm, batch: 8, size: 28, channels: 512, stride: 2) == nil)
