@@ -65,10 +65,11 @@ let package = Package(
 
         // KServe v2 REST server (SwiftNIO HTTP/1.1) over KilnClassify; networking lives only here.
         .executableTarget(name: "kiln-serve", dependencies: [
-            "KilnClassify", "KilnRuntime", "KilnFormat", "KilnImage",
+            "KilnClassify", "KilnRuntime", "KilnFormat", "KilnImage", "KilnKernels",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
         // MARK: Conversion side
