@@ -1,7 +1,9 @@
-// kiln-serve: bundles behind the Open Inference Protocol (KServe v2 REST), over KilnClassify.
+// kiln-serve: bundles behind the Open Inference Protocol (KServe v2 REST and gRPC), over KilnClassify.
 // Networking lives only in this product; kiln-run stays free of it.
 import ArgumentParser
 import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2Posix
 import KilnClassify
 import KilnKernels
 import NIOCore
@@ -11,20 +13,23 @@ import NIOPosix
 struct KilnServe: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kiln-serve",
-        abstract: "Serve .kiln bundles over the Open Inference Protocol (KServe v2 REST, Triton's clients).",
+        abstract: "Serve .kiln bundles over the Open Inference Protocol (KServe v2 REST and gRPC, Triton's clients).",
         discussion: """
             Each MODEL.kiln is served under its file name without .kiln (--name renames the first). REST on \
             --http-port: /v2/health/live, /v2/health/ready, /v2, /v2/models/M, /v2/models/M/ready, \
             POST /v2/models/M[/versions/V]/infer with JSON tensors or the binary tensor data extension; a bundle \
             that takes images also has a BYTES input 'image' (JPEG or PNG files); an output asked with \
-            parameters.classification K answers "score:index:label" strings. Prometheus text on --metrics-port \
-            (/metrics).
+            parameters.classification K answers "score:index:label" strings. gRPC inference.GRPCInferenceService \
+            on --grpc-port (ServerLive, ServerReady, ModelReady, ServerMetadata, ModelMetadata, ModelInfer with \
+            raw_input_contents / raw_output_contents; messages up to --max-request-bytes). Prometheus text on \
+            --metrics-port (/metrics).
 
-            Threads: one event loop for the connections, one batching thread per model, --threads kernel threads \
+            Threads: one event loop for the connections (HTTP/1.1 and HTTP/2), Swift's cooperative pool for the \
+            gRPC handlers (they only wait), one batching thread per model, --threads kernel threads \
             and --threads threads that prepare requests (JSON, image decoding) and build answers.
 
             SIGTERM drains: ready turns false, connections still waiting in the listen queue are accepted and \
-            answered, then the listener closes; every request received is answered (its connection then closes), \
+            answered, then the listener closes; gRPC stops taking new calls and finishes those begun; every request received is answered (its connection then closes), \
             and the process exits 0 (at most 25 s after the signal).
 
             Exit status: 0 after a drain, 1 when a bundle cannot be loaded or a port cannot be listened on, 64 usage error.
@@ -41,6 +46,9 @@ struct KilnServe: ParsableCommand {
 
     @Option(name: .customLong("http-port"), help: "The REST port.")
     var httpPort = 8000
+
+    @Option(name: .customLong("grpc-port"), help: "The gRPC port (0: none).")
+    var grpcPort = 8001
 
     @Option(name: .customLong("metrics-port"), help: "The Prometheus /metrics port (0: none).")
     var metricsPort = 8002
@@ -70,6 +78,7 @@ struct KilnServe: ParsableCommand {
         guard maxQueue >= 1 else { throw ValidationError("--max-queue must be positive, got \(maxQueue)") }
         guard maxRequestBytes >= 256 else { throw ValidationError("--max-request-bytes must be at least 256, got \(maxRequestBytes)") }
         guard (1...65535).contains(httpPort) else { throw ValidationError("--http-port must be in 1...65535, got \(httpPort)") }
+        guard (0...65535).contains(grpcPort) else { throw ValidationError("--grpc-port must be in 0...65535, got \(grpcPort)") }
         guard (0...65535).contains(metricsPort) else { throw ValidationError("--metrics-port must be in 0...65535, got \(metricsPort)") }
         let names = modelNames()
         if let duplicate = Dictionary(grouping: names, by: { $0 }).first(where: { $0.value.count > 1 })?.key {
@@ -101,6 +110,7 @@ struct KilnServe: ParsableCommand {
         let listener: ListeningSocket
         let server: any Channel
         let metricsServer: (any Channel)?
+        let grpcServer: GRPCServer<HTTP2ServerTransport.Posix>?
         do {
             listener = try ListeningSocket(host: host, port: httpPort, backlog: 1024)
             server = try bootstrap.withBoundSocket(listener.descriptor).wait()
@@ -110,9 +120,24 @@ struct KilnServe: ParsableCommand {
             } else {
                 metricsServer = nil
             }
+            if grpcPort > 0 {
+                let grpcListener = try ListeningSocket(host: host, port: grpcPort, backlog: 1024)
+                grpcServer = makeGRPCServer(state: state, listener: grpcListener, group: group, maxRequestBytes: maxRequestBytes)
+            } else {
+                grpcServer = nil
+            }
         } catch {
             writeError("\(error)")
             throw ExitCode(1)
+        }
+
+        if let grpcServer {
+            Task {
+                do { try await grpcServer.serve() } catch {
+                    writeError("gRPC on \(host):\(grpcPort): \(error)")
+                    Foundation.exit(1)
+                }
+            }
         }
 
         // Listening already (ready false), the bundles load and validate; a bad one stops the start.
@@ -127,13 +152,15 @@ struct KilnServe: ParsableCommand {
             }
         }
         state.loaded(models)
-        writeError("\(models.keys.sorted().joined(separator: ", ")) on http://\(host):\(httpPort)")
+        writeError("\(models.keys.sorted().joined(separator: ", ")) on http://\(host):\(httpPort)" +
+                   (grpcPort > 0 ? " and grpc \(host):\(grpcPort)" : ""))
 
         // SIGTERM: drain (see the discussion), then exit 0.
         signal(SIGTERM, SIG_IGN)
         let term = DispatchSource.makeSignalSource(signal: SIGTERM, queue: .global())
         term.setEventHandler {
             let drain = Thread {
+                grpcServer?.beginGracefulShutdown()
                 drainAndExit(state: state, listener: listener, server: server, metricsServer: metricsServer)
             }
             drain.start()

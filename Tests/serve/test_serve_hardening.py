@@ -20,7 +20,7 @@ def test_help_lists_every_option_with_its_default():
     run = subprocess.run([SERVE, "--help"], capture_output=True, text=True, timeout=30)
     assert run.returncode == 0
     text = re.sub(r"\s+", " ", run.stdout)
-    for option, default in [("--name", None), ("--host", "127.0.0.1"), ("--http-port", "8000"),
+    for option, default in [("--name", None), ("--host", "127.0.0.1"), ("--http-port", "8000"), ("--grpc-port", "8001"),
                             ("--metrics-port", "8002"), ("--threads", "2"), ("--max-batch", "8"),
                             ("--max-queue-delay-us", "2000"), ("--max-queue", "256"), ("--max-request-bytes", "67108864")]:
         assert option in text, option
