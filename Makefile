@@ -3,7 +3,7 @@ SHELL := /bin/bash
 KILN_CACHE ?= $(HOME)/.cache/kiln
 export KILN_CACHE
 
-.PHONY: setup build release demo fixtures fixtures-images fixtures-onnx fixtures-compact fixtures-train fixtures-malformed test unit-test bench sanitize fuzz clean serve-test
+.PHONY: setup build release demo fixtures fixtures-images fixtures-onnx fixtures-compact fixtures-train fixtures-malformed test unit-test bench sanitize fuzz clean serve-test bench-serve
 
 setup:
 	@scripts/setup
@@ -83,3 +83,9 @@ clean:
 serve-test: release fixtures
 	KILN_BIN="$$(swift build -c release --show-bin-path)" KILN_FIXTURES="$(KILN_CACHE)/fixtures" \
 	"$$(scripts/pyenv serve)" -m pytest -q -p no:cacheprovider Tests/serve
+
+# kiln-serve against Triton (pytriton: ONNX Runtime and OpenVINO) and KServe's ModelServer (ONNX Runtime) under the
+# same tritonclient load on 127.0.0.1 (scripts/bench-serve): prints the table, writes benchmarks/serve.txt.
+# BENCH_ARGS go to the driver (bench_serve.py drive).
+bench-serve: setup fixtures fixtures-images
+	@scripts/bench-serve $(BENCH_ARGS)
