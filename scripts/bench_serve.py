@@ -8,6 +8,9 @@ The model: the fixture ResNet-50 backbone + the fixture head (25 classes), as `k
 (raw RGB 0-255 in, Keras "caffe" preprocessing folded in) and as a Keras model exported to ONNX (tf2onnx) for the
 peers, whose callables apply the same preprocessing in NumPy. Two kinds of request: a tensor ([1, 224, 224, 3]
 FP32 pixels) and a JPEG (the server decodes it and resizes it nearest-neighbour, as Keras load_img does).
+`--model head` runs the 2048 -> 25 head alone (tensors only), where the servers' own overhead is most of the time.
+OpenVINO is held to float32 (INFERENCE_PRECISION_HINT f32), as in scripts/bench_peers.py: on a CPU with
+AVX512_BF16 it would otherwise compute in bfloat16.
 
 Subcommands (scripts/bench-serve runs them):
     convert --fixtures DIR --out DIR        (fixtures env) the peers' ONNX model, cached
@@ -42,7 +45,9 @@ def convert(args):
     head = os.path.join(args.fixtures, "head_k3.h5")
     stamp = f"{os.path.getmtime(backbone)} {os.path.getmtime(head)} v1"
     stamp_path = onnx_path + ".stamp"
-    if os.path.exists(onnx_path) and os.path.exists(stamp_path) and open(stamp_path).read() == stamp:
+    head_path = os.path.join(args.out, "head.onnx")
+    if os.path.exists(onnx_path) and os.path.exists(stamp_path) and open(stamp_path).read() == stamp \
+            and os.path.exists(head_path):
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras, tensorflow as tf, tf2onnx
@@ -53,16 +58,31 @@ def convert(args):
         pooled = keras.layers.GlobalAveragePooling2D()(pooled)
     model = keras.Model(b.input, h(pooled))
     spec = (tf.TensorSpec((None, 224, 224, 3), tf.float32, name="input"),)
-    tf2onnx.convert.from_keras(model, input_signature=spec, opset=17, output_path=onnx_path + ".tmp")
-    os.replace(onnx_path + ".tmp", onnx_path)
+    if not (os.path.exists(onnx_path) and os.path.exists(stamp_path) and open(stamp_path).read() == stamp):
+        tf2onnx.convert.from_keras(model, input_signature=spec, opset=17, output_path=onnx_path + ".tmp")
+        os.replace(onnx_path + ".tmp", onnx_path)
+    # The head alone (Dropout, Dense + softmax) as the three ONNX nodes it is: tf2onnx's from_keras trips over
+    # the head once it is part of `model`.
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    dense = next(layer for layer in h.layers if layer.get_weights())
+    kernel, bias = dense.get_weights()
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["input", "kernel"], ["logits"]), helper.make_node("Add", ["logits", "bias"], ["scores"]),
+         helper.make_node("Softmax", ["scores"], ["output"], axis=-1)],
+        "head", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, kernel.shape[0]])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [None, kernel.shape[1]])],
+        [numpy_helper.from_array(kernel, "kernel"), numpy_helper.from_array(bias, "bias")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), head_path + ".tmp")
+    os.replace(head_path + ".tmp", head_path)
     open(stamp_path, "w").write(stamp)
-    log(f"wrote {onnx_path}")
+    log(f"wrote {head_path} (and {onnx_path})")
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # the peers' model: ONNX Runtime or OpenVINO on the exported model, caffe preprocessing in NumPy, PIL for JPEGs
 
-def make_runner(onnx_path, runtime, threads):
+def make_runner(onnx_path, runtime, threads, features=False):
     import numpy as np
     mean = np.array(MEAN_BGR, np.float32)
     if runtime == "onnxruntime":
@@ -77,11 +97,16 @@ def make_runner(onnx_path, runtime, threads):
         import openvino as ov
         core = ov.Core()
         compiled = core.compile_model(core.read_model(onnx_path), "CPU",
-                                      {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"})
+                                      {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY",
+                                       # float32 like the others: on a CPU with AVX512_BF16 OpenVINO would
+                                       # otherwise compute in bfloat16 (as scripts/bench_peers.py sets it too)
+                                       "INFERENCE_PRECISION_HINT": "f32"})
         request = compiled.create_infer_request()
         run = lambda x: request.infer({0: x})[compiled.output(0)].copy()  # noqa: E731
 
-    def pixels(x):  # [N, 224, 224, 3] RGB 0-255 -> the model's input
+    def pixels(x):  # [N, 224, 224, 3] RGB 0-255 -> the model's input (the head alone: features as they are)
+        if features:
+            return np.ascontiguousarray(x, dtype=np.float32)
         return np.ascontiguousarray(x[..., ::-1] - mean, dtype=np.float32)
 
     def decode(blobs):
@@ -107,7 +132,8 @@ def triton(args):
     from pytriton.decorators import batch
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
     from pytriton.triton import Triton, TritonConfig
-    run, decode = make_runner(args.onnx, args.runtime, args.threads)
+    run, decode = make_runner(args.onnx, args.runtime, args.threads, features=args.model == "head")
+    row = (2048,) if args.model == "head" else (224, 224, 3)
 
     @batch
     def infer_tensor(input):
@@ -121,7 +147,7 @@ def triton(args):
                           metrics_port=args.port + 2, metrics_address="127.0.0.1", allow_metrics=False, log_verbose=0)
     batching = ModelConfig(max_batch_size=args.max_batch, batcher=DynamicBatcher(max_queue_delay_microseconds=args.delay_us))
     with Triton(config=config) as server:
-        server.bind(model_name="bench", infer_func=infer_tensor, inputs=[Tensor(name="input", dtype=np.float32, shape=(224, 224, 3))],
+        server.bind(model_name="bench", infer_func=infer_tensor, inputs=[Tensor(name="input", dtype=np.float32, shape=row)],
                     outputs=[Tensor(name="output", dtype=np.float32, shape=(25,))], config=batching, strict=False)
         server.bind(model_name="bench_image", infer_func=infer_image, inputs=[Tensor(name="image", dtype=np.bytes_, shape=(1,))],
                     outputs=[Tensor(name="output", dtype=np.float32, shape=(25,))], config=batching, strict=False)
@@ -139,7 +165,7 @@ def kserve_server(args):
     sys.argv = sys.argv[:1]
     import numpy as np
     from kserve import InferOutput, InferRequest, InferResponse, Model, ModelServer
-    run, decode = make_runner(args.onnx, "onnxruntime", args.threads)
+    run, decode = make_runner(args.onnx, "onnxruntime", args.threads, features=args.model == "head")
 
     class Bench(Model):
         def __init__(self, name):
@@ -269,6 +295,8 @@ def drive(args):
     jpeg = open(args.jpeg, "rb").read()
     from PIL import Image
     pixels = np.asarray(Image.open(args.jpeg).convert("RGB").resize((224, 224), Image.NEAREST), np.float32)[None]
+    if args.model == "head":
+        pixels = np.random.default_rng(1).random((1, 2048), dtype=np.float32)
     servers = []
     port = free_port(3)
     kiln = Server("kiln", [os.path.join(args.bin, "kiln-serve"), args.bundle, "--name", "bench", "--host", "127.0.0.1",
@@ -284,19 +312,22 @@ def drive(args):
         p = free_port(3) + 3
         s = Server(f"triton-{short}", [python, os.path.join(here, "bench_serve.py"), "triton", "--onnx", args.onnx, "--runtime", runtime,
                                        "--port", str(p), "--threads", str(args.threads), "--max-batch", str(args.max_batch),
-                                       "--delay-us", str(args.delay_us)], p, "bench", "bench_image", [1, 1], cores)
+                                       "--delay-us", str(args.delay_us), "--model", args.model], p, "bench", "bench_image", [1, 1], cores)
         s.output = "output"
         servers.append(s)
     if "kserve-ort" in args.servers:
         p = free_port(2) + 7
         s = Server("kserve-ort", [python, os.path.join(here, "bench_serve.py"), "kserve", "--onnx", args.onnx, "--port", str(p),
-                                  "--threads", str(args.threads)], p, "bench", "bench_image", [1], cores)
+                                  "--threads", str(args.threads), "--model", args.model], p, "bench", "bench_image", [1], cores)
         s.output = "output"
         # KServe 0.21's REST server turns every binary input into JSON-style data (infer_type.py, from_bytes ->
         # set_data_from_numpy(binary_data=False)), which refuses BYTES that are not UTF-8: no JPEG requests.
         s.kinds = ("tensor",)
         servers.append(s)
     servers = [s for s in servers if s.name in args.servers]
+    if args.model == "head":
+        for s in servers:
+            s.kinds = ("tensor",)
     started = time.time()
     try:
         for s in servers:
@@ -335,7 +366,8 @@ def report(args, servers, results, answers, took):
     import numpy as np
     names = [s.name for s in servers]
     lines = [f"Machine: {os.cpu_count()} logical CPUs, load average {os.getloadavg()[0]:.2f} at the end; {took:.0f} s in all",
-             f"Model: ResNet-50 + 25-class head, one 224x224 image per request; {args.threads} compute threads per server, "
+             ("Model: the 2048 -> 25 head alone, one [1, 2048] row per request;" if args.model == "head" else
+              "Model: ResNet-50 + 25-class head, one 224x224 image per request;") + f" {args.threads} compute threads per server, "
              f"cores {args.cores or 'all'} for every server; dynamic batching up to {args.max_batch}, "
              f"{args.delay_us} us; {args.seconds} s per cell; load: tritonclient.http.aio, binary tensors", ""]
     header = f"{'request':7s} {'conc':>4s}  " + "  ".join(f"{n:>24s}" for n in names)
@@ -352,7 +384,7 @@ def report(args, servers, results, answers, took):
     peers = [n for n in names if n != "kiln"]
     verdict = True
     for kind in ("tensor", "jpeg"):
-        if "kiln" not in names or not peers:
+        if "kiln" not in names or not peers or ("kiln", kind, args.concurrency[0]) not in results:
             break
         c8 = [c for c in args.concurrency if c == 8]
         c1 = [c for c in args.concurrency if c == 1]
@@ -398,7 +430,11 @@ def main():
         p.add_argument("--max-batch", type=int, default=8)
         p.add_argument("--delay-us", type=int, default=2000)
         p.add_argument("--cores", default="")
+        p.add_argument("--model", default="resnet50", choices=["resnet50", "head"])
     p = sub.add_parser("drive")
+    p.add_argument("--model", default="resnet50", choices=["resnet50", "head"],
+                   help="resnet50: ResNet-50 + head on images; head: the 2048 -> 25 head alone (tensors only), where "
+                        "the servers' own overhead, not the model, is most of the time")
     p.add_argument("--bin", required=True)
     p.add_argument("--bundle", required=True)
     p.add_argument("--kiln-input", required=True)

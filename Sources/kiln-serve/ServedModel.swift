@@ -34,7 +34,9 @@ final class ServedModel: Sendable {
     let metadata: ModelMetadata
 
     init(name: String, path: String, maxBatch: Int, maxQueueDelayMicroseconds: Int, maxQueue: Int) throws {
-        let classifier = try Classifier(contentsOf: path)
+        // One batcher thread runs this model: one plan per batch shape is enough; keep every batch size's.
+        let classifier = try Classifier(contentsOf: path, plansPerShape: 1, maximumShapes: maxBatch + 4)
+        Self.warmUp(classifier, maxBatch: maxBatch)
         self.classifier = classifier
         self.name = name
         batcher = Batcher(classifier: classifier, maxBatch: maxBatch, maxDelayMicroseconds: maxQueueDelayMicroseconds,
@@ -49,6 +51,25 @@ final class ServedModel: Sendable {
                            shape: index == spec.outputIndex ? spec.outputShape.map { $0 < 0 ? -1 : Int($0) } : [-1])
         }
         metadata = ModelMetadata(name: name, versions: ["1"], platform: "kiln", inputs: inputs, outputs: outputs)
+    }
+
+    /// Plans (and runs once, on zeros) every batch size 1...maxBatch of the model's input shape, so that no
+    /// request pays for planning a batch shape the dynamic batcher makes (Triton's model warm-up, always on).
+    /// Skipped when the input has a free dimension besides the batch that the bundle does not record.
+    static func warmUp(_ classifier: Classifier, maxBatch: Int) {
+        let spec = classifier.spec
+        var row = spec.inputShape.dropFirst().map(Int.init)
+        if let height = spec.height, let width = spec.width, row.count == 3 {
+            if spec.layout == .nhwc { row[0] = row[0] < 0 ? height : row[0]; row[1] = row[1] < 0 ? width : row[1] } else {
+                row[1] = row[1] < 0 ? height : row[1]; row[2] = row[2] < 0 ? width : row[2]
+            }
+        }
+        guard !row.isEmpty, row.allSatisfy({ $0 > 0 }) else { return }
+        let rowSize = row.reduce(1, *)
+        guard rowSize <= maximumValues / max(1, maxBatch) else { return }
+        for batch in 1...maxBatch {
+            _ = try? classifier.run(Tensor(shape: [batch] + row, values: [Float](repeating: 0, count: batch * rowSize)))
+        }
     }
 
     /// Answers `request`: prepared on `pool` (validation, tensor copy, image decoding), run by the batcher,
