@@ -28,7 +28,8 @@ struct KilnServe: ParsableCommand {
             gRPC handlers (they only wait), one batching thread per model, --threads kernel threads \
             and --threads threads that prepare requests (JSON, image decoding) and build answers.
 
-            SIGTERM drains: ready turns false, connections still waiting in the listen queue are accepted and \
+            Ready turns true once every bundle is loaded, validated and warmed up (each batch size 1...--max-batch \
+            planned and run once). SIGTERM drains: ready turns false, connections still waiting in the listen queue are accepted and \
             answered, then the listener closes; gRPC stops taking new calls and finishes those begun; every request received is answered (its connection then closes), \
             and the process exits 0 (at most 25 s after the signal).
 
