@@ -15,6 +15,6 @@ RUN apt-get update && apt-get install -y --no-install-recommends \
     && rm -rf /var/lib/apt/lists/* && useradd --system --uid 1000 kiln
 COPY --from=build /kiln-serve /usr/local/bin/kiln-serve
 USER kiln
-EXPOSE 8000 8002
+EXPOSE 8000 8001 8002
 ENTRYPOINT ["/usr/local/bin/kiln-serve"]
-CMD ["/models/model.kiln", "--name", "model", "--host", "0.0.0.0", "--http-port", "8000", "--metrics-port", "8002"]
+CMD ["/models/model.kiln", "--name", "model", "--host", "0.0.0.0", "--http-port", "8000", "--grpc-port", "8001", "--metrics-port", "8002"]

@@ -3,7 +3,7 @@ SHELL := /bin/bash
 KILN_CACHE ?= $(HOME)/.cache/kiln
 export KILN_CACHE
 
-.PHONY: setup build release demo fixtures fixtures-images fixtures-onnx fixtures-torchvision fixtures-compact fixtures-train fixtures-malformed fixtures-tfresize fixtures-heads fixtures-tutorial fixtures-backbones test unit-test bench bench-backbones sanitize fuzz clean serve-test
+.PHONY: setup build release demo fixtures fixtures-images fixtures-onnx fixtures-torchvision fixtures-compact fixtures-train fixtures-malformed fixtures-tfresize fixtures-heads fixtures-tutorial fixtures-backbones test unit-test bench bench-backbones sanitize fuzz clean serve-test bench-serve
 
 setup:
 	@scripts/setup
@@ -129,3 +129,9 @@ serve-test: release fixtures
 embed-test: release
 	KILN_BIN="$$(swift build -c release --show-bin-path)" \
 		timeout 1800 "$$(scripts/pyenv embed)" -m pytest -q -p no:cacheprovider python/tests
+
+# kiln-serve against Triton (pytriton: ONNX Runtime and OpenVINO) and KServe's ModelServer (ONNX Runtime) under the
+# same tritonclient load on 127.0.0.1 (scripts/bench-serve): prints the table, writes benchmarks/serve.txt.
+# BENCH_ARGS go to the driver (bench_serve.py drive).
+bench-serve: setup fixtures fixtures-images
+	@scripts/bench-serve $(BENCH_ARGS)

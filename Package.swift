@@ -46,6 +46,11 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/weichsel/ZIPFoundation", from: "0.9.20"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        // gRPC for kiln-serve only (the lean kiln-run links none of it).
+        .package(url: "https://github.com/grpc/grpc-swift-2", from: "2.4.3"),
+        .package(url: "https://github.com/grpc/grpc-swift-nio-transport", from: "2.9.2"),
+        .package(url: "https://github.com/grpc/grpc-swift-protobuf", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
     ],
     targets: [
         // MARK: System libraries (module map + shim header, found by pkg-config)
@@ -93,12 +98,18 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
-        // KServe v2 REST server (SwiftNIO HTTP/1.1) over KilnClassify; networking lives only here.
+        // KServe v2 REST (SwiftNIO HTTP/1.1) and gRPC (grpc-swift-2; messages and service generated once from
+        // proto/grpc_service.proto into Sources/kiln-serve/Generated) over KilnClassify; networking lives only here.
         .executableTarget(name: "kiln-serve", dependencies: [
-            "KilnClassify", "KilnRuntime", "KilnFormat", "KilnImage",
+            "KilnClassify", "KilnRuntime", "KilnFormat", "KilnImage", "KilnKernels",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "GRPCCore", package: "grpc-swift-2"),
+            .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+            .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+            .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         ]),
 
         // MARK: Conversion side

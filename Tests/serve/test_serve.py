@@ -20,10 +20,12 @@ def free_port():
 
 
 def start_server(bundle, *extra):
-    port, metrics = free_port(), free_port()
+    port, metrics, grpc = free_port(), free_port(), free_port()
     proc = subprocess.Popen([os.path.join(BIN, "kiln-serve"), bundle, "--host", "127.0.0.1", "--http-port", str(port),
-                             "--metrics-port", str(metrics), *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                             "--metrics-port", str(metrics), "--grpc-port", str(grpc), *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     proc.metrics_port = metrics
+    proc.grpc_port = grpc
     deadline = time.time() + 20
     while time.time() < deadline:
         try:
@@ -170,7 +172,7 @@ def test_bad_bundle_one_line_exit_1(tmp_path):
     bad = tmp_path / "bad.kiln"
     bad.write_bytes(b"KILN" + b"\0" * 60)
     run = subprocess.run([os.path.join(BIN, "kiln-serve"), str(bad), "--http-port", str(free_port()),
-                          "--metrics-port", str(free_port())], capture_output=True, timeout=30, text=True)
+                          "--metrics-port", str(free_port()), "--grpc-port", str(free_port())], capture_output=True, timeout=30, text=True)
     assert run.returncode == 1 and len(run.stderr.strip().splitlines()) == 1, run.stderr
 
 
