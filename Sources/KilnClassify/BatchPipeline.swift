@@ -8,8 +8,9 @@ import Darwin
 import KilnImage
 import KilnKernels
 
-/// Seconds spent in each stage of a folder's classification, summed over images (decode, resize, pack: on
-/// whichever thread did them) or batches (network, waiting for the decoders: on the calling thread).
+/// Seconds spent in each stage of a folder's classification: decode, resize and pack in CPU seconds of the
+/// threads that did them, summed over images (so that a loaded machine does not inflate them); network,
+/// waiting for the decoders and total in wall seconds of the calling thread.
 public struct PipelineTimes: Sendable, Equatable {
     /// Reading the file and decoding it to 8-bit RGB.
     public var decode = 0.0
@@ -19,6 +20,8 @@ public struct PipelineTimes: Sendable, Equatable {
     public var pack = 0.0
     /// The model's runs and the top-k of their outputs.
     public var network = 0.0
+    /// The first batch's run alone (part of `network`: its plan is made and its memory first touched then).
+    public var firstRun = 0.0
     /// The calling thread waiting for a batch to be decoded.
     public var waiting = 0.0
     /// From the first decode to the last batch's results.
@@ -35,8 +38,8 @@ public struct PipelineTimes: Sendable, Equatable {
     /// One line, milliseconds.
     public var description: String {
         func ms(_ s: Double) -> String { String(Int((s * 1000).rounded())) + " ms" }
-        return "decode \(ms(decode)), resize \(ms(resize)), pack \(ms(pack)) (summed over decoder threads); " +
-            "network \(ms(network)), waiting for decoders \(ms(waiting)); total \(ms(total))"
+        return "CPU: decode \(ms(decode)), resize \(ms(resize)), pack \(ms(pack)); wall: " +
+            "network \(ms(network)) (first run \(ms(firstRun))), waiting for decoders \(ms(waiting)); total \(ms(total))"
     }
 }
 
@@ -198,6 +201,13 @@ final class BatchPipeline: @unchecked Sendable {
             return thread
         }
     }
+}
+
+/// CPU seconds the calling thread has run.
+func threadCPUSeconds() -> Double {
+    var t = timespec()
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t)
+    return Double(t.tv_sec) + Double(t.tv_nsec) * 1e-9
 }
 
 /// Decoder threads for a folder when the caller does not choose: `KILN_DECODE_THREADS` when set (0…64), else

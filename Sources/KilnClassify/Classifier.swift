@@ -316,6 +316,7 @@ public final class Classifier: Sendable {
                 }
             }
             mine.network += monotonicSeconds() - t1
+            if k == 0 { mine.firstRun = mine.network }
             pipeline.release(k)
             body(zip(files[range], results).map { ($0, $1) })
         }
@@ -325,6 +326,7 @@ public final class Classifier: Sendable {
         var times = pipeline.times
         times.network = mine.network
         times.waiting = mine.waiting
+        times.firstRun = mine.firstRun
         times.total = monotonicSeconds() - begin
         if getenv("KILN_PIPELINE_TIMES") != nil {
             writeStandardError("kiln pipeline (\(files.count) images, batch \(batch), \(threads.count) decoder threads): \(times.description)\n")
@@ -333,11 +335,12 @@ public final class Classifier: Sendable {
     }
 
     /// Decodes and resizes `source` as `resize` says straight into `row`, one image of the input tensor in the
-    /// bundle's layout (`resize.height · resize.width · 3` floats), adding the seconds of each stage to `times`.
+    /// bundle's layout (`resize.height · resize.width · 3` floats), adding the CPU seconds of each stage (of the
+    /// calling thread) to `times`.
     /// The same values as `loadPixels` then `writePixels`, without the float image between them.
     func loadRow(_ source: ImageSource, resize: InputResize, into row: UnsafeMutableBufferPointer<Float>,
                  times: inout PipelineTimes) throws(ClassifyError) {
-        let t0 = monotonicSeconds()
+        let t0 = threadCPUSeconds()
         let decoded: RGBImage
         do {
             switch source {
@@ -350,21 +353,21 @@ public final class Classifier: Sendable {
         } catch {
             throw ClassifyError(error)
         }
-        let t1 = monotonicSeconds()
+        let t1 = threadCPUSeconds()
         times.decode += t1 - t0
         do {
             if case .tensorflow = resize.mode {
                 let pixels = try resize.pixels(decoded, file: source.name, limits: limits)
-                let t2 = monotonicSeconds()
+                let t2 = threadCPUSeconds()
                 times.resize += t2 - t1
                 writePixels(pixels, into: row, at: 0, layout: spec.layout)
-                times.pack += monotonicSeconds() - t2
+                times.pack += threadCPUSeconds() - t2
             } else {
                 let image = try resize.apply(decoded, file: source.name, limits: limits)
-                let t2 = monotonicSeconds()
+                let t2 = threadCPUSeconds()
                 times.resize += t2 - t1
                 writePixels(image, into: row, layout: spec.layout)
-                times.pack += monotonicSeconds() - t2
+                times.pack += threadCPUSeconds() - t2
             }
         } catch {
             throw ClassifyError(error)
