@@ -604,7 +604,9 @@ def folder_row(args, kiln_run, bundle, folder, peers, models):
     py = sys.executable
     me = os.path.abspath(__file__)
     count = len([n for n in os.listdir(folder) if n.endswith(".jpg")])
-    runtimes = ["kiln"] + list(peers)
+    # kiln-alt: another kiln-run binary (--kiln-run-alt), same bundle, for an A/B of two builds in the same rounds.
+    alt = getattr(args, "kiln_run_alt", None)
+    runtimes = ["kiln"] + (["kiln-alt"] if alt else []) + list(peers)
     seconds = {rt: [] for rt in runtimes}
     loads = {rt: [] for rt in runtimes}
     tops = {}
@@ -612,8 +614,8 @@ def folder_row(args, kiln_run, bundle, folder, peers, models):
     for r in range(args.folder_rounds):
         order = runtimes[r % len(runtimes):] + runtimes[:r % len(runtimes)]
         for rt in order:
-            if rt == "kiln":
-                elapsed, top = kiln_folder_run(kiln_run, bundle, folder, args.threads)
+            if rt in ("kiln", "kiln-alt"):
+                elapsed, top = kiln_folder_run(alt if rt == "kiln-alt" else kiln_run, bundle, folder, args.threads)
             else:
                 cmd = [py, me, "folder-worker", rt, "--model", models[rt], "--folder", folder, "--batch", "8",
                        "--threads", str(args.threads)]
@@ -635,6 +637,9 @@ def folder_row(args, kiln_run, bundle, folder, peers, models):
     print(f"{'folder of JPEGs (img/s)':28}" + "".join(f"{rate[rt]:>13.1f}" for rt in runtimes)
           + "".join(f"{rate['kiln'] / rate[p]:>14.2f}" for p in peers))
     if peers:
+        # Each round's kiln/peer rate ratio (the two ran minutes apart at most, under the same load), median.
+        print(f"{'  kiln/peer, median of rounds':28}" + "".join(f"{'':>13}" for rt in runtimes)
+              + "".join(f"{statistics.median(p_s / k_s for p_s, k_s in zip(seconds[p], seconds['kiln'])):>14.2f}" for p in peers))
         agree = {rt: sum(a[0] == b[0] for a, b in zip(tops[rt], tops[peers[0]])) for rt in runtimes}
         print(f"{'top-1 = ' + peers[0][:10] + ' (images)':28}" + "".join(f"{agree[rt]:>13}" for rt in runtimes))
         print(f"{'peer load+compile (s)':28}{'':>13}" + "".join(f"{statistics.median(loads[p]):>13.2f}" for p in peers))
@@ -661,6 +666,7 @@ def folder(args):
 def add_folder_options(p):
     p.add_argument("--folder-rounds", type=int, default=5, help="rounds of the folder-of-JPEGs row (0: skip it)")
     p.add_argument("--images", type=int, default=96, help="camera-size JPEGs in the folder")
+    p.add_argument("--kiln-run-alt", help="another kiln-run binary to time in the same rounds (column kiln-alt)")
 
 
 def main():

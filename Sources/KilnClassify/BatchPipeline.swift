@@ -135,7 +135,8 @@ final class BatchPipeline: @unchecked Sendable {
         pthread_mutex_unlock(mutex)
     }
 
-    /// Waits until batch `k` is decoded (decoding it here when there are no decoder threads); returns its rows
+    /// Waits until batch `k` is decoded (decoding it here when there are no decoder threads, helping them when
+    /// there are); returns its rows
     /// (the positions of the files that decoded, closed up in order) and every file's error.
     func wait(for k: Int, threaded: Bool) -> (rows: [Int], errors: [ClassifyError?]) {
         let r = range(of: k)
@@ -144,11 +145,30 @@ final class BatchPipeline: @unchecked Sendable {
             for index in r { errors[index] = decode(index, times: &mine) }
             times.add(mine)
         } else {
+            // While the batch is not done, the caller decodes its remaining files too rather than wait (the
+            // first batch, and any the decoders fall behind on, goes at the speed of decoders + 1).
+            var mine = PipelineTimes()
             pthread_mutex_lock(mutex)
-            while done[k] < r.count { pthread_cond_wait(changed, mutex) }
+            while done[k] < r.count {
+                if next < r.upperBound {
+                    let index = next
+                    next += 1
+                    pthread_mutex_unlock(mutex)
+                    let error = decode(index, times: &mine)
+                    pthread_mutex_lock(mutex)
+                    errors[index] = error
+                    done[k] += 1
+                    pthread_cond_broadcast(changed)
+                } else {
+                    pthread_cond_wait(changed, mutex)
+                }
+            }
+            times.add(mine)
             pthread_mutex_unlock(mutex)
         }
+        pthread_mutex_lock(mutex)
         let mine = Array(errors[r])
+        pthread_mutex_unlock(mutex)
         var rows: [Int] = []
         let buffer = buffers[k % depth]
         for (slot, error) in mine.enumerated() where error == nil {
