@@ -63,13 +63,21 @@ final class BatchPipeline: @unchecked Sendable {
     var done: [Int]
     var released = 0
     var stopping = false
+    /// The caller is running a batch: without `overlap`, the decoders wait until it is done.
+    var running = false
+    /// Whether the decoders work while a batch runs (when there are cores beyond the kernel pool's), or only
+    /// between runs, alongside the caller (when the kernel pool has every core: a decoder would take turns with
+    /// a kernel worker and stall every layer that waits for all of them, and decoding a batch on all the cores
+    /// between runs costs the same CPU time at no such risk).
+    let overlap: Bool
     var errors: [ClassifyError?]
     var times = PipelineTimes()
     let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     let changed = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
 
-    init(classifier: Classifier, resize: InputResize, files: [ImageFile], batch: Int, depth: Int = 2) {
+    init(classifier: Classifier, resize: InputResize, files: [ImageFile], batch: Int, depth: Int = 2, overlap: Bool) {
         self.classifier = classifier
+        self.overlap = overlap
         self.resize = resize
         self.files = files
         self.batch = max(batch, 1)
@@ -119,7 +127,7 @@ final class BatchPipeline: @unchecked Sendable {
         pthread_mutex_lock(mutex)
         while !stopping, next < files.count {
             let index = next
-            guard index / batch < released + depth else {
+            guard index / batch < released + depth, overlap || !running else {
                 pthread_cond_wait(changed, mutex)
                 continue
             }
@@ -181,10 +189,18 @@ final class BatchPipeline: @unchecked Sendable {
         return (rows, mine)
     }
 
+    /// The caller starts running a batch.
+    func beginRun() {
+        pthread_mutex_lock(mutex)
+        running = true
+        pthread_mutex_unlock(mutex)
+    }
+
     /// The caller is done with batch `k`: its buffer may take batch k + depth.
     func release(_ k: Int) {
         pthread_mutex_lock(mutex)
         released = k + 1
+        running = false
         pthread_cond_broadcast(changed)
         pthread_mutex_unlock(mutex)
     }
@@ -237,4 +253,11 @@ func defaultDecoderThreads() -> Int {
     if let text = getenv("KILN_DECODE_THREADS"), let n = Int(String(cString: text)), (0...64).contains(n) { return n }
     let cpus = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
     return max(1, min(cpus - 1, 8))
+}
+
+/// Whether decoder threads work while a batch runs: `KILN_DECODE_OVERLAP` (0 or 1) when set, else when the CPUs
+/// outnumber the kernel pool's threads.
+func defaultDecodeOverlap() -> Bool {
+    if let text = getenv("KILN_DECODE_OVERLAP") { return String(cString: text) != "0" }
+    return Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))) > kernelThreads()
 }

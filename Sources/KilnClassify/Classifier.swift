@@ -272,9 +272,10 @@ public final class Classifier: Sendable {
 
     /// Classifies `files` in batches of `batch` (in order; the last batch may be smaller) and hands each
     /// batch's results to `body` as they come, the files that could not be listed, opened or decoded in their
-    /// places. `decoders` threads (default: one per CPU beyond the first) decode and resize the next batch
-    /// straight into its input tensor while the current one runs (`BatchPipeline`); 0 decodes each batch on the
-    /// calling thread before its run. With the environment variable `KILN_PIPELINE_TIMES` set, the seconds of
+    /// places. `decoders` threads (default: one per CPU beyond the first) and the calling thread decode and resize
+    /// the images straight into their rows of the input tensor (`BatchPipeline`): the next batch while the current
+    /// one runs when the CPUs outnumber the kernel threads, else each batch on all of them just before its run;
+    /// with 0 the calling thread decodes each batch alone. With the environment variable `KILN_PIPELINE_TIMES` set, the seconds of
     /// each stage go to stderr at the end (`PipelineTimes`). Returns those times.
     @discardableResult
     public func classify(files: [ImageFile], batch: Int, resize: InputResize? = nil, top: Int, softmax: Bool = false,
@@ -286,7 +287,7 @@ public final class Classifier: Sendable {
         }
         guard !files.isEmpty else { return PipelineTimes() }
         let begin = monotonicSeconds()
-        let pipeline = BatchPipeline(classifier: self, resize: resize, files: files, batch: batch)
+        let pipeline = BatchPipeline(classifier: self, resize: resize, files: files, batch: batch, overlap: defaultDecodeOverlap())
         let threads = pipeline.start(max(decoders ?? defaultDecoderThreads(), 0))
         var mine = PipelineTimes()
         var failure: ClassifyError?
@@ -300,6 +301,7 @@ public final class Classifier: Sendable {
             var results: [Result<[Prediction], ClassifyError>] = errors.map {
                 .failure($0 ?? ClassifyError(.internal, "no result"))
             }
+            pipeline.beginRun()
             if !rows.isEmpty {
                 let shape = spec.batchShape(rows.count, height: resize.height, width: resize.width)
                 let input = UnsafeBufferPointer(rebasing: pipeline.buffers[k % pipeline.depth][0..<rows.count * pipeline.rowFloats])
