@@ -651,8 +651,8 @@ def folder_row(args, kiln_run, bundle, folder, peers, models):
         ratio = best / rate["kiln"]
         # The same per round (the best peer of each round against kiln in that round), median: less sensitive to a
         # change of the machine's load between rounds.
-        paired = statistics.median(min(seconds[p][r] for p in peers) and
-                                   seconds["kiln"][r] / min(seconds[p][r] for p in peers) for r in range(len(seconds["kiln"])))
+        paired = statistics.median(seconds["kiln"][r] / min(seconds[p][r] for p in peers)
+                                   for r in range(len(seconds["kiln"])))
         print(f"  {'PASS' if ratio <= 0.8 else 'MISS'}  folder of JPEGs: kiln-run's time / the best peer's <= 0.8: {ratio:.3g} "
               f"(median of the rounds' own ratios {paired:.3g})")
     return rate
