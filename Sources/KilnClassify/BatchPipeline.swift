@@ -63,8 +63,9 @@ final class BatchPipeline: @unchecked Sendable {
     var done: [Int]
     var released = 0
     var stopping = false
-    /// The caller is running a batch: without `overlap`, the decoders wait until it is done.
-    var running = false
+    /// The batch the caller waits for (-1: none): without `overlap`, the only one the decoders take files from,
+    /// so that none is still decoding when its run starts.
+    var waitingFor = -1
     /// Whether the decoders work while a batch runs (when there are cores beyond the kernel pool's), or only
     /// between runs, alongside the caller (when the kernel pool has every core: a decoder would take turns with
     /// a kernel worker and stall every layer that waits for all of them, and decoding a batch on all the cores
@@ -127,7 +128,7 @@ final class BatchPipeline: @unchecked Sendable {
         pthread_mutex_lock(mutex)
         while !stopping, next < files.count {
             let index = next
-            guard index / batch < released + depth, overlap || !running else {
+            guard overlap ? index / batch < released + depth : index / batch == waitingFor else {
                 pthread_cond_wait(changed, mutex)
                 continue
             }
@@ -157,6 +158,8 @@ final class BatchPipeline: @unchecked Sendable {
             // first batch, and any the decoders fall behind on, goes at the speed of decoders + 1).
             var mine = PipelineTimes()
             pthread_mutex_lock(mutex)
+            waitingFor = k
+            pthread_cond_broadcast(changed)
             while done[k] < r.count {
                 if next < r.upperBound {
                     let index = next
@@ -171,6 +174,7 @@ final class BatchPipeline: @unchecked Sendable {
                     pthread_cond_wait(changed, mutex)
                 }
             }
+            waitingFor = -1
             times.add(mine)
             pthread_mutex_unlock(mutex)
         }
@@ -189,18 +193,10 @@ final class BatchPipeline: @unchecked Sendable {
         return (rows, mine)
     }
 
-    /// The caller starts running a batch.
-    func beginRun() {
-        pthread_mutex_lock(mutex)
-        running = true
-        pthread_mutex_unlock(mutex)
-    }
-
     /// The caller is done with batch `k`: its buffer may take batch k + depth.
     func release(_ k: Int) {
         pthread_mutex_lock(mutex)
         released = k + 1
-        running = false
         pthread_cond_broadcast(changed)
         pthread_mutex_unlock(mutex)
     }

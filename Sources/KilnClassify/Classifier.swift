@@ -301,7 +301,6 @@ public final class Classifier: Sendable {
             var results: [Result<[Prediction], ClassifyError>] = errors.map {
                 .failure($0 ?? ClassifyError(.internal, "no result"))
             }
-            pipeline.beginRun()
             if !rows.isEmpty {
                 let shape = spec.batchShape(rows.count, height: resize.height, width: resize.width)
                 let input = UnsafeBufferPointer(rebasing: pipeline.buffers[k % pipeline.depth][0..<rows.count * pipeline.rowFloats])
