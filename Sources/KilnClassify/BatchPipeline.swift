@@ -43,9 +43,10 @@ public struct PipelineTimes: Sendable, Equatable {
     }
 }
 
-/// The input tensors of a list of files, batch after batch, decoded by `decoders` threads that run ahead of the
-/// model's runs: while batch k runs, the decoders fill batch k + 1 (`depth` batches in flight, each in its own
-/// buffer allocated once). Every image is decoded, resized and written straight into its row of its batch's
+/// The input tensors of a list of files, batch after batch, decoded by decoder threads and the caller: with
+/// `overlap` the decoders run ahead of the model's runs (while batch k runs they fill batch k + 1; `depth`
+/// batches in flight, each in its own buffer allocated once); without it they decode only the batch the caller
+/// waits for, together with it, so that nothing decodes while a batch runs. Every image is decoded, resized and written straight into its row of its batch's
 /// buffer (row = its position in the batch); the rows of images that failed are closed up afterwards, so the
 /// tensor holds the readable images in order. With no decoder threads the calling thread decodes each batch
 /// itself before its run.
