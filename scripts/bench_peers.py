@@ -563,6 +563,215 @@ def drive(args):
                                 f"{value:.6g}" if not isinstance(value, bool) else str(value).lower(), unit, n, ratio])
         os.replace(args.csv + ".tmp", args.csv)
         log(f"wrote {args.csv}")
+    if args.folder_rounds > 0:
+        folder(args)
+
+
+# ---------------------------------------------------------------------------------------------------
+# folder of JPEGs: a folder of camera-size photos classified end to end (decode, resize, preprocessing, network,
+# top-5), kiln-run as a whole process against each peer's plain Python pipeline
+
+
+# Bump when make_camera_jpegs() changes what it writes (the folder is remade when this changes).
+CAMERA_JPEGS_VERSION = "camera-jpegs v1"
+# Camera sizes, width × height: phones and cameras at their small settings, landscape and portrait.
+CAMERA_SIZES = [(500, 375), (640, 480), (800, 600), (1024, 768), (375, 500), (480, 640), (768, 1024), (640, 427),
+                (600, 800), (1000, 750)]
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+
+def camera_photo_sources():
+    """Colour photos that installed packages ship: scikit-image's sample images and scikit-learn's two."""
+    import skimage.data
+    import sklearn.datasets
+
+    sk = os.path.dirname(skimage.data.__file__)
+    learn = os.path.join(os.path.dirname(sklearn.datasets.__file__), "images")
+    names = [os.path.join(sk, n) for n in ("astronaut.png", "chelsea.png", "coffee.png", "hubble_deep_field.jpg",
+                                          "retina.jpg", "rocket.jpg", "motorcycle_left.png")]
+    names += [os.path.join(learn, n) for n in ("china.jpg", "flower.jpg")]
+    return [n for n in names if os.path.exists(n)]
+
+
+def make_camera_jpegs(out, count):
+    """Writes `count` JPEGs into `out` (cached: kept while the stamp matches): photo i is source i mod n, cropped
+    to the aspect ratio of CAMERA_SIZES[i mod 10] (an offset that moves with i) and resized to it with PIL's
+    LANCZOS, saved at quality 80–95 (4:2:0, baseline, as cameras write). Deterministic: the same bytes each time
+    for the same Pillow. Returns the sorted paths."""
+    from PIL import Image
+
+    stamp_path = out.rstrip("/") + ".stamp"           # beside the folder: kiln-run takes every file in it
+    sources = camera_photo_sources()
+    stamp = f"{CAMERA_JPEGS_VERSION} {count} " + " ".join(os.path.basename(s) for s in sources)
+    if os.path.exists(stamp_path) and open(stamp_path).read() == stamp:
+        return sorted(os.path.join(out, n) for n in os.listdir(out) if n.endswith(".jpg"))
+    os.makedirs(out, exist_ok=True)
+    for n in os.listdir(out):
+        if n.endswith(".jpg"):
+            os.remove(os.path.join(out, n))
+    photos = []
+    for s in sources:
+        with Image.open(s) as im:
+            photos.append(im.convert("RGB"))
+    for i in range(count):
+        src = photos[i % len(photos)]
+        w, h = CAMERA_SIZES[i % len(CAMERA_SIZES)]
+        sw, sh = src.size
+        if sw * h > sh * w:                                   # wider than the target: crop the width
+            cw, ch = sh * w // h, sh
+        else:
+            cw, ch = sw, sw * h // w
+        left = (i * 37) % (sw - cw + 1)
+        top = (i * 53) % (sh - ch + 1)
+        img = src.crop((left, top, left + cw, top + ch)).resize((w, h), Image.LANCZOS)
+        if i % 2:
+            img = img.transpose(Image.FLIP_LEFT_RIGHT)
+        img.save(os.path.join(out, f"photo_{i:04d}.jpg"), quality=80 + (i * 7) % 16, subsampling=2)
+    with open(stamp_path, "w") as f:
+        f.write(stamp)
+    log(f"wrote {count} camera-size JPEGs to {out}")
+    return sorted(os.path.join(out, n) for n in os.listdir(out) if n.endswith(".jpg"))
+
+
+def make_fused_bundle(kiln, source_model, out):
+    """The fixture ResNet-50 as `kiln fuse` makes it for a folder of photos: the backbone cut at its average pool,
+    its own classifier (Dense 1000 + softmax, weights copied) as the head, caffe preprocessing folded in, PIL
+    bilinear resize to 224×224 recorded (keras-bilinear), ImageNet labels. Remade when the fixture or kiln changes."""
+    bundle = os.path.join(out, "resnet50_fused.kiln")
+    head = os.path.join(out, "resnet50_head.h5")
+    if os.path.exists(bundle) and os.path.getmtime(bundle) > max(os.path.getmtime(source_model), os.path.getmtime(kiln)):
+        return bundle
+    import keras
+
+    model = keras.models.load_model(source_model, compile=False)
+    top = model.get_layer("predictions")
+    head_model = keras.Sequential([keras.Input(shape=(top.input.shape[-1],)),
+                                   keras.layers.Dense(top.units, activation="softmax", name="predictions")])
+    head_model.layers[-1].set_weights(top.get_weights())
+    head_model.save(head)
+    subprocess.run([kiln, "fuse", source_model, head, "-o", bundle, "--preprocess", "caffe", "--resize",
+                    "keras-bilinear", "--input-size", "224x224", "--labels", "imagenet"], check=True,
+                   stdout=subprocess.DEVNULL)
+    return bundle
+
+
+def folder_worker(args):
+    """One peer's Python pipeline over a folder, in one process: the model loaded and compiled for batch 8 and run
+    once on zeros (not timed), then from the first image on (timed): PIL open + convert("RGB") + resize to 224×224
+    BILINEAR (Keras' load_img(..., interpolation="bilinear")), float32, caffe preprocessing (RGB→BGR, minus the
+    ImageNet mean; Keras' preprocess_input) into the batch, the network at batch 8, top-5 by argsort."""
+    import numpy as np
+    from PIL import Image
+
+    files = sorted(os.path.join(args.folder, n) for n in os.listdir(args.folder) if n.endswith(".jpg"))
+    t_load = time.perf_counter()
+    predict = make_runner(args.runtime, args.model, args.batch, args.threads)
+    predict(np.zeros((args.batch, 224, 224, 3), np.float32))
+    load_s = time.perf_counter() - t_load
+    mean = np.asarray(CAFFE_MEAN_BGR, np.float32)
+    top = []
+    t0 = time.perf_counter()
+    for start in range(0, len(files), args.batch):
+        chunk = files[start:start + args.batch]
+        x = np.zeros((args.batch, 224, 224, 3), np.float32)
+        for i, path in enumerate(chunk):
+            with Image.open(path) as im:
+                pixels = np.asarray(im.convert("RGB").resize((224, 224), Image.BILINEAR), dtype=np.float32)
+            x[i] = pixels[..., ::-1] - mean
+        y = np.asarray(predict(x))[:len(chunk)]
+        top += np.argsort(-y, axis=1)[:, :5].tolist()
+    elapsed = time.perf_counter() - t0
+    print(json.dumps({"runtime": args.runtime, "images": len(files), "elapsed_s": elapsed, "load_s": load_s,
+                      "top5": top}), flush=True)
+
+
+def kiln_folder_run(kiln_run, bundle, folder, threads, extra=()):
+    """`kiln-run BUNDLE FOLDER --top 5` as a whole process (spawn to exit: load, plan, decode, resize, network,
+    printing), CSV output parsed for the top-5 indices; returns (seconds, top5 per file in name order)."""
+    _, elapsed, text, _ = spawn([kiln_run, bundle, folder, "--top", "5", "--threads", str(threads), "--format", "csv"]
+                                + list(extra))
+    rows = {}
+    for line in text.splitlines()[1:]:
+        fields = line.split(",")
+        if len(fields) >= 3 and fields[1]:
+            rows.setdefault(fields[0], []).append(int(fields[2]))
+    return elapsed, [rows[f] for f in sorted(rows)]
+
+
+def folder_row(args, kiln_run, bundle, folder, peers, models):
+    """The "folder of JPEGs" row: `rounds` alternating rounds (each led by the next runtime) of kiln-run and every
+    peer's pipeline; images/s of the median round each, and top-1 agreement with the first peer."""
+    py = sys.executable
+    me = os.path.abspath(__file__)
+    count = len([n for n in os.listdir(folder) if n.endswith(".jpg")])
+    # kiln-alt: another kiln-run binary (--kiln-run-alt), same bundle, for an A/B of two builds in the same rounds.
+    alt = getattr(args, "kiln_run_alt", None)
+    runtimes = ["kiln"] + (["kiln-alt"] if alt else []) + list(peers)
+    seconds = {rt: [] for rt in runtimes}
+    loads = {rt: [] for rt in runtimes}
+    tops = {}
+    load_before = os.getloadavg()
+    for r in range(args.folder_rounds):
+        order = runtimes[r % len(runtimes):] + runtimes[:r % len(runtimes)]
+        for rt in order:
+            if rt in ("kiln", "kiln-alt"):
+                elapsed, top = kiln_folder_run(alt if rt == "kiln-alt" else kiln_run, bundle, folder, args.threads)
+            else:
+                cmd = [py, me, "folder-worker", rt, "--model", models[rt], "--folder", folder, "--batch", "8",
+                       "--threads", str(args.threads)]
+                _, _, text, _ = spawn(cmd)
+                result = json.loads(text.strip().splitlines()[-1])
+                elapsed, top = result["elapsed_s"], result["top5"]
+                loads[rt].append(result["load_s"])
+            seconds[rt].append(elapsed)
+            tops[rt] = top
+        log(f"folder round {r + 1}/{args.folder_rounds}: " + ", ".join(
+            f"{rt} {count / seconds[rt][-1]:.1f} img/s" for rt in runtimes))
+    load_after = os.getloadavg()
+    rate = {rt: count / statistics.median(seconds[rt]) for rt in runtimes}
+    print()
+    print(f"Folder of {count} camera-size JPEGs (375x500 to 1024x768) through the fused ResNet-50 224x224, top-5 per "
+          f"image; {args.folder_rounds} alternating rounds, median; load average {load_before[0]:.2f} before, "
+          f"{load_after[0]:.2f} after")
+    print(f"{'':28}" + "".join(f"{rt:>13}" for rt in runtimes) + "".join(f"{'kiln/' + p[:8]:>14}" for p in peers))
+    print(f"{'folder of JPEGs (img/s)':28}" + "".join(f"{rate[rt]:>13.1f}" for rt in runtimes)
+          + "".join(f"{rate['kiln'] / rate[p]:>14.2f}" for p in peers))
+    if peers:
+        # Each round's kiln/peer rate ratio (the two ran minutes apart at most, under the same load), median.
+        print(f"{'  kiln/peer, median of rounds':28}" + "".join(f"{'':>13}" for rt in runtimes)
+              + "".join(f"{statistics.median(p_s / k_s for p_s, k_s in zip(seconds[p], seconds['kiln'])):>14.2f}" for p in peers))
+        agree = {rt: sum(a[0] == b[0] for a, b in zip(tops[rt], tops[peers[0]])) for rt in runtimes}
+        print(f"{'top-1 = ' + peers[0][:10] + ' (images)':28}" + "".join(f"{agree[rt]:>13}" for rt in runtimes))
+        print(f"{'peer load+compile (s)':28}{'':>13}" + "".join(f"{statistics.median(loads[p]):>13.2f}" for p in peers))
+    print("kiln: `kiln-run BUNDLE FOLDER --top 5` as a whole process, spawn to exit (load, plan, decode, resize, "
+          "network, output); peers: from the first image to the last top-5 in one Python process (PIL open + "
+          "convert + BILINEAR resize, caffe preprocessing, batch 8), the model loaded, compiled and run once before")
+    if peers:
+        best = max(rate[p] for p in peers)
+        ratio = best / rate["kiln"]
+        # The same per round (the best peer of each round against kiln in that round), median: less sensitive to a
+        # change of the machine's load between rounds.
+        paired = statistics.median(seconds["kiln"][r] / min(seconds[p][r] for p in peers)
+                                   for r in range(len(seconds["kiln"])))
+        print(f"  {'PASS' if ratio <= 0.8 else 'MISS'}  folder of JPEGs: kiln-run's time / the best peer's <= 0.8: {ratio:.3g} "
+              f"(median of the rounds' own ratios {paired:.3g})")
+    return rate
+
+
+def folder(args):
+    """`folder`: the folder-of-JPEGs row alone (also run by `drive` unless --folder-rounds 0)."""
+    kiln = os.path.join(args.bin, "kiln")
+    images = make_camera_jpegs(os.path.join(args.models, "camera_jpegs"), args.images)
+    bundle = make_fused_bundle(kiln, os.path.join(args.fixtures, "resnet50_k3.h5"), args.models)
+    peers = [p for p in args.peers if PEER_MODELS.get(p)]
+    models = {rt: os.path.join(args.models, PEER_MODELS[rt]) for rt in peers}
+    folder_row(args, os.path.join(args.bin, "kiln-run"), bundle, os.path.dirname(images[0]), peers, models)
+
+
+def add_folder_options(p):
+    p.add_argument("--folder-rounds", type=int, default=5, help="rounds of the folder-of-JPEGs row (0: skip it)")
+    p.add_argument("--images", type=int, default=96, help="camera-size JPEGs in the folder")
+    p.add_argument("--kiln-run-alt", help="another kiln-run binary to time in the same rounds (column kiln-alt)")
 
 
 def main():
@@ -601,8 +810,23 @@ def main():
     d.add_argument("--weight-bytes", type=int, required=True, help="bytes of weights in the bundle")
     d.add_argument("--kiln-flops", type=int, required=True, help="FLOPs per image of the bundle (kiln inspect)")
     d.add_argument("--csv")
+    add_folder_options(d)
+    f = sub.add_parser("folder", help="the folder-of-JPEGs row alone")
+    f.add_argument("--bin", required=True, help="folder of the release kiln and kiln-run")
+    f.add_argument("--models", required=True, help="folder of resnet50.onnx and resnet50.tflite (the cache)")
+    f.add_argument("--fixtures", required=True)
+    f.add_argument("--peers", nargs="*", default=["openvino", "onnxruntime", "tflite"])
+    f.add_argument("--threads", type=int, default=2)
+    add_folder_options(f)
+    fw = sub.add_parser("folder-worker")
+    fw.add_argument("runtime", choices=sorted(PEER_MODELS))
+    fw.add_argument("--model", required=True)
+    fw.add_argument("--folder", required=True)
+    fw.add_argument("--batch", type=int, default=8)
+    fw.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
-    {"convert": convert, "convert-model": convert_model, "worker": worker, "drive": drive}[args.command](args)
+    {"convert": convert, "convert-model": convert_model, "worker": worker, "drive": drive, "folder": folder,
+     "folder-worker": folder_worker}[args.command](args)
 
 
 if __name__ == "__main__":

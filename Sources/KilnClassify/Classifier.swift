@@ -1,5 +1,13 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import KilnFormat
 import KilnImage
+import KilnKernels
 import KilnRuntime
 
 /// An image to classify: a file, encoded bytes held in memory (JPEG or PNG), an image already decoded, or
@@ -263,20 +271,123 @@ public final class Classifier: Sendable {
     }
 
     /// Classifies `files` in batches of `batch` (in order; the last batch may be smaller) and hands each
-    /// batch's results to `body` as they come, the files that could not be listed or opened in their places.
+    /// batch's results to `body` as they come, the files that could not be listed, opened or decoded in their
+    /// places. `decoders` threads (default: one per CPU beyond the first) and the calling thread decode and resize
+    /// the images straight into their rows of the input tensor (`BatchPipeline`): the next batch while the current
+    /// one runs when the CPUs outnumber the kernel threads, else each batch on all of them just before its run;
+    /// with 0 the calling thread decodes each batch alone. With the environment variable `KILN_PIPELINE_TIMES` set, the seconds of
+    /// each stage go to stderr at the end (`PipelineTimes`). Returns those times.
+    @discardableResult
     public func classify(files: [ImageFile], batch: Int, resize: InputResize? = nil, top: Int, softmax: Bool = false,
-                         threshold: Float? = nil, _ body: ([(file: ImageFile, result: Result<[Prediction], ClassifyError>)]) -> Void) throws(ClassifyError) {
-        var start = 0
-        while start < files.count {
-            let chunk = Array(files[start..<min(start + max(batch, 1), files.count)])
-            let readable = chunk.filter { $0.error == nil }
-            var done = try classify(readable.map { .file($0.path) }, resize: resize, top: top, softmax: softmax,
-                                    threshold: threshold).makeIterator()
-            body(chunk.map { file in
-                if let error = file.error { return (file, .failure(error)) }
-                return (file, done.next() ?? .failure(ClassifyError(.internal, file: file.path, "no result")))
-            })
-            start += chunk.count
+                         threshold: Float? = nil, decoders: Int? = nil,
+                         _ body: ([(file: ImageFile, result: Result<[Prediction], ClassifyError>)]) -> Void) throws(ClassifyError) -> PipelineTimes {
+        guard let resize = resize ?? imageResize else {
+            return try classify(files: files, batch: batch, resize: spec.imageResize(), top: top, softmax: softmax,
+                                threshold: threshold, decoders: decoders, body)
+        }
+        guard !files.isEmpty else { return PipelineTimes() }
+        let begin = monotonicSeconds()
+        let pipeline = BatchPipeline(classifier: self, resize: resize, files: files, batch: batch, overlap: defaultDecodeOverlap())
+        let threads = pipeline.start(max(decoders ?? defaultDecoderThreads(), 0))
+        var mine = PipelineTimes()
+        var failure: ClassifyError?
+        let index = spec.outputIndex
+        for k in 0..<pipeline.batchCount {
+            let t0 = monotonicSeconds()
+            let (rows, errors) = pipeline.wait(for: k, threaded: !threads.isEmpty)
+            let t1 = monotonicSeconds()
+            if !threads.isEmpty { mine.waiting += t1 - t0 }
+            let range = pipeline.range(of: k)
+            var results: [Result<[Prediction], ClassifyError>] = errors.map {
+                .failure($0 ?? ClassifyError(.internal, "no result"))
+            }
+            if !rows.isEmpty {
+                let shape = spec.batchShape(rows.count, height: resize.height, width: resize.width)
+                let input = UnsafeBufferPointer(rebasing: pipeline.buffers[k % pipeline.depth][0..<rows.count * pipeline.rowFloats])
+                do {
+                    let predicted = try withOutputs(input: input, shape: shape) { outputs, shapes in
+                        predictions(outputs[index], columns: shapes[index].last ?? 1, top: top, softmax: softmax, threshold: threshold)
+                    }
+                    for (row, position) in rows.enumerated() where row < predicted.count {
+                        results[position - range.lowerBound] = .success(predicted[row])
+                    }
+                } catch {
+                    failure = ClassifyError(error)
+                    break
+                }
+            }
+            mine.network += monotonicSeconds() - t1
+            if k == 0 { mine.firstRun = mine.network }
+            pipeline.release(k)
+            body(zip(files[range], results).map { ($0, $1) })
+        }
+        pipeline.stop()
+        for thread in threads { pthread_join(thread, nil) }
+        if let failure { throw failure }
+        var times = pipeline.times
+        times.network = mine.network
+        times.waiting = mine.waiting
+        times.firstRun = mine.firstRun
+        times.total = monotonicSeconds() - begin
+        if getenv("KILN_PIPELINE_TIMES") != nil {
+            writeStandardError("kiln pipeline (\(files.count) images, batch \(batch), \(threads.count) decoder threads): \(times.description)\n")
+        }
+        return times
+    }
+
+    /// Decodes and resizes `source` as `resize` says straight into `row`, one image of the input tensor in the
+    /// bundle's layout (`resize.height · resize.width · 3` floats), adding the CPU seconds of each stage (of the
+    /// calling thread) to `times`.
+    /// The same values as `loadPixels` then `writePixels`, without the float image between them.
+    func loadRow(_ source: ImageSource, resize: InputResize, into row: UnsafeMutableBufferPointer<Float>,
+                 times: inout PipelineTimes) throws(ClassifyError) {
+        let t0 = threadCPUSeconds()
+        let decoded: RGBImage
+        do {
+            switch source {
+            case .file(let path): decoded = try ImageDecoder.decode(contentsOf: path, limits: limits, convention: resize.decoding)
+            case .bytes(let bytes, let name): decoded = try ImageDecoder.decode(bytes, file: name, limits: limits, convention: resize.decoding)
+            case .image, .resized:
+                writePixels(try loadPixels(source, resize: resize), into: row, at: 0, layout: spec.layout)
+                return
+            }
+        } catch {
+            throw ClassifyError(error)
+        }
+        let t1 = threadCPUSeconds()
+        times.decode += t1 - t0
+        do {
+            if case .tensorflow = resize.mode {
+                let pixels = try resize.pixels(decoded, file: source.name, limits: limits)
+                let t2 = threadCPUSeconds()
+                times.resize += t2 - t1
+                writePixels(pixels, into: row, at: 0, layout: spec.layout)
+                times.pack += threadCPUSeconds() - t2
+            } else {
+                let image = try resize.apply(decoded, file: source.name, limits: limits)
+                let t2 = threadCPUSeconds()
+                times.resize += t2 - t1
+                writePixels(image, into: row, layout: spec.layout)
+                times.pack += threadCPUSeconds() - t2
+            }
+        } catch {
+            throw ClassifyError(error)
+        }
+    }
+}
+
+/// Writes `image`'s 8-bit values as floats (0–255) into `row`, one image of a batch: interleaved (`[H, W, 3]`,
+/// NHWC) or as three planes (`[3, H, W]`, NCHW).
+func writePixels(_ image: RGBImage, into row: UnsafeMutableBufferPointer<Float>, layout: InputLayout) {
+    image.pixels.withUnsafeBufferPointer { src in
+        let plane = src.count / 3
+        switch layout {
+        case .nhwc:
+            for i in 0..<src.count { row[i] = Float(src[i]) }
+        case .nchw:
+            for c in 0..<3 {
+                for p in 0..<plane { row[c * plane + p] = Float(src[3 * p + c]) }
+            }
         }
     }
 }

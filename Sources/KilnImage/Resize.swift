@@ -81,20 +81,46 @@ extension RGBImage {
         return image
     }
 
-    /// PIL's `ImagingResampleHorizontal_8bpc` on the source rows `rows`.
+    /// PIL's `ImagingResampleHorizontal_8bpc` on the source rows `rows`. The sums in 32-bit integers, as PIL
+    /// keeps them (`PILCoefficients.fitsInt32` guarantees they cannot overflow; else in 64 bits).
     func horizontalPass(_ c: PILCoefficients, rows: Range<Int>) -> RGBImage {
         let outW = c.bounds.count
         var out = [UInt8](repeating: 0, count: rows.count * outW * 3)
         out.withUnsafeMutableBufferPointer { dst in
             pixels.withUnsafeBufferPointer { src in
-              c.weights.withUnsafeBufferPointer { weights in
+                guard let src = src.baseAddress, let dst = dst.baseAddress else { return }
+                if c.fitsInt32 {
+                    c.weights32.withUnsafeBufferPointer { weights in
+                        guard let weights = weights.baseAddress else { return }
+                        for y in rows {
+                            let srcRow = src + y * width * 3, dstRow = dst + (y - rows.lowerBound) * outW * 3
+                            for x in 0..<outW {
+                                let (start, count, base) = c.bounds[x]
+                                var s0: Int32 = 1 << 21, s1: Int32 = 1 << 21, s2: Int32 = 1 << 21
+                                var p = srcRow + 3 * start, w = weights + base
+                                for _ in 0..<count {
+                                    let k = w.pointee
+                                    s0 &+= Int32(p[0]) &* k
+                                    s1 &+= Int32(p[1]) &* k
+                                    s2 &+= Int32(p[2]) &* k
+                                    p += 3
+                                    w += 1
+                                }
+                                dstRow[3 * x] = UInt8(clamping: s0 >> 22)
+                                dstRow[3 * x + 1] = UInt8(clamping: s1 >> 22)
+                                dstRow[3 * x + 2] = UInt8(clamping: s2 >> 22)
+                            }
+                        }
+                    }
+                    return
+                }
                 for y in rows {
                     let srcRow = y * width * 3, dstRow = (y - rows.lowerBound) * outW * 3
                     for x in 0..<outW {
                         let (start, count, base) = c.bounds[x]
                         var s0 = 1 << 21, s1 = 1 << 21, s2 = 1 << 21
                         for i in 0..<count {
-                            let w = weights[base + i]
+                            let w = c.weights[base + i]
                             let p = srcRow + 3 * (start + i)
                             s0 += Int(src[p]) * w
                             s1 += Int(src[p + 1]) * w
@@ -105,29 +131,47 @@ extension RGBImage {
                         dst[dstRow + 3 * x + 2] = clip8(s2)
                     }
                 }
-              }
             }
         }
         return RGBImage(unchecked: outW, rows.count, out)
     }
 
-    /// PIL's `ImagingResampleVertical_8bpc`; this image's row 0 is source row `rowOffset`.
+    /// PIL's `ImagingResampleVertical_8bpc`; this image's row 0 is source row `rowOffset`. Each output row is
+    /// summed a whole source row at a time (the same integer sums as PIL's, in another order, which integer
+    /// addition does not see), so the loop over the row's values vectorises.
     func verticalPass(_ c: PILCoefficients, rowOffset: Int) -> RGBImage {
         let outH = c.bounds.count
         let stride = width * 3
         var out = [UInt8](repeating: 0, count: outH * stride)
         out.withUnsafeMutableBufferPointer { dst in
             pixels.withUnsafeBufferPointer { src in
-                c.weights.withUnsafeBufferPointer { weights in
-                    for y in 0..<outH {
-                        let (start, count, base) = c.bounds[y]
-                        for v in 0..<stride {
-                            var s = 1 << 21
+                guard let src = src.baseAddress, let dst = dst.baseAddress else { return }
+                if c.fitsInt32 {
+                    let acc = UnsafeMutablePointer<Int32>.allocate(capacity: stride)
+                    defer { acc.deallocate() }
+                    c.weights32.withUnsafeBufferPointer { weights in
+                        for y in 0..<outH {
+                            let (start, count, base) = c.bounds[y]
+                            acc.update(repeating: 1 << 21, count: stride)
                             for i in 0..<count {
-                                s += Int(src[(start - rowOffset + i) * stride + v]) * weights[base + i]
+                                let k = weights[base + i]
+                                let row = src + (start - rowOffset + i) * stride
+                                for v in 0..<stride { acc[v] &+= Int32(row[v]) &* k }
                             }
-                            dst[y * stride + v] = clip8(s)
+                            let line = dst + y * stride
+                            for v in 0..<stride { line[v] = UInt8(clamping: acc[v] >> 22) }
                         }
+                    }
+                    return
+                }
+                for y in 0..<outH {
+                    let (start, count, base) = c.bounds[y]
+                    for v in 0..<stride {
+                        var s = 1 << 21
+                        for i in 0..<count {
+                            s += Int(src[(start - rowOffset + i) * stride + v]) * c.weights[base + i]
+                        }
+                        dst[y * stride + v] = clip8(s)
                     }
                 }
             }
@@ -171,6 +215,10 @@ struct PILCoefficients {
     var bounds: [(start: Int, count: Int, offset: Int)]
     /// The fixed-point weights (sum 2^22 ± rounding), output after output.
     var weights: [Int]
+    /// The same weights in 32 bits, and whether every sum of 8-bit values times them fits in 32 bits
+    /// (|2^21| + 255 · Σ|w| < 2^31 for every output: always, for the bilinear filter's non-negative weights).
+    var weights32: [Int32] = []
+    var fitsInt32 = false
 
     init(inSize: Int, outSize: Int) {
         let scale = Double(Float(inSize) - Float(0)) / Double(outSize)
@@ -200,6 +248,10 @@ struct PILCoefficients {
                 weights.append(k[x] < 0 ? Int(-0.5 + scaled) : Int(0.5 + scaled))
             }
         }
+        fitsInt32 = bounds.allSatisfy { b in
+            (1 << 21) + 255 * weights[b.offset..<b.offset + b.count].reduce(0) { $0 + abs($1) } < Int(Int32.max)
+        }
+        if fitsInt32 { weights32 = weights.map { Int32($0) } }
     }
 
     @inline(__always)
