@@ -4,11 +4,6 @@ import KilnFormat
 import KilnImage
 import KilnKernels
 import KilnRuntime
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 
 /// The standalone deployment binary: a bundle and images (or an input tensor) in, classes (or the model's
 /// outputs) out. A thin shell over KilnClassify: the arguments, then calls.
@@ -100,10 +95,7 @@ struct KilnRun: ParsableCommand {
         setKernelThreads(threads)
         let classifier = try Classifier(contentsOf: bundle, output: outputName, kernels: reference ? .reference : .fast,
                                         plansPerShape: 1, winograd: !exact)
-        for note in classifier.model.notes {
-            var line = Array("kiln-run: note: \(note)\n".utf8)
-            _ = write(2, &line, line.count)
-        }
+        for note in classifier.model.notes { writeStandardError("kiln-run: note: \(note)\n") }
         if let input {
             try runTensor(classifier, input: input)
         } else if try classifyImages(classifier) > 0 {
