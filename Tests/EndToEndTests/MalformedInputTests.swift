@@ -130,7 +130,7 @@ enum Hardening {
     }
 
     static let loadCases: [(String, FrozenModel, String)] = [
-        ("conv attribute count", edited { $0.ops[0].attributes.removeLast() }, "op 'conv1': Conv2D has 11 attributes, expected 12 or 16"),
+        ("conv attribute count", edited { $0.ops[0].attributes.removeLast() }, "op 'conv1': Conv2D has 11 attributes, expected 12, 13, 16 or 17"),
         ("conv stride 0", edited { $0.ops[0].attributes[2] = 0 }, "op 'conv1': Conv2D attribute 2 is 0, expected 1...65536"),
         ("conv dilation 2^20", edited { $0.ops[0].attributes[10] = 1 << 20 }, "op 'conv1': Conv2D attribute 10 is 1048576, expected 1...65536"),
         ("conv softmax", edited { $0.ops[0].attributes[9] = 2 }, "op 'conv1': Conv2D activation code 2 is not an elementwise activation"),
