@@ -149,6 +149,22 @@ public struct InputSpec: Sendable, Equatable {
         labels.flatMap { column < $0.count ? $0[column] : nil } ?? String(column)
     }
 
+    /// The resizing for images given on a command line with an optional `--size` (`requested`): it must agree
+    /// with a size the bundle records, and the errors name the option that would help (`--input X.npy` for a
+    /// bundle that takes tensors, `--size HxW` for one whose input size is free).
+    public func commandLineImageResize(requested: (height: Int, width: Int)?) throws(ClassifyError) -> InputResize {
+        if let requested, let height, let width, (height, width) != requested {
+            throw ClassifyError(.badInput, "--size \(requested.height)x\(requested.width) differs from the bundle's input size \(height)x\(width)")
+        }
+        do {
+            return try imageResize(size: requested)
+        } catch {
+            var e = error
+            if !takesImages { e.message += "; use --input X.npy" } else if requested == nil, height == nil { e.message += "; give --size HxW" }
+            throw e
+        }
+    }
+
     /// Whether `value` is a softmax's output (a Softmax op or a Dense with a fused softmax).
     static func producedBySoftmax(_ model: FrozenModel, value: Int) -> Bool {
         guard let op = model.ops.last(where: { $0.output == value }) else { return false }

@@ -125,18 +125,7 @@ struct KilnRun: ParsableCommand {
     /// Classifies every image, printing each batch's results in file order as it finishes; returns how many failed.
     func classifyImages(_ classifier: Classifier) throws -> Int {
         let spec = classifier.spec
-        let wanted = size.flatMap(parseImageSize)
-        if let wanted, let h = spec.height, let w = spec.width, (h, w) != wanted {
-            throw ValidationError("--size \(wanted.height)x\(wanted.width) differs from the bundle's input size \(h)x\(w)")
-        }
-        let resize: InputResize
-        do throws(ClassifyError) {
-            resize = try spec.imageResize(size: wanted)
-        } catch {
-            var e = error
-            if !spec.takesImages { e.message += "; use --input X.npy" } else if wanted == nil, spec.height == nil { e.message += "; give --size HxW" }
-            throw e
-        }
+        let resize = try spec.commandLineImageResize(requested: size.flatMap(parseImageSize))
         let files = collectImageFiles(images)
         let writer = ResultWriter(format: format, scores: spec.scores, fileWidth: files.map(\.path.count).max() ?? 4)
         if let header = writer.header() { print(header) }
