@@ -31,25 +31,22 @@ public struct BuiltinTopology: Sendable {
         // The larger DenseNets first: a model with its own config is recognised by the first entry whose signature
         // layers it has, and DenseNet201 has every layer DenseNet121 has. Each in Keras 3's names and in Keras 2's
         // (the applications weight files'), which differ in the stem only.
-        BuiltinTopology(name: "densenet201", summary: "Keras applications DenseNet201", preprocessing: .torch,
-                        classifier: "predictions", signature: ["conv1_conv", "conv4_block48_concat"],
-                        config: { DenseNetTopology.config(blocks: [6, 12, 48, 32], name: "densenet201", keras2Names: false, includeTop: $0) }),
-        BuiltinTopology(name: "densenet201-keras2", summary: "Keras applications DenseNet201 (Keras 2 layer names)", preprocessing: .torch,
-                        classifier: "predictions", signature: ["conv1/conv", "conv4_block48_concat"],
-                        config: { DenseNetTopology.config(blocks: [6, 12, 48, 32], name: "densenet201", keras2Names: true, includeTop: $0) }),
-        BuiltinTopology(name: "densenet169", summary: "Keras applications DenseNet169", preprocessing: .torch,
-                        classifier: "predictions", signature: ["conv1_conv", "conv5_block32_concat"],
-                        config: { DenseNetTopology.config(blocks: [6, 12, 32, 32], name: "densenet169", keras2Names: false, includeTop: $0) }),
-        BuiltinTopology(name: "densenet169-keras2", summary: "Keras applications DenseNet169 (Keras 2 layer names)", preprocessing: .torch,
-                        classifier: "predictions", signature: ["conv1/conv", "conv5_block32_concat"],
-                        config: { DenseNetTopology.config(blocks: [6, 12, 32, 32], name: "densenet169", keras2Names: true, includeTop: $0) }),
-        BuiltinTopology(name: "densenet121", summary: "Keras applications DenseNet121", preprocessing: .torch,
-                        classifier: "predictions", signature: ["conv1_conv", "conv5_block16_concat"],
-                        config: { DenseNetTopology.config(blocks: [6, 12, 24, 16], name: "densenet121", keras2Names: false, includeTop: $0) }),
-        BuiltinTopology(name: "densenet121-keras2", summary: "Keras applications DenseNet121 (Keras 2 layer names)", preprocessing: .torch,
-                        classifier: "predictions", signature: ["conv1/conv", "conv5_block16_concat"],
-                        config: { DenseNetTopology.config(blocks: [6, 12, 24, 16], name: "densenet121", keras2Names: true, includeTop: $0) }),
-    ]
+    ] + [(201, [6, 12, 48, 32], "conv4_block48_concat"), (169, [6, 12, 32, 32], "conv5_block32_concat"),
+         (121, [6, 12, 24, 16], "conv5_block16_concat")].flatMap { depth, blocks, marker in
+        [false, true].map { denseNet(depth, blocks: blocks, marker: marker, keras2Names: $0) }
+    }
+
+    /// Keras applications DenseNet`depth` with `blocks` layers per dense block, in Keras 3's layer names or Keras 2's
+    /// (`-keras2`: the applications weight files', which differ in the stem only); recognised by the stem and
+    /// `marker`, a layer the smaller DenseNets listed after it do not have.
+    static func denseNet(_ depth: Int, blocks: [Int], marker: String, keras2Names: Bool) -> BuiltinTopology {
+        let name = "densenet\(depth)"
+        return BuiltinTopology(name: keras2Names ? "\(name)-keras2" : name,
+                               summary: "Keras applications DenseNet\(depth)" + (keras2Names ? " (Keras 2 layer names)" : ""),
+                               preprocessing: .torch, classifier: "predictions",
+                               signature: [keras2Names ? "conv1/conv" : "conv1_conv", marker],
+                               config: { DenseNetTopology.config(blocks: blocks, name: name, keras2Names: keras2Names, includeTop: $0) })
+    }
 
     /// The entry called `name`.
     public static func named(_ name: String) -> BuiltinTopology? { all.first { $0.name == name } }
