@@ -173,24 +173,25 @@ public final class Classifier: Sendable {
     /// The image decoded and resized to the model's input size (`resize`), for the 8-bit resize modes (a `tf-*`
     /// mode gives float pixels: `loadPixels`); safe to call from many threads.
     public func loadImage(_ source: ImageSource, resize: InputResize) throws(ClassifyError) -> RGBImage {
-        do {
-            switch source {
-            case .file(let path):
-                return try resize.apply(try ImageDecoder.decode(contentsOf: path, limits: limits, convention: resize.decoding),
-                                        file: path, limits: limits)
-            case .bytes(let bytes, let name):
-                return try resize.apply(try ImageDecoder.decode(bytes, file: name, limits: limits, convention: resize.decoding),
-                                        file: name, limits: limits)
-            case .image(let image, let name):
-                return try resize.apply(image, file: name, limits: limits)
-            case .resized(let image, let name):
-                guard image.height == resize.height, image.width == resize.width else {
-                    throw ClassifyError(.badInput, file: name, "image is \(image.width)×\(image.height), the model takes \(resize.width)×\(resize.height)")
-                }
-                return image
+        if case .resized(let image, let name) = source {
+            guard image.height == resize.height, image.width == resize.width else {
+                throw ClassifyError(.badInput, file: name, "image is \(image.width)×\(image.height), the model takes \(resize.width)×\(resize.height)")
             }
+            return image
+        }
+        do {
+            return try resize.apply(try decoded(source, resize: resize), file: source.name, limits: limits)
         } catch {
             throw ClassifyError(error)
+        }
+    }
+
+    /// The full-size image of a `.file`, `.bytes` or `.image` source, decoded as `resize.decoding` says.
+    private func decoded(_ source: ImageSource, resize: InputResize) throws(ImageError) -> RGBImage {
+        switch source {
+        case .file(let path): return try ImageDecoder.decode(contentsOf: path, limits: limits, convention: resize.decoding)
+        case .bytes(let bytes, let name): return try ImageDecoder.decode(bytes, file: name, limits: limits, convention: resize.decoding)
+        case .image(let image, _), .resized(let image, _): return image
         }
     }
 
@@ -198,21 +199,9 @@ public final class Classifier: Sendable {
     /// `[H, W, 3]` 0–255 (`InputResize.pixels`). An image already decoded is taken as it is; one already at the
     /// input size (`.resized`) goes in as its 8-bit values. Safe to call from many threads.
     public func loadPixels(_ source: ImageSource, resize: InputResize) throws(ClassifyError) -> RGBFloatImage {
+        if case .resized = source { return RGBFloatImage(try loadImage(source, resize: resize)) }
         do {
-            switch source {
-            case .file(let path):
-                return try resize.pixels(try ImageDecoder.decode(contentsOf: path, limits: limits, convention: resize.decoding),
-                                         file: path, limits: limits)
-            case .bytes(let bytes, let name):
-                return try resize.pixels(try ImageDecoder.decode(bytes, file: name, limits: limits, convention: resize.decoding),
-                                         file: name, limits: limits)
-            case .image(let image, let name):
-                return try resize.pixels(image, file: name, limits: limits)
-            case .resized:
-                return RGBFloatImage(try loadImage(source, resize: resize))
-            }
-        } catch let error as ClassifyError {
-            throw error
+            return try resize.pixels(try decoded(source, resize: resize), file: source.name, limits: limits)
         } catch {
             throw ClassifyError(error)
         }
